@@ -1,0 +1,1 @@
+"""The anonymised_node service (not yet built: see the issues)."""

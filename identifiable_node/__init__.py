@@ -1,0 +1,1 @@
+"""The identifiable_node service (not yet built: see the issues)."""

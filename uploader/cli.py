@@ -1,0 +1,203 @@
+"""The ``uploader`` command. Only ``main`` turns errors into exit codes and one-line messages.
+
+Exit codes: 0 success; 1 the job ran but something failed (a file not written, a check failed);
+2 bad usage or configuration (the message names the file and the problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from uploader import __version__
+from uploader.errors import ConfigError, UploaderError
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="uploader", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"uploader {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress (never identifiers)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    a = sub.add_parser("anonymise", aliases=["anonymize"], help="de-identify a folder of DICOM")
+    a.add_argument("input", type=Path, help="a DICOM file or a folder, read recursively")
+    a.add_argument("output", type=Path, help="folder for the de-identified files")
+    a.add_argument("--key-file", type=Path, help="the site's secret pseudonymisation key")
+    a.add_argument("--generate-key", type=Path, metavar="FILE", help="create a new key in FILE")
+    a.add_argument("--protocol", type=Path, help="trial protocol (YAML)")
+    a.add_argument("--site", default="", help="site ID (ClinicalTrialSiteID, {site} in patterns)")
+    a.add_argument("--mapping-dir", type=Path, help="write patid_mapping.csv and uid_mapping.csv")
+    a.add_argument("--json", action="store_true", help="print a machine-readable summary")
+
+    v = sub.add_parser("verify", help="check that files are de-identified (no original needed)")
+    v.add_argument("input", type=Path, help="a DICOM file or a folder, read recursively")
+    v.add_argument("--protocol", type=Path, help="trial protocol: its private allow-list")
+    v.add_argument("--json", action="store_true", help="print a machine-readable report")
+
+    s = sub.add_parser("sample", help="write a sample RT study with planted identifiers")
+    s.add_argument("output", type=Path)
+    s.add_argument("--slices", type=int, default=8)
+    s.add_argument("--size", type=int, default=64, help="rows and columns of each CT slice")
+
+    d = sub.add_parser("demo", help="the quick start: sample study -> anonymise -> verify")
+    d.add_argument("--workdir", type=Path, help="where to put it (default: a new temp folder)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command in ("anonymise", "anonymize"):
+            return _anonymise(args)
+        if args.command == "verify":
+            return _verify(args)
+        if args.command == "sample":
+            return _sample(args)
+        return _demo(args)
+    except ConfigError as exc:
+        print(f"uploader: {exc}", file=sys.stderr)
+        return 2
+    except UploaderError as exc:
+        print(f"uploader: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("uploader: interrupted", file=sys.stderr)
+        return 130
+
+
+def _anonymise(args: argparse.Namespace) -> int:
+    from uploader.deid.batch import Mapping, anonymise_tree
+    from uploader.deid.pseudonyms import generate_key, read_key
+    from uploader.runconfig import build_settings
+
+    if not args.input.exists():
+        raise ConfigError(f"{args.input}: no such file or folder")
+    if args.key_file and args.generate_key:
+        raise ConfigError("give --key-file or --generate-key, not both")
+    if args.key_file:
+        key = read_key(args.key_file)
+    elif args.generate_key:
+        key = generate_key(args.generate_key)
+        print(
+            f"uploader: new site key written to {args.generate_key}; keep it secret and backed up",
+            file=sys.stderr,
+        )
+    else:
+        raise ConfigError(
+            "no site key: give --key-file FILE, or --generate-key FILE to create one "
+            "(pseudonyms are keyed; the same key must be used for every later series)"
+        )
+    settings = build_settings(key, args.protocol, args.site)
+    mapping = Mapping() if args.mapping_dir else None
+    summary = _with_progress(
+        not args.json,
+        lambda tick: anonymise_tree(args.input, args.output, settings, mapping, tick),
+        _count(args.input),
+    )
+    if mapping is not None:
+        mapping.write(args.mapping_dir)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        _print_summary(summary, args.output)
+    if not summary.ok:
+        print(
+            f"uploader: {len(summary.failed)} file(s) could not be de-identified (listed above)",
+            file=sys.stderr,
+        )
+    return 0 if summary.ok else 1
+
+
+def _count(root: Path) -> int:
+    from uploader.deid.batch import input_files
+
+    return sum(1 for _ in input_files(root))
+
+
+def _with_progress(enabled: bool, job: Any, total: int) -> Any:
+    if not (enabled and sys.stderr.isatty()):
+        return job(None)
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="file", file=sys.stderr) as bar:
+        return job(bar.update)
+
+
+def _print_summary(summary: Any, out: Path) -> None:
+    print(f"written:   {summary.written} file(s) under {out}")
+    for subject, sessions in sorted(summary.sessions.items()):
+        print(f"  subject {subject}: session(s) {', '.join(sorted(sessions))}")
+    print(f"withheld:  {len(summary.withheld)}")
+    for f, reason in summary.withheld:
+        print(f"  {f}: {reason}")
+    print(f"not DICOM: {len(summary.not_dicom)}")
+    for f in summary.not_dicom:
+        print(f"  {f}")
+    print(f"failed:    {len(summary.failed)}")
+    for f, reason in summary.failed:
+        print(f"  {f}: {reason}")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from uploader.deid.audit import audit_tree
+
+    if not args.input.exists():
+        raise ConfigError(f"{args.input}: no such file or folder")
+    report = audit_tree(args.input, args.protocol)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for name, problems in report.files:
+            if problems:
+                print(f"FAIL {name}")
+                for p in problems:
+                    print(f"     {p}")
+        print(f"{report.passed} passed, {report.failed} failed")
+    return 0 if report.failed == 0 else 1
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from uploader.sample import write_study
+
+    files = write_study(args.output, slices=args.slices, size=args.size)
+    print(f"wrote {len(files)} DICOM files (and a note) under {args.output}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="uploader-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    key = work / "site.key"
+    sample, out, links = work / "incoming", work / "deidentified", work / "link"
+    print(f"1. a sample RT study with planted identifiers -> {sample}")
+    _sample(argparse.Namespace(output=sample, slices=8, size=64))
+    protocol = Path(__file__).resolve().parent.parent / "protocols" / "example-prostate.yaml"
+    argv = ["anonymise", str(sample), str(out), "--site", "RXH", "--mapping-dir", str(links)]
+    argv += ["--key-file", str(key)] if key.exists() else ["--generate-key", str(key)]
+    if protocol.exists():
+        argv += ["--protocol", str(protocol)]
+    print(f"2. uploader {' '.join(argv)}")
+    rc = main(argv)
+    print(f"3. uploader verify {out}")
+    verify_argv = ["verify", str(out)] + (
+        ["--protocol", str(protocol)] if protocol.exists() else []
+    )
+    rc_verify = main(verify_argv)
+    print(f"4. uploader verify {sample}  (the input: must fail)")
+    rc_input = main(["verify", str(sample)])
+    ok = rc == 0 and rc_verify == 0 and rc_input == 1
+    print("demo " + ("passed" if ok else "FAILED") + f"; everything is under {work}")
+    return 0 if ok else 1

@@ -1,0 +1,105 @@
+"""Policies applied before de-identification: burned-in text, and which private tags may stay.
+
+An instance that may carry the patient's identity in its pixels (BurnedInAnnotation YES,
+secondary captures and screen saves, dose reports and patient-protocol series) is withheld
+with a reason unless the protocol explicitly allows that kind. Private tags are removed unless
+a protocol allow-list (by private creator and element) or the standard's Safe Private list,
+under the Retain Safe Private option, names them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from uploader.errors import ConfigError, WithheldError
+
+SECONDARY_CAPTURE_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image
+        "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit SC
+        "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
+        "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
+        "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color SC
+    }
+)
+#: Series that hospital guidance warns carry burned-in patient data.
+RISKY_SERIES = re.compile(
+    r"dose\s*(report|info|summary|page)|patient\s*protocol|exam\s*protocol|screen\s*(save|shot)",
+    re.IGNORECASE,
+)
+
+#: The kinds a protocol may allow, by name, in ``deidentify.allow_burned_in``.
+BURNED_IN_KINDS = ("burned_in_annotation", "secondary_capture", "screen_save", "report_series")
+
+
+def check_pixels(ds: Any, allowed: Iterable[str] = ()) -> None:
+    """Raise WithheldError if the instance may carry burned-in identity and that is not allowed."""
+    allow = set(allowed)
+    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+        if "burned_in_annotation" not in allow:
+            raise WithheldError("BurnedInAnnotation is YES: the pixels carry text", "burned_in")
+        return
+    if str(ds.get("SOPClassUID", "")) in SECONDARY_CAPTURE_CLASSES:
+        if "secondary_capture" not in allow:
+            raise WithheldError("secondary capture: may carry burned-in text", "secondary_capture")
+        return
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if "SCREEN SAVE" in image_type or str(ds.get("ConversionType", "")).upper() == "WSD":
+        if "screen_save" not in allow:
+            raise WithheldError("screen save: may carry burned-in text", "screen_save")
+        return
+    for kw in ("SeriesDescription", "ProtocolName", "StudyDescription"):
+        text = str(ds.get(kw, "") or "")
+        if RISKY_SERIES.search(text) and "report_series" not in allow:
+            raise WithheldError(
+                f"{kw} names a dose report or patient protocol series, which may carry "
+                "burned-in patient data",
+                "report_series",
+            )
+
+
+_PRIVATE_RE = re.compile(r"^\(([0-9A-Fa-f]{4}),(?:[xX]{2}|[0-9A-Fa-f]{2})([0-9A-Fa-f]{2})\)$")
+
+
+@dataclass(frozen=True)
+class PrivateKey:
+    """A private element identified the only stable way: group, creator and element byte."""
+
+    group: int
+    creator: str
+    element: int
+
+    @classmethod
+    def parse(cls, tag: str, creator: str) -> PrivateKey:
+        """Parse ``(7053,xx00)`` (or ``(7053,1000)``) with its private creator string.
+
+        Raises:
+            ConfigError: not a private tag in that notation.
+        """
+        m = _PRIVATE_RE.match(tag.strip())
+        if not m or not int(m.group(1), 16) & 1:
+            raise ConfigError(
+                f"private tag {tag!r}: write it as (gggg,xxee) with an odd group, e.g. (7053,xx00)"
+            )
+        return cls(int(m.group(1), 16), creator.strip(), int(m.group(2), 16))
+
+
+class PrivatePolicy:
+    """Decides which private elements of a data set stay; everything else goes."""
+
+    def __init__(self, allowed: Iterable[PrivateKey] = ()) -> None:
+        self._allowed = frozenset(allowed)
+
+    def __bool__(self) -> bool:
+        return bool(self._allowed)
+
+    def keeps(self, group: int, creator: str, element_byte: int) -> bool:
+        """Return True if the element (group, creator, low byte) is on the allow-list."""
+        return PrivateKey(group, creator.strip(), element_byte) in self._allowed
+
+    def with_keys(self, keys: Iterable[PrivateKey]) -> PrivatePolicy:
+        """Return a policy that also allows ``keys``."""
+        return PrivatePolicy(self._allowed | frozenset(keys))

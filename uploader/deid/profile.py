@@ -1,0 +1,222 @@
+"""The PS3.15 Annex E confidentiality profile, loaded from data, resolved for a set of options.
+
+The table in ``data/annex_e.json`` is generated from the standard by ``tools/gen_annex_e.py``;
+its edition is recorded there. Nothing here lists attributes by hand: code only interprets
+the action codes (X, Z, D, U, K, C and the conditional ones) for a value representation.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from uploader.errors import ConfigError
+
+
+class Option(enum.StrEnum):
+    """The profile options of Table E.1-1's columns (names as protocols spell them)."""
+
+    RETAIN_SAFE_PRIVATE = "retain_safe_private"
+    RETAIN_UIDS = "retain_uids"
+    RETAIN_DEVICE_IDENTITY = "retain_device_identity"
+    RETAIN_INSTITUTION_IDENTITY = "retain_institution_identity"
+    RETAIN_PATIENT_CHARACTERISTICS = "retain_patient_characteristics"
+    RETAIN_LONGITUDINAL_FULL_DATES = "retain_longitudinal_full_dates"
+    RETAIN_LONGITUDINAL_MODIFIED_DATES = "retain_longitudinal_modified_dates"
+    CLEAN_DESCRIPTORS = "clean_descriptors"
+    CLEAN_STRUCTURED_CONTENT = "clean_structured_content"
+    CLEAN_GRAPHICS = "clean_graphics"
+
+
+#: CID 7050 "De-identification Method" codes (scheme DCM), one per profile / option.
+METHOD_CODES: dict[str, tuple[str, str]] = {
+    "basic": ("113100", "Basic Application Confidentiality Profile"),
+    Option.CLEAN_GRAPHICS: ("113103", "Clean Graphics Option"),
+    Option.CLEAN_STRUCTURED_CONTENT: ("113104", "Clean Structured Content Option"),
+    Option.CLEAN_DESCRIPTORS: ("113105", "Clean Descriptors Option"),
+    Option.RETAIN_LONGITUDINAL_FULL_DATES: (
+        "113106",
+        "Retain Longitudinal Temporal Information Full Dates Option",
+    ),
+    Option.RETAIN_LONGITUDINAL_MODIFIED_DATES: (
+        "113107",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+    ),
+    Option.RETAIN_PATIENT_CHARACTERISTICS: ("113108", "Retain Patient Characteristics Option"),
+    Option.RETAIN_DEVICE_IDENTITY: ("113109", "Retain Device Identity Option"),
+    Option.RETAIN_UIDS: ("113110", "Retain UIDs Option"),
+    Option.RETAIN_SAFE_PRIVATE: ("113111", "Retain Safe Private Option"),
+    Option.RETAIN_INSTITUTION_IDENTITY: ("113112", "Retain Institution Identity Option"),
+}
+
+DEFAULT_OPTIONS: frozenset[Option] = frozenset({Option.RETAIN_PATIENT_CHARACTERISTICS})
+
+
+class Op(enum.Enum):
+    """What the engine does to one element, once the action code is resolved for its VR."""
+
+    REMOVE = "remove"  # X
+    EMPTY = "empty"  # Z: zero-length value (an empty sequence for SQ)
+    DUMMY = "dummy"  # D: a dummy value consistent with the VR
+    UID = "uid"  # U: keyed remap of the UID
+    KEEP = "keep"  # K: kept (text is still cleaned of the patient's identifiers)
+    CLEAN = "clean"  # C on text: identifiers removed from the value
+    SHIFT = "shift"  # C on dates under the Modified Dates option: keyed per-patient shift
+    RECURSE = "recurse"  # a kept sequence: its items are de-identified by the same profile
+
+
+# Most permissive first: when several selected options name an attribute, the most retaining wins,
+# since each option is an explicit permission granted by the protocol.
+_OPTION_PRECEDENCE = ("K", "C", "U", "D", "Z", "X")
+_DATE_VRS = frozenset({"DA", "DT", "TM"})
+_TAG_RE = re.compile(r"^\(([0-9A-Fa-fx]{4}),([0-9A-Fa-fx]{4})\)$")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of Table E.1-1: an attribute, its basic action and its per-option actions."""
+
+    tag: str
+    name: str
+    basic: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    def code_for(self, selected: frozenset[Option]) -> str:
+        """Return the action code that applies under the selected options."""
+        codes = [self.options[o] for o in selected if o in self.options]
+        if not codes:
+            return self.basic
+        return min(codes, key=lambda c: _OPTION_PRECEDENCE.index(c[0]) if c[0] in "KCUDZX" else 9)
+
+    def describe(self, selected: frozenset[Option]) -> str:
+        """One line for the audit record: which action applies to this attribute and why."""
+        code = self.code_for(selected)
+        why = "basic profile" if code == self.basic else "option"
+        return f"{self.tag} {self.name}: {code} ({why})"
+
+
+@dataclass(frozen=True)
+class SafePrivate:
+    """One row of Table E.3.10-1: a private element safe to keep under Retain Safe Private."""
+
+    group: int
+    element_byte: int
+    creator: str
+    condition: str = ""
+
+
+def resolve(code: str, vr: str) -> Op:
+    """Turn an action code into the operation for an element of this VR.
+
+    Conditional codes are resolved the conservative way that keeps the IOD valid: an empty value
+    where removal might break a Type 2 attribute, recursion where a sequence carries references
+    that referential integrity needs (U*).
+    """
+    is_seq = vr == "SQ"
+    if "U" in code:  # U, X/Z/U*: remap; a sequence keeps its items, their UIDs remapped
+        return Op.RECURSE if is_seq else (Op.UID if vr == "UI" else Op.EMPTY)
+    if code == "K":
+        return Op.RECURSE if is_seq else Op.KEEP
+    if code == "C":
+        if is_seq:
+            return Op.RECURSE
+        return Op.SHIFT if vr in _DATE_VRS else Op.CLEAN
+    if code == "X":
+        return Op.REMOVE
+    if code == "D":
+        return Op.RECURSE if is_seq else Op.DUMMY
+    if code == "X/D":
+        return Op.REMOVE
+    # Z, X/Z, Z/D, X/Z/D: an empty value satisfies every one of them
+    return Op.EMPTY
+
+
+def _parse_tag(text: str) -> tuple[int, int] | None:
+    """Return (value, mask) for a tag like (0008,0050) or (60xx,4000); None if not a tag."""
+    m = _TAG_RE.match(text.strip())
+    if not m:
+        return None
+    hexdigits = m.group(1) + m.group(2)
+    value = int(hexdigits.replace("x", "0").replace("X", "0"), 16)
+    mask = int("".join("0" if c in "xX" else "F" for c in hexdigits), 16)
+    return value, mask
+
+
+class Profile:
+    """Table E.1-1 resolved for one set of options; answers "what to do with this tag?"."""
+
+    def __init__(self, table: dict[str, Any], options: frozenset[Option] = DEFAULT_OPTIONS) -> None:
+        self.edition: str = table["edition"]
+        self.options = frozenset(Option(o) for o in options)
+        self.rules: dict[int, Rule] = {}
+        self._masked: list[tuple[int, int, Rule]] = []
+        for row in table["attributes"]:
+            rule = Rule(row["tag"], row["name"], row["basic"], dict(row.get("options", {})))
+            parsed = _parse_tag(rule.tag)
+            if parsed is None:
+                continue  # rows such as "private attributes" are handled by the engine's policy
+            value, mask = parsed
+            if mask == 0xFFFFFFFF:
+                self.rules[value] = rule
+            else:
+                self._masked.append((value, mask, rule))
+        self.safe_private = [
+            SafePrivate(
+                int(r["group"], 16), int(r["element"], 16), r["creator"], r.get("condition", "")
+            )
+            for r in table.get("safe_private", [])
+        ]
+        self._cache: dict[tuple[int, str], Op | None] = {}
+
+    def rule(self, tag: int) -> Rule | None:
+        """Return the Table E.1-1 row for this tag, or None when the table does not list it."""
+        rule = self.rules.get(tag)
+        if rule is not None:
+            return rule
+        for value, mask, r in self._masked:
+            if tag & mask == value:
+                return r
+        return None
+
+    def op(self, tag: int, vr: str) -> Op | None:
+        """Return the operation for a public tag of this VR, or None when the table is silent."""
+        key = (tag, vr)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        rule = self.rule(tag)
+        result = None if rule is None else resolve(rule.code_for(self.options), vr)
+        self._cache[key] = result
+        return result
+
+    def method_codes(self) -> list[tuple[str, str]]:
+        """Return the CID 7050 (code value, meaning) pairs of the profile and options applied."""
+        codes = [METHOD_CODES["basic"]]
+        codes += [METHOD_CODES[o] for o in sorted(self.options)]
+        return codes
+
+
+@cache
+def load_table() -> dict[str, Any]:
+    """Return the packaged Annex E table (attributes, safe private list, edition).
+
+    Raises:
+        ConfigError: the packaged table is missing or unreadable (a broken installation).
+    """
+    try:
+        text = resources.files("uploader.deid").joinpath("data/annex_e.json").read_text("utf-8")
+        data: dict[str, Any] = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the packaged Annex E table cannot be read: {exc}") from exc
+    return data
+
+
+def load_profile(options: frozenset[Option] | None = None) -> Profile:
+    """Return the profile for these options (default: Retain Patient Characteristics)."""
+    return Profile(load_table(), DEFAULT_OPTIONS if options is None else options)

@@ -1,0 +1,234 @@
+"""The verifiers: every output is proven clean before it is written, and again on arrival.
+
+``check_output`` runs on the identifiable node with knowledge of the input: no name part, ID,
+birth date, accession number or address of the patient in any string at any depth, no private
+tag outside the allow-list, no original UID. ``audit`` is the knowledge-free check the
+anonymised node runs: it needs no original and reports what a de-identified file must not have.
+Problems name the attribute and the kind of identifier, never its value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom._uid_dict import UID_dictionary
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from uploader.deid.identifiers import Identifiers, Matcher
+from uploader.deid.policy import SECONDARY_CAPTURE_CLASSES, PrivatePolicy
+from uploader.deid.profile import METHOD_CODES, Op, Option, Profile
+from uploader.errors import VerificationError
+
+_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
+_UID_IN_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+){3,}")
+#: Attributes the uploader itself writes after the profile (pseudonyms and the record).
+WRITTEN_BY_US = frozenset(
+    {
+        0x00100010,  # PatientName: the subject pseudonym
+        0x00100020,  # PatientID: the subject pseudonym
+        0x00104000,  # PatientComments: XNAT's Project/Subject/Session line
+        0x00120010,
+        0x00120020,
+        0x00120021,
+        0x00120030,
+        0x00120031,
+        0x00120040,
+        0x00120050,
+    }
+)
+_XNAT_LINE = re.compile(r"^(Project:\S+ )?Subject:\S+ Session:\S+$")
+
+
+def _vr(elem: Any, tag: int) -> str:
+    vr = elem.VR
+    if vr and vr != "UN":
+        return str(vr)
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+def _where(path: str, tag: int) -> str:
+    kw = keyword_for_tag(tag) or "private"
+    return f"{path}({tag >> 16:04X},{tag & 0xFFFF:04X}) {kw}"
+
+
+def _elements(ds: Dataset, path: str = "") -> Iterator[tuple[str, int, str, Dataset]]:
+    """Yield (path, tag, vr, parent) for every element at any depth, sequences included."""
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        vr = _vr(raw, tag)
+        yield path, tag, vr, ds
+        if vr == "SQ":
+            value = ds[tag].value
+            if isinstance(value, Sequence):
+                for i, item in enumerate(value):
+                    yield from _elements(item, f"{path}{keyword_for_tag(tag) or 'item'}[{i}].")
+
+
+def _values(elem: Any) -> list[str]:
+    value = elem.value
+    if value is None or value == "":
+        return []
+    if elem.VM > 1:
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def collect_uids(ds: Dataset) -> set[str]:
+    """Return every instance UID in the data set at any depth (registry UIDs excluded)."""
+    found: set[str] = set()
+    for _path, tag, vr, parent in _elements(ds):
+        if vr == "UI":
+            found.update(v for v in _values(parent[tag]) if v not in UID_dictionary)
+    return found
+
+
+def _creators(ds: Dataset) -> dict[tuple[int, int], str]:
+    out = {}
+    for tag in ds.keys():
+        if tag >> 16 & 1 and 0x0010 <= tag & 0xFFFF <= 0x00FF:
+            value = ds.get_item(tag).value
+            raw = value if isinstance(value, bytes) else str(value).encode()
+            out[(tag >> 16, tag & 0xFF)] = raw.decode("latin-1").strip(" \x00")
+    return out
+
+
+def _private_allowed(parent: Dataset, tag: int, policy: PrivatePolicy, profile: Profile) -> bool:
+    elem_no = tag & 0xFFFF
+    if elem_no <= 0x00FF:
+        return True  # a creator element: judged by the elements of its block
+    creator = _creators(parent).get((tag >> 16, elem_no >> 8))
+    if creator is None:
+        return False
+    if policy.keeps(tag >> 16, creator, elem_no & 0xFF):
+        return True
+    if Option.RETAIN_SAFE_PRIVATE in profile.options:
+        return any(
+            sp.group == tag >> 16 and sp.element_byte == elem_no & 0xFF and sp.creator == creator
+            for sp in profile.safe_private
+        )
+    return False
+
+
+def check_output(
+    ds: Dataset,
+    ident: Identifiers,
+    originals: set[str],
+    policy: PrivatePolicy,
+    profile: Profile,
+) -> None:
+    """Prove a de-identified instance clean against its input's identifiers.
+
+    Raises:
+        VerificationError: with one problem per offending attribute (kinds, never values).
+    """
+    matcher = Matcher(ident, clean_dates=False)
+    retain_uids = Option.RETAIN_UIDS in profile.options
+    problems: list[str] = []
+    for path, tag, vr, parent in _elements(ds):
+        if tag >> 16 & 1 and not _private_allowed(parent, tag, policy, profile):
+            problems.append(f"{_where(path, tag)}: private tag outside the allow-list")
+            continue
+        if vr == "UI" and not retain_uids:
+            if any(v in originals for v in _values(parent[tag])):
+                problems.append(f"{_where(path, tag)}: original UID")
+        elif vr in _TEXT_VRS:
+            for text in _values(parent[tag]):
+                kinds = matcher.kinds_in(text)
+                if kinds:
+                    problems.append(f"{_where(path, tag)}: patient {', '.join(kinds)}")
+                if not retain_uids and any(u in originals for u in _UID_IN_TEXT.findall(text)):
+                    problems.append(f"{_where(path, tag)}: original UID in text")
+    if str(ds.get("PatientBirthDate", "") or ""):
+        problems.append("(0010,0030) PatientBirthDate: still holds a value")
+    if problems:
+        raise VerificationError(problems)
+
+
+def declared_options(ds: Dataset) -> frozenset[Option]:
+    """Return the options a file declares in DeidentificationMethodCodeSequence."""
+    by_code = {code: name for name, (code, _m) in METHOD_CODES.items() if name != "basic"}
+    found = set()
+    for item in ds.get("DeidentificationMethodCodeSequence") or []:
+        name = by_code.get(str(item.get("CodeValue", "")))
+        if name is not None:
+            found.add(Option(name))
+    return frozenset(found)
+
+
+def audit(ds: Dataset, profile: Profile, policy: PrivatePolicy, allow_burned_in: bool) -> list[str]:
+    """Return what is wrong with a supposedly de-identified instance (empty when it passes).
+
+    ``profile`` must be built with the options the file declares (see ``declared_options``).
+    """
+    problems = _audit_header(ds, allow_burned_in)
+    retain_uids = Option.RETAIN_UIDS in profile.options
+    for path, tag, vr, parent in _elements(ds):
+        problem = _audit_element(
+            path, tag, vr, parent, profile=profile, policy=policy, retain_uids=retain_uids
+        )
+        if problem:
+            problems.append(f"{_where(path, tag)}: {problem}")
+    return problems
+
+
+def _audit_header(ds: Dataset, allow_burned_in: bool) -> list[str]:
+    problems: list[str] = []
+    if str(ds.get("PatientIdentityRemoved", "")).upper() != "YES":
+        problems.append("(0012,0062) PatientIdentityRemoved: not YES")
+    codes = {
+        str(i.get("CodeValue", "")) for i in ds.get("DeidentificationMethodCodeSequence") or []
+    }
+    if METHOD_CODES["basic"][0] not in codes:
+        problems.append("(0012,0064) DeidentificationMethodCodeSequence: no Basic Profile code")
+    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES" and not allow_burned_in:
+        problems.append("(0028,0301) BurnedInAnnotation: YES")
+    if str(ds.get("SOPClassUID", "")) in SECONDARY_CAPTURE_CLASSES and not allow_burned_in:
+        problems.append("(0008,0016) SOPClassUID: secondary capture, may carry burned-in text")
+    comments = str(ds.get("PatientComments", "") or "")
+    if comments and not _XNAT_LINE.match(comments):
+        problems.append("(0010,4000) PatientComments: free text")
+    return problems
+
+
+def _audit_element(
+    path: str,
+    tag: int,
+    vr: str,
+    parent: Dataset,
+    *,
+    profile: Profile,
+    policy: PrivatePolicy,
+    retain_uids: bool,
+) -> str | None:
+    group = tag >> 16
+    if group & 1:
+        return None if _private_allowed(parent, tag, policy, profile) else "private tag"
+    if 0x5000 <= group <= 0x501E or 0x6000 <= group <= 0x601E:
+        return "curve or overlay data"
+    if not path and tag in WRITTEN_BY_US:
+        return None
+    values = _values(parent[tag]) if vr != "SQ" else []
+    op = profile.op(tag, vr)
+    if op is Op.REMOVE:
+        return "Annex E says remove, still present"
+    if op is Op.EMPTY and values:
+        return "Annex E says empty, still holds a value"
+    if vr == "PN" and values and op is not Op.DUMMY:
+        return "a person's name"
+    if vr == "UI" and not retain_uids:
+        for v in values:
+            if v not in UID_dictionary and not v.startswith("2.25.") and not _registry(tag):
+                return "UID not remapped"
+    return None
+
+
+def _registry(tag: int) -> bool:
+    kw = keyword_for_tag(tag) or ""
+    return kw.endswith(("ClassUID", "SyntaxUID", "SchemeUID", "ResourceUID", "CreatorUID"))

@@ -1,0 +1,1 @@
+"""Trial protocols: the schema, loading with clear errors, and what they select."""

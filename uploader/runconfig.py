@@ -1,0 +1,54 @@
+"""Build the frozen de-identification settings from a key, a protocol file and a site ID."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from uploader.deid.engine import Settings, TrialInfo
+from uploader.deid.policy import PrivatePolicy
+from uploader.deid.profile import load_profile
+from uploader.deid.pseudonyms import Pseudonymiser
+from uploader.errors import ConfigError
+from uploader.protocols.model import Protocol, load_protocol
+
+_SITE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def build_settings(key: bytes, protocol_path: Path | None, site: str) -> Settings:
+    """Return the settings for one run.
+
+    Raises:
+        ConfigError: bad protocol, or a site ID the patterns need but that is missing or unsafe.
+    """
+    if site and not set(site) <= _SITE_CHARS:
+        raise ConfigError(f"site ID {site!r}: use letters, digits, '-' and '_' only")
+    protocol: Protocol | None = load_protocol(protocol_path) if protocol_path else None
+    pseudonymiser = Pseudonymiser(key)
+    if protocol is None:
+        return Settings(
+            profile=load_profile(),
+            pseudonymiser=pseudonymiser,
+            site=site,
+            subject_pattern=f"{site}-{{hash:8}}" if site else "S{hash:10}",
+        )
+    for pattern in (protocol.pseudonym.subject, protocol.pseudonym.session):
+        if "{site}" in pattern and not site:
+            raise ConfigError(
+                f"{protocol_path}: the pattern {pattern!r} uses {{site}}: give --site"
+            )
+    deid = protocol.deidentify
+    return Settings(
+        profile=load_profile(frozenset(deid.options)),
+        pseudonymiser=pseudonymiser,
+        site=site,
+        trial=TrialInfo(
+            protocol_id=protocol.id,
+            protocol_name=protocol.name,
+            sponsor=protocol.sponsor,
+            time_point=protocol.time_point,
+        ),
+        subject_pattern=protocol.pseudonym.subject,
+        session_pattern=protocol.pseudonym.session,
+        private=PrivatePolicy(t.key() for t in deid.keep_private),
+        allow_burned_in=frozenset(deid.allow_burned_in),
+    )
