@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
+    _quiet_pydicom()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -76,6 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("uploader: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_pydicom() -> None:
+    """pydicom's validation warnings quote values (a patient's name, say): never let them out."""
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+    config.settings.writing_validation_mode = config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
 def _anonymise(args: argparse.Namespace) -> int:

@@ -80,10 +80,15 @@ class Outcome:
     uid_map: dict[str, str]
 
 
-def is_registry_uid(tag: int, value: str) -> bool:
-    """True if a UI value names a registered class/scheme rather than an instance."""
+def is_registry_uid(tag: int, value: str, listed: bool = False) -> bool:
+    """True if a UI value names a registered class/scheme rather than an instance.
+
+    ``listed``: Table E.1-1 lists the attribute as U, so only a registered value is spared.
+    """
     if value in UID_dictionary:
         return True
+    if listed:
+        return False
     kw = keyword_for_tag(tag)
     return bool(kw) and kw.endswith(_REGISTRY_UID_SUFFIXES)
 
@@ -132,7 +137,7 @@ class _Instance:
         if vr == "PN" or not dictionary_has_tag(tag):
             return Op.REMOVE  # names the table does not know, and attributes we do not know
         if vr == "UI":
-            return Op.UID
+            return Op.KEEP if self.retain_uids else Op.UID
         if vr == "SQ":
             return Op.RECURSE
         return Op.KEEP
@@ -147,8 +152,6 @@ class _Instance:
         elif op is Op.EMPTY:
             ds[tag] = DataElement(tag, vr, [] if vr == "SQ" else None)
         elif op is Op.UID:
-            if self.retain_uids:
-                return
             elem = ds[tag]
             values = elem.value if elem.VM > 1 else [elem.value]
             new = [self._uid(tag, str(v)) for v in values if v]
@@ -166,7 +169,7 @@ class _Instance:
             self._clean(ds, tag)
 
     def _uid(self, tag: int, value: str) -> str:
-        if is_registry_uid(tag, value):
+        if is_registry_uid(tag, value, listed=self.profile.rule(tag) is not None):
             return value
         new = self.pseudo.uid(value)
         self.uid_map[value] = new

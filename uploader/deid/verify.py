@@ -136,6 +136,8 @@ def check_output(
             problems.append(f"{_where(path, tag)}: private tag outside the allow-list")
             continue
         if vr == "UI" and not retain_uids:
+            if profile.op(tag, vr) is Op.KEEP:
+                continue  # an option keeps this UID (e.g. Device UID under Retain Device Identity)
             if any(v in originals for v in _values(parent[tag])):
                 problems.append(f"{_where(path, tag)}: original UID")
         elif vr in _TEXT_VRS:
