@@ -70,7 +70,7 @@ def _vr(tag: int) -> str:
         vr = str(dictionary_VR(tag))
     except KeyError:
         return "UN"  # newer than pydicom's dictionary
-    return vr.split(" or ")[0]
+    return vr.split(" or ", maxsplit=1)[0]
 
 
 def _value(tag: int, vr: str, code: str) -> Any:

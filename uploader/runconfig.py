@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from uploader.deid.engine import Settings, TrialInfo
 from uploader.deid.policy import PrivatePolicy
 from uploader.deid.profile import load_profile
 from uploader.deid.pseudonyms import Pseudonymiser
 from uploader.errors import ConfigError
-from uploader.protocols.model import Protocol, load_protocol
+
+if TYPE_CHECKING:
+    from uploader.protocols.model import Protocol
 
 _SITE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
@@ -22,7 +25,11 @@ def build_settings(key: bytes, protocol_path: Path | None, site: str) -> Setting
     """
     if site and not set(site) <= _SITE_CHARS:
         raise ConfigError(f"site ID {site!r}: use letters, digits, '-' and '_' only")
-    protocol: Protocol | None = load_protocol(protocol_path) if protocol_path else None
+    protocol: Protocol | None = None
+    if protocol_path is not None:
+        from uploader.protocols.model import load_protocol  # pydantic only when a protocol is used
+
+        protocol = load_protocol(protocol_path)
     pseudonymiser = Pseudonymiser(key)
     if protocol is None:
         return Settings(

@@ -12,23 +12,22 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_has_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from uploader import __version__
 from uploader.deid import header
-from uploader.deid.identifiers import Matcher, collect
+from uploader.deid.elements import TEXT_VRS, is_registry_uid, raw_ascii, strings, vr_of
+from uploader.deid.identifiers import Matcher, collect, matcher_for
 from uploader.deid.policy import PrivatePolicy, check_pixels
 from uploader.deid.profile import Op, Option, Profile
 from uploader.deid.pseudonyms import Pseudonymiser
-from uploader.deid.verify import check_output, collect_uids
+from uploader.deid.verify import check_output
 
 log = logging.getLogger(__name__)
 
-TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
 _DUMMY: dict[str, Any] = {
     "DA": "19000101",
     "TM": "000000",
@@ -39,8 +38,6 @@ _DUMMY: dict[str, Any] = {
     "DS": "0",
     "CS": "ANONYMIZED",
 }
-#: UI-valued attributes that hold registry UIDs (classes, coding schemes), never instance UIDs.
-_REGISTRY_UID_SUFFIXES = ("ClassUID", "SyntaxUID", "SchemeUID", "ResourceUID", "CreatorUID")
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1583.1"  # placeholder root, ours to assign
 
 
@@ -80,30 +77,6 @@ class Outcome:
     uid_map: dict[str, str]
 
 
-def is_registry_uid(tag: int, value: str, listed: bool = False) -> bool:
-    """True if a UI value names a registered class/scheme rather than an instance.
-
-    ``listed``: Table E.1-1 lists the attribute as U, so only a registered value is spared.
-    """
-    if value in UID_dictionary:
-        return True
-    if listed:
-        return False
-    kw = keyword_for_tag(tag)
-    return bool(kw) and kw.endswith(_REGISTRY_UID_SUFFIXES)
-
-
-def vr_of(elem: Any, tag: int) -> str:
-    """Return the VR of a (possibly raw, implicit) element, from the dictionary if needed."""
-    vr = elem.VR
-    if vr and vr != "UN":
-        return str(vr)
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return "UN"
-
-
 class _Instance:
     """The walk over one instance: its matcher, date shift and UID map."""
 
@@ -116,6 +89,7 @@ class _Instance:
         self.matcher = matcher
         self.shift = dt.timedelta(days=shift_days)
         self.uid_map: dict[str, str] = {}
+        self.seen_uids: set[str] = set()  # every UID value of the input, for the verifier
 
     def walk(self, ds: Dataset) -> None:
         self._privates(ds)
@@ -128,6 +102,8 @@ class _Instance:
                 continue
             raw = ds.get_item(tag)
             vr = vr_of(raw, tag)
+            if vr == "UI":
+                self.seen_uids.update(strings(ds, tag))
             op = self.profile.op(tag, vr)
             if op is None:
                 op = self._default_op(tag, vr)
@@ -152,10 +128,8 @@ class _Instance:
         elif op is Op.EMPTY:
             ds[tag] = DataElement(tag, vr, [] if vr == "SQ" else None)
         elif op is Op.UID:
-            elem = ds[tag]
-            values = elem.value if elem.VM > 1 else [elem.value]
-            new = [self._uid(tag, str(v)) for v in values if v]
-            elem.value = new if elem.VM > 1 else (new[0] if new else "")
+            new = [self._uid(tag, v) for v in strings(ds, tag)]
+            ds[tag] = DataElement(tag, "UI", new if len(new) > 1 else (new[0] if new else ""))
         elif op is Op.DUMMY:
             if vr == "UI":
                 self._apply(ds, tag, vr, Op.UID)
@@ -178,6 +152,9 @@ class _Instance:
     def _clean(self, ds: Dataset, tag: int) -> None:
         if self.matcher.empty:
             return
+        text = raw_ascii(ds.get_item(tag))
+        if text is not None and not self.matcher.found_in(text):
+            return  # nothing to clean: the element stays raw, undecoded, written as it came
         elem = ds[tag]
         if elem.VM > 1:
             values = [str(v) for v in elem.value]
@@ -272,7 +249,6 @@ def deidentify(ds: Dataset, settings: Settings) -> Outcome:
     """
     check_pixels(ds, settings.allow_burned_in)
     ident = collect(ds)
-    originals = collect_uids(ds)
     key = patient_key(ds)
     pseudo = settings.pseudonymiser
     trial = settings.trial
@@ -285,9 +261,10 @@ def deidentify(ds: Dataset, settings: Settings) -> Outcome:
         study_uid, settings.session_pattern, subject=subject, protocol=protocol, site=settings.site
     )
     shift_days = pseudo.date_shift_days(key)
-    instance = _Instance(settings, Matcher(ident), shift_days)
+    instance = _Instance(settings, matcher_for(ident), shift_days)
     instance.walk(ds)
     header.write(ds, settings, subject=subject, session=session, version=__version__)
     header.fix_file_meta(ds, IMPLEMENTATION_CLASS_UID, __version__)
+    originals = {u for u in instance.seen_uids if not is_registry_uid(0, u, listed=True)}
     check_output(ds, ident, originals, settings.private, settings.profile)
     return Outcome(ds, subject, session, key, instance.uid_map)

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom.datadict import tag_for_keyword
+
 _MIN_NAME = 2
 _MIN_ID = 3
 _MIN_ADDRESS = 5
@@ -61,6 +63,8 @@ _FOLD = _Fold()
 
 def fold(text: str) -> str:
     """Return ``text`` lowercased and without accents, with the same length."""
+    if text.isascii():
+        return text.lower()
     return text.translate(_FOLD)
 
 
@@ -73,6 +77,11 @@ class Identifiers:
     birth_dates: set[str] = field(default_factory=set)
     other_dates: set[str] = field(default_factory=set)
     addresses: set[str] = field(default_factory=set)
+
+    def key(self) -> tuple[tuple[str, ...], ...]:
+        """Return a hashable form (the same patient's files share one matcher)."""
+        parts = (self.names, self.ids, self.birth_dates, self.other_dates, self.addresses)
+        return tuple(tuple(sorted(p)) for p in parts)
 
 
 def _text(value: Any) -> list[str]:
@@ -97,20 +106,31 @@ def _name_parts(pn: str) -> Iterator[str]:
                             yield piece
 
 
+_TAGS = {
+    kw: tag_for_keyword(kw)
+    for kw in (*NAME_KEYWORDS, *ID_KEYWORDS, *DATE_KEYWORDS, "PatientBirthDate", "PatientAddress")
+}
+
+
+def _get(ds: Any, keyword: str) -> Any:
+    tag = _TAGS[keyword]
+    return ds[tag].value if tag in ds else None
+
+
 def collect(ds: Any) -> Identifiers:
     """Gather the patient's identifiers from the top level of a pydicom Dataset."""
     found = Identifiers()
     for kw in NAME_KEYWORDS:
-        for pn in _text(ds.get(kw)):
+        for pn in _text(_get(ds, kw)):
             found.names.update(_name_parts(pn))
     for kw in ID_KEYWORDS:
-        found.ids.update(v for v in _text(ds.get(kw)) if len(v) >= _MIN_ID)
+        found.ids.update(v for v in _text(_get(ds, kw)) if len(v) >= _MIN_ID)
     for item in ds.get("OtherPatientIDsSequence") or []:
         found.ids.update(v for v in _text(item.get("PatientID")) if len(v) >= _MIN_ID)
-    found.birth_dates.update(_text(ds.get("PatientBirthDate")))
+    found.birth_dates.update(_text(_get(ds, "PatientBirthDate")))
     for kw in DATE_KEYWORDS:
-        found.other_dates.update(_text(ds.get(kw)))
-    for address in _text(ds.get("PatientAddress")):
+        found.other_dates.update(_text(_get(ds, kw)))
+    for address in _text(_get(ds, "PatientAddress")):
         if len(address) >= _MIN_ADDRESS:
             found.addresses.add(address)
         for piece in re.split(r"[,;\n^]+", address):
@@ -178,6 +198,10 @@ class Matcher:
         """True when the instance carried no identifier to look for."""
         return self._clean is None
 
+    def found_in(self, text: str) -> bool:
+        """True if ``text`` holds anything ``clean`` would replace."""
+        return self._clean is not None and self._clean.search(fold(text)) is not None
+
     def kinds_in(self, text: str) -> list[str]:
         """Return the kinds of identifier found in ``text`` (empty when clean)."""
         if self._verify is None or not self._verify.search(fold(text)):
@@ -206,3 +230,17 @@ def strings(values: Iterable[Any]) -> Iterator[str]:
     """Yield the string form of each non-empty value (multi-values flattened)."""
     for v in values:
         yield from _text(v)
+
+
+_MATCHERS: dict[tuple[object, ...], Matcher] = {}
+
+
+def matcher_for(ident: Identifiers, clean_dates: bool = True) -> Matcher:
+    """Return the Matcher for these identifiers, compiled once per patient and reused."""
+    key = (ident.key(), clean_dates)
+    matcher = _MATCHERS.get(key)
+    if matcher is None:
+        if len(_MATCHERS) > 64:
+            _MATCHERS.clear()
+        matcher = _MATCHERS[key] = Matcher(ident, clean_dates)
+    return matcher

@@ -10,20 +10,17 @@ Problems name the attribute and the kind of identifier, never its value.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 
-from uploader.deid.identifiers import Identifiers, Matcher
+from uploader.deid.elements import TEXT_VRS, is_registry_uid, strings, walk
+from uploader.deid.identifiers import Identifiers, matcher_for
 from uploader.deid.policy import SECONDARY_CAPTURE_CLASSES, PrivatePolicy
 from uploader.deid.profile import METHOD_CODES, Op, Option, Profile
 from uploader.errors import VerificationError
 
-_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
 _UID_IN_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+){3,}")
 #: Attributes the uploader itself writes after the profile (pseudonyms and the record).
 WRITTEN_BY_US = frozenset(
@@ -43,49 +40,17 @@ WRITTEN_BY_US = frozenset(
 _XNAT_LINE = re.compile(r"^(Project:\S+ )?Subject:\S+ Session:\S+$")
 
 
-def _vr(elem: Any, tag: int) -> str:
-    vr = elem.VR
-    if vr and vr != "UN":
-        return str(vr)
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return "UN"
-
-
 def _where(path: str, tag: int) -> str:
     kw = keyword_for_tag(tag) or "private"
     return f"{path}({tag >> 16:04X},{tag & 0xFFFF:04X}) {kw}"
 
 
-def _elements(ds: Dataset, path: str = "") -> Iterator[tuple[str, int, str, Dataset]]:
-    """Yield (path, tag, vr, parent) for every element at any depth, sequences included."""
-    for tag in list(ds.keys()):
-        raw = ds.get_item(tag)
-        vr = _vr(raw, tag)
-        yield path, tag, vr, ds
-        if vr == "SQ":
-            value = ds[tag].value
-            if isinstance(value, Sequence):
-                for i, item in enumerate(value):
-                    yield from _elements(item, f"{path}{keyword_for_tag(tag) or 'item'}[{i}].")
-
-
-def _values(elem: Any) -> list[str]:
-    value = elem.value
-    if value is None or value == "":
-        return []
-    if elem.VM > 1:
-        return [str(v) for v in value]
-    return [str(value)]
-
-
 def collect_uids(ds: Dataset) -> set[str]:
     """Return every instance UID in the data set at any depth (registry UIDs excluded)."""
     found: set[str] = set()
-    for _path, tag, vr, parent in _elements(ds):
+    for _path, tag, vr, parent in walk(ds):
         if vr == "UI":
-            found.update(v for v in _values(parent[tag]) if v not in UID_dictionary)
+            found.update(v for v in strings(parent, tag) if v not in UID_dictionary)
     return found
 
 
@@ -116,6 +81,17 @@ def _private_allowed(parent: Dataset, tag: int, policy: PrivatePolicy, profile: 
     return False
 
 
+def _uid_problem(parent: Dataset, tag: int, profile: Profile, originals: set[str]) -> str | None:
+    if profile.op(tag, "UI") is Op.KEEP:
+        return None  # an option keeps this UID (e.g. Device UID under Retain Device Identity)
+    for v in strings(parent, tag):
+        if v in originals:
+            return "original UID"
+        if not v.startswith("2.25.") and not is_registry_uid(tag, v):
+            return "UID not remapped"
+    return None
+
+
 def check_output(
     ds: Dataset,
     ident: Identifiers,
@@ -128,20 +104,19 @@ def check_output(
     Raises:
         VerificationError: with one problem per offending attribute (kinds, never values).
     """
-    matcher = Matcher(ident, clean_dates=False)
+    matcher = matcher_for(ident, clean_dates=False)
     retain_uids = Option.RETAIN_UIDS in profile.options
     problems: list[str] = []
-    for path, tag, vr, parent in _elements(ds):
+    for path, tag, vr, parent in walk(ds):
         if tag >> 16 & 1 and not _private_allowed(parent, tag, policy, profile):
             problems.append(f"{_where(path, tag)}: private tag outside the allow-list")
             continue
         if vr == "UI" and not retain_uids:
-            if profile.op(tag, vr) is Op.KEEP:
-                continue  # an option keeps this UID (e.g. Device UID under Retain Device Identity)
-            if any(v in originals for v in _values(parent[tag])):
-                problems.append(f"{_where(path, tag)}: original UID")
-        elif vr in _TEXT_VRS:
-            for text in _values(parent[tag]):
+            problem = _uid_problem(parent, tag, profile, originals)
+            if problem:
+                problems.append(f"{_where(path, tag)}: {problem}")
+        elif vr in TEXT_VRS:
+            for text in strings(parent, tag):
                 kinds = matcher.kinds_in(text)
                 if kinds:
                     problems.append(f"{_where(path, tag)}: patient {', '.join(kinds)}")
@@ -171,7 +146,7 @@ def audit(ds: Dataset, profile: Profile, policy: PrivatePolicy, allow_burned_in:
     """
     problems = _audit_header(ds, allow_burned_in)
     retain_uids = Option.RETAIN_UIDS in profile.options
-    for path, tag, vr, parent in _elements(ds):
+    for path, tag, vr, parent in walk(ds):
         problem = _audit_element(
             path, tag, vr, parent, profile=profile, policy=policy, retain_uids=retain_uids
         )
@@ -216,7 +191,7 @@ def _audit_element(
         return "curve or overlay data"
     if not path and tag in WRITTEN_BY_US:
         return None
-    values = _values(parent[tag]) if vr != "SQ" else []
+    values = strings(parent, tag) if vr != "SQ" else []
     op = profile.op(tag, vr)
     if op is Op.REMOVE:
         return "Annex E says remove, still present"
@@ -226,11 +201,10 @@ def _audit_element(
         return "a person's name"
     if vr == "UI" and not retain_uids:
         for v in values:
-            if v not in UID_dictionary and not v.startswith("2.25.") and not _registry(tag):
+            if (
+                v not in UID_dictionary
+                and not v.startswith("2.25.")
+                and not is_registry_uid(tag, v)
+            ):
                 return "UID not remapped"
     return None
-
-
-def _registry(tag: int) -> bool:
-    kw = keyword_for_tag(tag) or ""
-    return kw.endswith(("ClassUID", "SyntaxUID", "SchemeUID", "ResourceUID", "CreatorUID"))

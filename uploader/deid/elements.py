@@ -1,0 +1,82 @@
+"""Reading elements cheaply: VRs of implicit elements, string values straight from raw bytes.
+
+pydicom keeps every element of a file raw until it is accessed; decoding one costs tens of
+microseconds. These helpers read what the engine and the verifiers need (VRs, strings, UIDs)
+from the raw bytes when that is exact (ASCII without ISO 2022 escapes), and decode otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom._uid_dict import UID_dictionary  # pinned pydicom: the registry of standard UIDs
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
+_REGISTRY_SUFFIXES = ("ClassUID", "SyntaxUID", "SchemeUID", "ResourceUID", "CreatorUID")
+
+
+def vr_of(elem: Any, tag: int) -> str:
+    """Return the VR of a (possibly raw, implicit) element, from the dictionary if needed."""
+    vr = elem.VR
+    if vr and vr != "UN":
+        return str(vr)
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+def is_registry_uid(tag: int, value: str, listed: bool = False) -> bool:
+    """True if a UI value names a registered class or scheme rather than an instance.
+
+    ``listed``: Table E.1-1 lists the attribute as U, so only a registered value is spared.
+    """
+    if value in UID_dictionary:
+        return True
+    if listed:
+        return False
+    kw = keyword_for_tag(tag)
+    return bool(kw) and kw.endswith(_REGISTRY_SUFFIXES)
+
+
+def raw_ascii(elem: Any) -> str | None:
+    """Return a raw element's value as text when its bytes decode exactly as ASCII, else None."""
+    if not getattr(elem, "is_raw", False):
+        return None
+    value = elem.value
+    if value is None:
+        return ""
+    if isinstance(value, bytes) and value.isascii() and b"\x1b" not in value:
+        return value.decode("ascii")
+    return None
+
+
+def strings(ds: Dataset, tag: int) -> list[str]:
+    """Return the non-empty string values of an element (multi-values split, padding stripped)."""
+    elem = ds.get_item(tag)
+    text = raw_ascii(elem)
+    if text is not None:
+        return [v for v in (p.strip(" \x00") for p in text.split("\\")) if v]
+    value = ds[tag].value
+    if value is None or value == "":
+        return []
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return [str(v) for v in value if v is not None and str(v) != ""]
+    return [str(value)]
+
+
+def walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, int, str, Dataset]]:
+    """Yield (path, tag, vr, parent) for every element at any depth, sequences included."""
+    for tag in list(ds.keys()):
+        vr = vr_of(ds.get_item(tag), tag)
+        yield path, tag, vr, ds
+        if vr == "SQ":
+            value = ds[tag].value
+            if isinstance(value, Sequence):
+                name = keyword_for_tag(tag) or "item"
+                for i, item in enumerate(value):
+                    yield from walk(item, f"{path}{name}[{i}].")
