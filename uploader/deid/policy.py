@@ -40,7 +40,9 @@ def check_pixels(ds: Any, allowed: Iterable[str] = ()) -> None:
     allow = set(allowed)
     if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
         if "burned_in_annotation" not in allow:
-            raise WithheldError("BurnedInAnnotation is YES: the pixels carry text", "burned_in")
+            raise WithheldError(
+                "BurnedInAnnotation is YES: the pixels carry text", "burned_in_annotation"
+            )
         return
     if str(ds.get("SOPClassUID", "")) in SECONDARY_CAPTURE_CLASSES:
         if "secondary_capture" not in allow:
