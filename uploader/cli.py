@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ def _quiet_pydicom() -> None:
     """pydicom's validation warnings quote values (a patient's name, say): never let them out."""
     from pydicom import config
 
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
     config.settings.reading_validation_mode = config.IGNORE
     config.settings.writing_validation_mode = config.IGNORE
     logging.getLogger("pydicom").setLevel(logging.ERROR)

@@ -21,7 +21,7 @@ from uploader import __version__
 from uploader.deid import header
 from uploader.deid.elements import TEXT_VRS, is_registry_uid, raw_ascii, strings, vr_of
 from uploader.deid.identifiers import Matcher, collect, matcher_for
-from uploader.deid.policy import PrivatePolicy, check_pixels
+from uploader.deid.policy import PrivatePolicy, check_instance, check_pixels
 from uploader.deid.profile import Op, Option, Profile
 from uploader.deid.pseudonyms import Pseudonymiser
 from uploader.deid.verify import check_output
@@ -103,7 +103,10 @@ class _Instance:
             raw = ds.get_item(tag)
             vr = vr_of(raw, tag)
             if vr == "UI":
-                self.seen_uids.update(strings(ds, tag))
+                listed = self.profile.rule(tag) is not None
+                self.seen_uids.update(
+                    v for v in strings(ds, tag) if not is_registry_uid(tag, v, listed=listed)
+                )
             op = self.profile.op(tag, vr)
             if op is None:
                 op = self._default_op(tag, vr)
@@ -247,6 +250,7 @@ def deidentify(ds: Dataset, settings: Settings) -> Outcome:
         WithheldError: policy withholds it (burned-in text).
         VerificationError: the output would still carry an identifier; nothing may be written.
     """
+    check_instance(ds)
     check_pixels(ds, settings.allow_burned_in)
     ident = collect(ds)
     key = patient_key(ds)
@@ -265,6 +269,5 @@ def deidentify(ds: Dataset, settings: Settings) -> Outcome:
     instance.walk(ds)
     header.write(ds, settings, subject=subject, session=session, version=__version__)
     header.fix_file_meta(ds, IMPLEMENTATION_CLASS_UID, __version__)
-    originals = {u for u in instance.seen_uids if not is_registry_uid(0, u, listed=True)}
-    check_output(ds, ident, originals, settings.private, settings.profile)
+    check_output(ds, ident, instance.seen_uids, settings.private, settings.profile)
     return Outcome(ds, subject, session, key, instance.uid_map)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from uploader.deid.profile import Option
 
@@ -66,8 +66,11 @@ def fix_file_meta(ds: Dataset, implementation_uid: str, version: str) -> None:
         meta = FileMetaDataset()
         ds.file_meta = meta
     if "TransferSyntaxUID" not in meta:
-        implicit = ds.original_encoding[0] if ds.original_encoding[0] is not None else True
-        meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+        implicit, little = ds.original_encoding
+        if implicit is None or implicit:
+            meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        else:
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
     for keyword in (
         "SourceApplicationEntityTitle",
         "SendingApplicationEntityTitle",

@@ -35,6 +35,26 @@ RISKY_SERIES = re.compile(
 BURNED_IN_KINDS = ("burned_in_annotation", "secondary_capture", "screen_save", "report_series")
 
 
+MEDIA_DIRECTORY_CLASS = "1.2.840.10008.1.3.10"
+
+
+def check_instance(ds: Any) -> None:
+    """Raise WithheldError for files that are not instances to send (a DICOMDIR, say)."""
+    if (
+        str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
+        == MEDIA_DIRECTORY_CLASS
+    ):
+        raise WithheldError(
+            "a DICOMDIR (media index that lists patients), not an instance", "dicomdir"
+        )
+    if "DirectoryRecordSequence" in ds:
+        raise WithheldError(
+            "a DICOMDIR (media index that lists patients), not an instance", "dicomdir"
+        )
+    if not ds.get("SOPClassUID") or not ds.get("SOPInstanceUID"):
+        raise WithheldError("no SOP Class or SOP Instance UID: not a storable instance", "no_sop")
+
+
 def check_pixels(ds: Any, allowed: Iterable[str] = ()) -> None:
     """Raise WithheldError if the instance may carry burned-in identity and that is not allowed."""
     allow = set(allowed)

@@ -84,10 +84,13 @@ def _private_allowed(parent: Dataset, tag: int, policy: PrivatePolicy, profile: 
 def _uid_problem(parent: Dataset, tag: int, profile: Profile, originals: set[str]) -> str | None:
     if profile.op(tag, "UI") is Op.KEEP:
         return None  # an option keeps this UID (e.g. Device UID under Retain Device Identity)
+    listed = profile.rule(tag) is not None
     for v in strings(parent, tag):
+        if is_registry_uid(tag, v, listed=listed):
+            continue  # a class or coding scheme, kept by design
         if v in originals:
             return "original UID"
-        if not v.startswith("2.25.") and not is_registry_uid(tag, v):
+        if not v.startswith("2.25."):
             return "UID not remapped"
     return None
 

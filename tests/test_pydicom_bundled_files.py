@@ -1,0 +1,34 @@
+"""Every file pydicom bundles (any transfer syntax, VR, character set, SR, RT, DICOMDIR) goes
+through `uploader anonymise` without a failure, and the output passes `uploader verify`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from pydicom.data import get_testdata_files
+
+from .conftest import run_cli
+
+
+def test_pydicom_test_files_are_written_or_withheld_with_a_reason(
+    tmp_path: Path, key_file: Path
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    files = [Path(f) for f in get_testdata_files() if Path(f).is_file()]
+    assert len(files) > 100
+    for f in files:
+        shutil.copy(f, src / f.name)
+    result = run_cli("anonymise", src, tmp_path / "out", "--key-file", key_file, "--json")
+    summary = json.loads(result.stdout)
+    assert result.returncode == 0, summary["failed"]
+    assert summary["failed"] == []
+    assert summary["written"] > 100
+    reasons = {w["file"]: w["reason"] for w in summary["withheld"]}
+    assert "DICOMDIR" in reasons["DICOMDIR"]
+    assert "secondary capture" in reasons["SC_rgb_jpeg.dcm"]
+    verify = run_cli("verify", tmp_path / "out", "--json")
+    report = json.loads(verify.stdout)
+    assert verify.returncode == 0, [f for f in report["files"] if not f["ok"]][:3]
