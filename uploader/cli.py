@@ -20,6 +20,7 @@ from uploader import __version__
 from uploader.errors import ConfigError, UploaderError
 
 log = logging.getLogger(__name__)
+_SHOWN = 5  # problems listed per failing file by `verify` unless --all
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("input", type=Path, help="a DICOM file or a folder, read recursively")
     v.add_argument("--protocol", type=Path, help="trial protocol: its private allow-list")
     v.add_argument("--json", action="store_true", help="print a machine-readable report")
+    v.add_argument("--all", action="store_true", help="list every problem of each failing file")
 
     s = sub.add_parser("sample", help="write a sample RT study with planted identifiers")
     s.add_argument("output", type=Path)
@@ -175,8 +177,11 @@ def _verify(args: argparse.Namespace) -> int:
         for name, problems in report.files:
             if problems:
                 print(f"FAIL {name}")
-                for p in problems:
+                shown = problems if args.all else problems[:_SHOWN]
+                for p in shown:
                     print(f"     {p}")
+                if len(problems) > len(shown):
+                    print(f"     ... and {len(problems) - len(shown)} more (--all shows them)")
         print(f"{report.passed} passed, {report.failed} failed")
     return 0 if report.failed == 0 else 1
 
