@@ -80,3 +80,14 @@ def walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, int, str, Dataset]]
                 name = keyword_for_tag(tag) or "item"
                 for i, item in enumerate(value):
                     yield from walk(item, f"{path}{name}[{i}].")
+
+
+def private_creators(ds: Dataset) -> dict[tuple[int, int], str]:
+    """Return {(group, block): private creator} for the private blocks of one data set level."""
+    out = {}
+    for tag in ds.keys():
+        if tag >> 16 & 1 and 0x0010 <= tag & 0xFFFF <= 0x00FF:
+            value = ds.get_item(tag).value
+            raw = value if isinstance(value, bytes) else str(value).encode()
+            out[(tag >> 16, tag & 0xFF)] = raw.decode("latin-1").strip(" \x00")
+    return out

@@ -19,9 +19,16 @@ from pydicom.sequence import Sequence
 
 from uploader import __version__
 from uploader.deid import header
-from uploader.deid.elements import TEXT_VRS, is_registry_uid, raw_ascii, strings, vr_of
+from uploader.deid.elements import (
+    TEXT_VRS,
+    is_registry_uid,
+    private_creators,
+    raw_ascii,
+    strings,
+    vr_of,
+)
 from uploader.deid.identifiers import Matcher, collect, matcher_for
-from uploader.deid.policy import PrivatePolicy, check_instance, check_pixels
+from uploader.deid.policy import PrivatePolicy, check_instance, check_pixels, private_kept
 from uploader.deid.profile import Op, Option, Profile
 from uploader.deid.pseudonyms import Pseudonymiser
 from uploader.deid.verify import check_output
@@ -84,7 +91,6 @@ class _Instance:
         self.profile = settings.profile
         self.pseudo = settings.pseudonymiser
         self.private = settings.private
-        self.safe_private = Option.RETAIN_SAFE_PRIVATE in settings.profile.options
         self.retain_uids = Option.RETAIN_UIDS in settings.profile.options
         self.matcher = matcher
         self.shift = dt.timedelta(days=shift_days)
@@ -186,48 +192,23 @@ class _Instance:
         return (day + self.shift).strftime("%Y%m%d") + value[8:]
 
     def _privates(self, ds: Dataset) -> None:
-        creators: dict[tuple[int, int], str] = {}
         private = [t for t in ds.keys() if t >> 16 & 1]
         if not private:
             return
-        for tag in private:
-            if 0x0010 <= tag & 0xFFFF <= 0x00FF:
-                value = ds.get_item(tag).value
-                raw = value if isinstance(value, bytes) else str(value).encode()
-                creators[(tag >> 16, tag & 0xFF)] = raw.decode("latin-1").strip(" \x00")
+        creators = private_creators(ds)
         kept_blocks: set[tuple[int, int]] = set()
         for tag in private:
-            group, elem_no = tag >> 16, tag & 0xFFFF
+            elem_no = tag & 0xFFFF
             if elem_no <= 0x00FF:
                 continue
-            block = (group, elem_no >> 8)
-            creator = creators.get(block)
-            if creator is not None and self._keeps(ds, group, creator, elem_no & 0xFF):
-                kept_blocks.add(block)
+            if private_kept(tag, creators, self.private, self.profile):
+                kept_blocks.add((tag >> 16, elem_no >> 8))
             else:
                 del ds[tag]
         for tag in private:
             elem_no = tag & 0xFFFF
             if elem_no <= 0x00FF and (tag >> 16, elem_no) not in kept_blocks:
                 del ds[tag]
-
-    def _keeps(self, ds: Dataset, group: int, creator: str, byte: int) -> bool:
-        if self.private.keeps(group, creator, byte):
-            return True
-        if not self.safe_private:
-            return False
-        return any(
-            sp.group == group and sp.element_byte == byte and sp.creator == creator
-            for sp in self.profile.safe_private
-            if not sp.condition or _condition_holds(ds, sp.condition)
-        )
-
-
-def _condition_holds(ds: Dataset, condition: str) -> bool:
-    """Safe Private rows with a condition are kept only when the condition names a value present."""
-    text = condition.lower()
-    manufacturer = str(ds.get("Manufacturer", "")).lower()
-    return bool(manufacturer) and manufacturer in text
 
 
 def patient_key(ds: Dataset) -> str:

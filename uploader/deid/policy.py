@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from uploader.deid.profile import Option, Profile
 from uploader.errors import ConfigError, WithheldError
 
 SECONDARY_CAPTURE_CLASSES = frozenset(
@@ -125,3 +126,21 @@ class PrivatePolicy:
     def with_keys(self, keys: Iterable[PrivateKey]) -> PrivatePolicy:
         """Return a policy that also allows ``keys``."""
         return PrivatePolicy(self._allowed | frozenset(keys))
+
+
+def private_kept(
+    tag: int, creators: dict[tuple[int, int], str], policy: PrivatePolicy, profile: Profile
+) -> bool:
+    """True if a private data element stays: on the allow-list, or Safe Private under the option.
+
+    Creator elements (gggg,0010-00FF) are judged by the elements of their block, by the caller.
+    """
+    group, elem_no = tag >> 16, tag & 0xFFFF
+    creator = creators.get((group, elem_no >> 8))
+    if creator is None:
+        return False  # a private element without its creator cannot be identified: it goes
+    if policy.keeps(group, creator, elem_no & 0xFF):
+        return True
+    return Option.RETAIN_SAFE_PRIVATE in profile.options and profile.is_safe_private(
+        group, creator, elem_no & 0xFF
+    )

@@ -171,7 +171,15 @@ class Profile:
             )
             for r in table.get("safe_private", [])
         ]
+        # rows with a condition are never kept: we keep only what is safe without judgement
+        self._safe = frozenset(
+            (sp.group, sp.creator, sp.element_byte) for sp in self.safe_private if not sp.condition
+        )
         self._cache: dict[tuple[int, str], Op | None] = {}
+
+    def is_safe_private(self, group: int, creator: str, element_byte: int) -> bool:
+        """True if Table E.3.10-1 lists this private element (its creator matters)."""
+        return (group, creator, element_byte) in self._safe
 
     def rule(self, tag: int) -> Rule | None:
         """Return the Table E.1-1 row for this tag, or None when the table does not list it."""

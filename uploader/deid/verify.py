@@ -15,9 +15,9 @@ from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 
-from uploader.deid.elements import TEXT_VRS, is_registry_uid, strings, walk
+from uploader.deid.elements import TEXT_VRS, is_registry_uid, private_creators, strings, walk
 from uploader.deid.identifiers import Identifiers, matcher_for
-from uploader.deid.policy import SECONDARY_CAPTURE_CLASSES, PrivatePolicy
+from uploader.deid.policy import SECONDARY_CAPTURE_CLASSES, PrivatePolicy, private_kept
 from uploader.deid.profile import METHOD_CODES, Op, Option, Profile
 from uploader.errors import VerificationError
 
@@ -54,31 +54,10 @@ def collect_uids(ds: Dataset) -> set[str]:
     return found
 
 
-def _creators(ds: Dataset) -> dict[tuple[int, int], str]:
-    out = {}
-    for tag in ds.keys():
-        if tag >> 16 & 1 and 0x0010 <= tag & 0xFFFF <= 0x00FF:
-            value = ds.get_item(tag).value
-            raw = value if isinstance(value, bytes) else str(value).encode()
-            out[(tag >> 16, tag & 0xFF)] = raw.decode("latin-1").strip(" \x00")
-    return out
-
-
 def _private_allowed(parent: Dataset, tag: int, policy: PrivatePolicy, profile: Profile) -> bool:
-    elem_no = tag & 0xFFFF
-    if elem_no <= 0x00FF:
+    if tag & 0xFFFF <= 0x00FF:
         return True  # a creator element: judged by the elements of its block
-    creator = _creators(parent).get((tag >> 16, elem_no >> 8))
-    if creator is None:
-        return False
-    if policy.keeps(tag >> 16, creator, elem_no & 0xFF):
-        return True
-    if Option.RETAIN_SAFE_PRIVATE in profile.options:
-        return any(
-            sp.group == tag >> 16 and sp.element_byte == elem_no & 0xFF and sp.creator == creator
-            for sp in profile.safe_private
-        )
-    return False
+    return private_kept(tag, private_creators(parent), policy, profile)
 
 
 def _uid_problem(parent: Dataset, tag: int, profile: Profile, originals: set[str]) -> str | None:
