@@ -32,3 +32,44 @@ def test_pydicom_test_files_are_written_or_withheld_with_a_reason(
     verify = run_cli("verify", tmp_path / "out", "--json")
     report = json.loads(verify.stdout)
     assert verify.returncode == 0, [f for f in report["files"] if not f["ok"]][:3]
+
+
+def test_names_in_every_character_set_pydicom_ships_are_removed(
+    tmp_path: Path, key_file: Path
+) -> None:
+    from pydicom import dcmread
+    from pydicom.data import get_charset_files
+
+    src = tmp_path / "in"
+    src.mkdir()
+    names: set[str] = set()
+    for f in map(Path, get_charset_files()):
+        if f.suffix == ".dcm":
+            shutil.copy(f, src / f.name)
+            ds = dcmread(f)
+            for group in str(ds.get("PatientName", "")).split("="):
+                names.update(p for p in group.replace("^", " ").split() if len(p) > 1)
+    assert len(names) > 10  # Japanese, Korean, Chinese, Greek, Hebrew, Arabic, Russian, ...
+    protocol = tmp_path / "p.yaml"  # these are all secondary captures: allow them here
+    protocol.write_text("id: CHARSETS\ndeidentify:\n  allow_burned_in: [secondary_capture]\n")
+    result = run_cli(
+        "anonymise",
+        src,
+        tmp_path / "out",
+        "--key-file",
+        key_file,
+        "--json",
+        "--protocol",
+        protocol,
+        "--site",
+        "S1",
+    )
+    summary = json.loads(result.stdout)
+    assert result.returncode == 0 and summary["written"] >= 14, summary
+    for path in (tmp_path / "out").rglob("*.dcm"):
+        ds = dcmread(path)
+        text = " ".join(
+            str(e.value) for e in ds.iterall() if e.VR in ("PN", "LO", "SH", "LT", "ST")
+        )
+        leaked = [n for n in names if n in text]
+        assert leaked == [], f"{path.name}: {leaked}"
