@@ -119,7 +119,7 @@ def _anonymise(args: argparse.Namespace) -> int:
     summary = _with_progress(
         not args.json,
         lambda tick: anonymise_tree(args.input, args.output, settings, mapping, tick),
-        _count(args.input),
+        args.input,
     )
     if mapping is not None:
         mapping.write(args.mapping_dir)
@@ -141,12 +141,12 @@ def _count(root: Path) -> int:
     return sum(1 for _ in input_files(root))
 
 
-def _with_progress(enabled: bool, job: Any, total: int) -> Any:
+def _with_progress(enabled: bool, job: Any, root: Path) -> Any:
     if not (enabled and sys.stderr.isatty()):
         return job(None)
     from tqdm import tqdm
 
-    with tqdm(total=total, unit="file", file=sys.stderr) as bar:
+    with tqdm(total=_count(root), unit="file", file=sys.stderr) as bar:
         return job(bar.update)
 
 

@@ -80,7 +80,6 @@ class Outcome:
     dataset: Dataset
     subject: str
     session: str
-    patient_key: str
     uid_map: dict[str, str]
 
 
@@ -95,7 +94,6 @@ class _Instance:
         self.matcher = matcher
         self.shift = dt.timedelta(days=shift_days)
         self.uid_map: dict[str, str] = {}
-        self.seen_uids: set[str] = set()  # every UID value of the input, for the verifier
 
     def walk(self, ds: Dataset) -> None:
         self._privates(ds)
@@ -108,11 +106,6 @@ class _Instance:
                 continue
             raw = ds.get_item(tag)
             vr = vr_of(raw, tag)
-            if vr == "UI":
-                listed = self.profile.rule(tag) is not None
-                self.seen_uids.update(
-                    v for v in strings(ds, tag) if not is_registry_uid(tag, v, listed=listed)
-                )
             op = self.profile.op(tag, vr)
             if op is None:
                 op = self._default_op(tag, vr)
@@ -250,5 +243,6 @@ def deidentify(ds: Dataset, settings: Settings) -> Outcome:
     instance.walk(ds)
     header.write(ds, settings, subject=subject, session=session, version=__version__)
     header.fix_file_meta(ds, IMPLEMENTATION_CLASS_UID, __version__)
-    check_output(ds, ident, instance.seen_uids, settings.private, settings.profile)
-    return Outcome(ds, subject, session, key, instance.uid_map)
+    # the originals the verifier hunts for: every instance UID the walk met (all were remapped)
+    check_output(ds, ident, set(instance.uid_map), settings.private, settings.profile)
+    return Outcome(ds, subject, session, instance.uid_map)

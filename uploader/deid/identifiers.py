@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,7 +175,6 @@ class Matcher:
     REPLACEMENT = "***"
 
     def __init__(self, ident: Identifiers, clean_dates: bool = True) -> None:
-        self._kinds: list[tuple[str, re.Pattern[str]]] = []
         by_kind: dict[str, list[str]] = {
             "name": [_WORD.format(re.escape(v)) for n in ident.names for v in _variants(n)],
             "id": [_id_pattern(v) for v in ident.ids],
@@ -224,12 +223,6 @@ class Matcher:
             last = end
         out.append(text[last:])
         return "".join(out)
-
-
-def strings(values: Iterable[Any]) -> Iterator[str]:
-    """Yield the string form of each non-empty value (multi-values flattened)."""
-    for v in values:
-        yield from _text(v)
 
 
 _MATCHERS: dict[tuple[object, ...], Matcher] = {}

@@ -45,15 +45,6 @@ def _where(path: str, tag: int) -> str:
     return f"{path}({tag >> 16:04X},{tag & 0xFFFF:04X}) {kw}"
 
 
-def collect_uids(ds: Dataset) -> set[str]:
-    """Return every instance UID in the data set at any depth (registry UIDs excluded)."""
-    found: set[str] = set()
-    for _path, tag, vr, parent in walk(ds):
-        if vr == "UI":
-            found.update(v for v in strings(parent, tag) if v not in UID_dictionary)
-    return found
-
-
 def _private_allowed(parent: Dataset, tag: int, policy: PrivatePolicy, profile: Profile) -> bool:
     if tag & 0xFFFF <= 0x00FF:
         return True  # a creator element: judged by the elements of its block
