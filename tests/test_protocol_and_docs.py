@@ -9,7 +9,7 @@ import pytest
 from uploader.deid.policy import BURNED_IN_KINDS
 from uploader.deid.profile import Option
 from uploader.errors import ConfigError
-from uploader.protocols.model import load_protocol
+from uploader.protocols.loader import load_protocol
 
 from .conftest import EXAMPLE_PROTOCOL, ROOT
 
@@ -27,7 +27,7 @@ def test_example_protocol_loads() -> None:
         ("id: X\n  bad: [\n", ":2:"),  # YAML syntax: the line is named
         ("- just a list\n", "a YAML mapping"),
         ("name: no id\n", "id: Field required"),
-        ("id: X\ndeidentify:\n  optoins: []\n", "deidentify.optoins: Extra inputs"),
+        ("id: X\ndeidentify:\n  optoins: []\n", ":3: deidentify.optoins: unknown key"),
         ("id: X\npseudonym:\n  subject: '{mrn}'\n", "unknown {mrn}"),
         ("id: X\npseudonym:\n  subject: 'FIXED'\n", "needs a {hash:N}"),
         ("id: X\ndeidentify:\n  keep_private: [{tag: '(0008,xx10)', creator: A}]\n", "odd group"),
@@ -46,3 +46,20 @@ def test_docs_list_every_option_and_burned_in_kind() -> None:
     text = (ROOT / "docs" / "deidentification.md").read_text()
     for name in [*(o.value for o in Option), *BURNED_IN_KINDS]:
         assert f"`{name}`" in text or name in text, name
+
+
+def _fields(schema: dict, seen: set[str] | None = None) -> set[str]:
+    out: set[str] = set()
+    for part in (schema, *schema.get("$defs", {}).values()):
+        out.update(part.get("properties", {}))
+    return out
+
+
+def test_docs_explain_every_protocol_schema_field() -> None:
+    from uploader.protocols.model import Protocol
+
+    text = (ROOT / "docs" / "protocols.md").read_text()
+    fields = _fields(Protocol.model_json_schema())
+    assert len(fields) > 30
+    missing = sorted(f for f in fields if f"`{f}`" not in text)
+    assert missing == []

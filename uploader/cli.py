@@ -50,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--slices", type=int, default=8)
     s.add_argument("--size", type=int, default=64, help="rows and columns of each CT slice")
 
+    pr = sub.add_parser("protocol", help="trial protocols: check, validate a study, schema")
+    psub = pr.add_subparsers(dest="protocol_command", required=True, metavar="ACTION")
+    pc = psub.add_parser("check", help="check protocol files (schema and meaning)")
+    pc.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    pv = psub.add_parser("validate", help="validate a study folder against a protocol")
+    pv.add_argument("protocol", type=Path)
+    pv.add_argument("study", type=Path, metavar="DICOM_DIR")
+    pv.add_argument("--json", action="store_true", help="print a machine-readable report")
+    psub.add_parser("schema", help="print the protocol JSON Schema")
+
     d = sub.add_parser("demo", help="the quick start: sample study -> anonymise -> verify")
     d.add_argument("--workdir", type=Path, help="where to put it (default: a new temp folder)")
     return p
@@ -70,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify(args)
         if args.command == "sample":
             return _sample(args)
+        if args.command == "protocol":
+            from uploader.protocols.cli import run as protocol_command
+
+            return protocol_command(args)
         return _demo(args)
     except ConfigError as exc:
         print(f"uploader: {exc}", file=sys.stderr)

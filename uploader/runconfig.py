@@ -27,7 +27,7 @@ def build_settings(key: bytes, protocol_path: Path | None, site: str) -> Setting
         raise ConfigError(f"site ID {site!r}: use letters, digits, '-' and '_' only")
     protocol: Protocol | None = None
     if protocol_path is not None:
-        from uploader.protocols.model import load_protocol  # pydantic only when a protocol is used
+        from uploader.protocols.loader import load_protocol  # pydantic only when a protocol is used
 
         protocol = load_protocol(protocol_path)
     pseudonymiser = Pseudonymiser(key)
@@ -58,4 +58,5 @@ def build_settings(key: bytes, protocol_path: Path | None, site: str) -> Setting
         session_pattern=protocol.pseudonym.session,
         private=PrivatePolicy(t.key() for t in deid.keep_private),
         allow_burned_in=frozenset(deid.allow_burned_in),
+        relabel=protocol.synonym_map(),
     )

@@ -10,11 +10,12 @@ Used by the quick start, the tests and the benchmarks; every value is fictitious
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
@@ -96,7 +97,7 @@ def _base(p: Patient, sop_class: str, modality: str, series: int, instance: int)
     request.RequestedProcedureID = p.accession
     request.ReasonForTheRequestedProcedure = f"Planning for {p.name.split('^')[1]}"
     request.ScheduledProcedureStepID = "SPS1"
-    ds.RequestAttributesSequence = Sequence([request])
+    ds.RequestAttributesSequence = DicomSequence([request])
     ds.add_new(0x00090010, "LO", "ACME 1.1")
     ds.add_new(0x00091001, "LO", p.name)
     ds.add_new(0x00091002, "LO", p.patient_id)
@@ -150,7 +151,12 @@ def _ct(p: Patient, i: int, size: int) -> Dataset:
     return ds
 
 
-def _rtstruct(p: Patient, cts: list[Dataset], points: int) -> Dataset:
+DEFAULT_ROIS = ("Prostate", "Rectum", "Bladder", "PTV_1")
+
+
+def _rtstruct(
+    p: Patient, cts: list[Dataset], points: int, names: Sequence[str], empty: Iterable[str] = ()
+) -> Dataset:
     ds = _base(p, RTStructureSetStorage, "RTSTRUCT", 3, 1)
     ds.StructureSetLabel = "PLAN1"
     ds.StructureSetName = f"{p.name.split('^')[0]} contours"
@@ -168,7 +174,6 @@ def _rtstruct(p: Patient, cts: list[Dataset], points: int) -> Dataset:
     ds.ReferencedFrameOfReferenceSequence = [
         _item(FrameOfReferenceUID=cts[0].FrameOfReferenceUID, RTReferencedStudySequence=[study])
     ]
-    names = ["Prostate", "Rectum", "Bladder", "PTV_1"]
     ds.StructureSetROISequence = [
         _item(
             ROINumber=n + 1,
@@ -179,9 +184,10 @@ def _rtstruct(p: Patient, cts: list[Dataset], points: int) -> Dataset:
         for n, name in enumerate(names)
     ]
     contours = []
+    no_contour = set(empty)
     for n in range(len(names)):
         items = []
-        for c in cts:
+        for c in [] if names[n] in no_contour else cts:
             z = float(c.ImagePositionPatient[2])
             data = []
             for k in range(points):
@@ -267,21 +273,33 @@ def _rtdose(p: Patient, plan: Dataset) -> Dataset:
 
 
 def write_study(
-    out: Path, *, slices: int = 8, size: int = 64, points: int = 20, patient: Patient | None = None
+    out: Path,
+    *,
+    slices: int = 8,
+    size: int = 64,
+    points: int = 20,
+    patient: Patient | None = None,
+    rois: Sequence[str] = DEFAULT_ROIS,
+    empty_rois: Iterable[str] = (),
+    rt: Sequence[str] = ("RTSTRUCT", "RTPLAN", "RTDOSE"),
+    slice_thickness: float = 2.5,
 ) -> list[Path]:
     """Write one sample RT study under ``out`` and return its files.
 
     The CT files have no extension, sit in a folder named after the patient (as exports often
-    do) and the RTDOSE is implicit VR; a non-DICOM note lies beside them.
+    do) and the RTDOSE is implicit VR; a non-DICOM note lies beside them. ``rt`` selects which
+    RT objects are written (their references are always made as if all existed).
     """
     p = patient or Patient()
     folder = out / f"{p.name.split('^')[0]}_{p.patient_id}"
     cts = [_ct(p, i, size) for i in range(slices)]
+    for ct in cts:
+        ct.SliceThickness = str(slice_thickness)
     files = []
     for i, ct in enumerate(cts):
         files.append(folder / "CT" / f"IM{i + 1:04d}")
         _write(ct, files[-1])
-    struct = _rtstruct(p, cts, points)
+    struct = _rtstruct(p, cts, points, rois, empty_rois)
     plan = _rtplan(p, struct)
     dose = _rtdose(p, plan)
     for ds, name, implicit in (
@@ -289,6 +307,8 @@ def write_study(
         (plan, "RP.dcm", False),
         (dose, "RD.dcm", True),
     ):
+        if ds.Modality not in rt:
+            continue
         files.append(folder / name)
         _write(ds, files[-1], implicit=implicit)
     note = folder / "README.txt"

@@ -11,7 +11,7 @@ from uploader.deid.batch import input_files, read_dicom
 from uploader.deid.policy import PrivatePolicy
 from uploader.deid.profile import Profile, load_table
 from uploader.deid.verify import audit, declared_options
-from uploader.protocols.model import load_protocol
+from uploader.protocols.loader import load_protocol
 
 
 @dataclass

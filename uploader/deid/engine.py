@@ -32,6 +32,7 @@ from uploader.deid.policy import PrivatePolicy, check_instance, check_pixels, pr
 from uploader.deid.profile import Op, Option, Profile
 from uploader.deid.pseudonyms import Pseudonymiser
 from uploader.deid.verify import check_output
+from uploader.protocols.relabel import relabel
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Settings:
     session_pattern: str = "{subject}_{hash:6}"
     private: PrivatePolicy = field(default_factory=PrivatePolicy)
     allow_burned_in: frozenset[str] = frozenset()
+    relabel: dict[str, str] = field(default_factory=dict)  # ROI name -> protocol name
 
 
 @dataclass
@@ -226,6 +228,8 @@ def deidentify(ds: Dataset, settings: Settings) -> Outcome:
     """
     check_instance(ds)
     check_pixels(ds, settings.allow_burned_in)
+    if settings.relabel and ds.get("Modality") == "RTSTRUCT":
+        relabel(ds, settings.relabel)  # before the profile, so the new names are what is kept
     ident = collect(ds)
     key = patient_key(ds)
     pseudo = settings.pseudonymiser
