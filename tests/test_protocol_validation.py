@@ -224,3 +224,25 @@ def test_schema_command_prints_the_json_schema() -> None:
     assert result.returncode == 0
     assert {"id", "modalities", "structures", "rules", "deidentify"} <= set(schema["properties"])
     assert "Structure" in schema["$defs"]
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_ROIS))
+def test_each_example_protocol_fails_a_study_in_each_way(tmp_path: Path, name: str) -> None:
+    protocol = load_protocol(PROTOCOLS / name)
+    good = GOOD_ROIS[name]
+    required = [s.name for s in protocol.structures.required if s.name]  # type: ignore[union-attr]
+    first = next(r for r in good if protocol.synonym_map().get(r, r) == required[0])
+
+    def fails(study: Path, prefix: str) -> None:
+        report = validate_study(protocol, load_study(study))
+        failed = [c.check for c in report.checks if c.status == "fail"]
+        assert not report.passed and any(c.startswith(prefix) for c in failed), failed
+
+    fails(_study(tmp_path / "a", rois=good, rt=()), "modality:RTSTRUCT")
+    fails(_study(tmp_path / "b", rois=[*good, "Hrt_Lft"]), "roi:Hrt_Lft")
+    fails(_study(tmp_path / "c", rois=[r for r in good if r != first]), f"structure:{required[0]}")
+    fails(_study(tmp_path / "d", rois=good, empty_rois=[first]), f"structure:{required[0]}")
+    fails(_study(tmp_path / "e", rois=good, slice_thickness=5.0), "rule:CT SliceThickness")
+    broken = _study(tmp_path / "f", rois=good, slice_thickness=2.0)
+    sorted(broken.rglob("IM*"))[-1].unlink()
+    fails(broken, "reference:")
