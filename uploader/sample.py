@@ -121,6 +121,7 @@ def _write(ds: Dataset, path: Path, implicit: bool = False) -> None:
 def _ct(p: Patient, i: int, size: int) -> Dataset:
     ds = _base(p, CTImageStorage, "CT", 2, i + 1)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.PatientPosition = "HFS"
     ds.ImagePositionPatient = [-250.0, -250.0, -100.0 + 2.5 * i]
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     ds.SliceThickness = "2.5"

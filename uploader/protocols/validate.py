@@ -235,9 +235,9 @@ def _one_ref(
     if not wanted:
         report.add(check, "warn", f"the {what} references no {target}")
     elif all(w in present for w in wanted):
-        report.add(check, "pass", f"the {what} references a {target} in the study")
+        report.add(check, "pass", f"the {what} references an {target} in the study")
     else:
-        report.add(check, "fail", f"the {what} references a {target} that is not in the study")
+        report.add(check, "fail", f"the {what} references an {target} that is not in the study")
 
 
 def _rtstruct_refs(
