@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--protocol", type=Path, help="trial protocol (YAML)")
     a.add_argument("--site", default="", help="site ID (ClinicalTrialSiteID, {site} in patterns)")
     a.add_argument("--mapping-dir", type=Path, help="write patid_mapping.csv and uid_mapping.csv")
+    a.add_argument("--site-script", type=Path, help="the site-wide DicomEdit-style script")
     a.add_argument("--json", action="store_true", help="print a machine-readable summary")
 
     v = sub.add_parser("verify", help="check that files are de-identified (no original needed)")
@@ -60,6 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--json", action="store_true", help="print a machine-readable report")
     psub.add_parser("schema", help="print the protocol JSON Schema")
 
+    sc = sub.add_parser("script", help="DicomEdit-style scripts: check, preview")
+    ssub = sc.add_subparsers(dest="script_command", required=True, metavar="ACTION")
+    scc = ssub.add_parser("check", help="check scripts (errors as FILE:LINE:COL)")
+    scc.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    scc.add_argument("--protocol", type=Path, help="judge moot statements by its options")
+    scp = ssub.add_parser("preview", help="show a file's header before and after profile + script")
+    scp.add_argument("script", type=Path)
+    scp.add_argument("dicom_file", type=Path)
+    scp.add_argument("--protocol", type=Path, help="the trial protocol (options, project script)")
+    scp.add_argument("--key-file", type=Path, help="the site key (default: a throwaway key)")
+    scp.add_argument("--site", default="SITE", help="site ID for {site} in patterns")
+
     d = sub.add_parser("demo", help="the quick start: sample study -> anonymise -> verify")
     d.add_argument("--workdir", type=Path, help="where to put it (default: a new temp folder)")
     return p
@@ -80,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify(args)
         if args.command == "sample":
             return _sample(args)
+        if args.command == "script":
+            from uploader.deid.script.cli import run as script_command
+
+            return script_command(args)
         if args.command == "protocol":
             from uploader.protocols.cli import run as protocol_command
 
@@ -109,6 +126,7 @@ def _quiet_pydicom() -> None:
 def _anonymise(args: argparse.Namespace) -> int:
     from uploader.deid.batch import Mapping, anonymise_tree
     from uploader.deid.pseudonyms import generate_key, read_key
+    from uploader.deid.script.stage import load_numbers, save_numbers
     from uploader.runconfig import build_settings
 
     if not args.input.exists():
@@ -128,7 +146,10 @@ def _anonymise(args: argparse.Namespace) -> int:
             "no site key: give --key-file FILE, or --generate-key FILE to create one "
             "(pseudonyms are keyed; the same key must be used for every later series)"
         )
-    settings = build_settings(key, args.protocol, args.site)
+    settings = build_settings(key, args.protocol, args.site, args.site_script)
+    numbers = args.mapping_dir / "session_numbers.csv" if args.mapping_dir else None
+    if settings.scripts is not None and numbers is not None:
+        load_numbers(settings.scripts.sessions, numbers)
     mapping = Mapping() if args.mapping_dir else None
     summary = _with_progress(
         not args.json,
@@ -137,6 +158,8 @@ def _anonymise(args: argparse.Namespace) -> int:
     )
     if mapping is not None:
         mapping.write(args.mapping_dir)
+    if settings.scripts is not None and numbers is not None:
+        save_numbers(settings.scripts.sessions, numbers)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:

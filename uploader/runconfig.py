@@ -9,6 +9,7 @@ from uploader.deid.engine import Settings, TrialInfo
 from uploader.deid.policy import PrivatePolicy
 from uploader.deid.profile import load_profile
 from uploader.deid.pseudonyms import Pseudonymiser
+from uploader.deid.script.stage import build_stage
 from uploader.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -17,7 +18,9 @@ if TYPE_CHECKING:
 _SITE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
-def build_settings(key: bytes, protocol_path: Path | None, site: str) -> Settings:
+def build_settings(
+    key: bytes, protocol_path: Path | None, site: str, site_script: Path | None = None
+) -> Settings:
     """Return the settings for one run.
 
     Raises:
@@ -32,11 +35,14 @@ def build_settings(key: bytes, protocol_path: Path | None, site: str) -> Setting
         protocol = load_protocol(protocol_path)
     pseudonymiser = Pseudonymiser(key)
     if protocol is None:
+        stage = build_stage(site_script, None, None, {}, {})
         return Settings(
             profile=load_profile(),
             pseudonymiser=pseudonymiser,
             site=site,
             subject_pattern=f"{site}-{{hash:8}}" if site else "S{hash:10}",
+            private=PrivatePolicy(stage.private_keys() if stage else ()),
+            scripts=stage,
         )
     for pattern in (protocol.pseudonym.subject, protocol.pseudonym.session):
         if "{site}" in pattern and not site:
@@ -44,6 +50,8 @@ def build_settings(key: bytes, protocol_path: Path | None, site: str) -> Setting
                 f"{protocol_path}: the pattern {pattern!r} uses {{site}}: give --site"
             )
     deid = protocol.deidentify
+    stage = build_stage(site_script, deid.script, protocol_path, deid.variables, deid.lookups)
+    keep = [t.key() for t in deid.keep_private] + (stage.private_keys() if stage else [])
     return Settings(
         profile=load_profile(frozenset(deid.options)),
         pseudonymiser=pseudonymiser,
@@ -56,7 +64,8 @@ def build_settings(key: bytes, protocol_path: Path | None, site: str) -> Setting
         ),
         subject_pattern=protocol.pseudonym.subject,
         session_pattern=protocol.pseudonym.session,
-        private=PrivatePolicy(t.key() for t in deid.keep_private),
+        private=PrivatePolicy(keep),
         allow_burned_in=frozenset(deid.allow_burned_in),
         relabel=protocol.synonym_map(),
+        scripts=stage,
     )

@@ -171,14 +171,18 @@ def anonymise_tree(
     paths = list(input_files(src))
     work = [(p, str(p.relative_to(src)) if p != src else p.name) for p in paths]
     jobs = jobs or min(4, os.cpu_count() or 1)
+    stage = settings.scripts
+    labels = study_labels(paths) if stage and stage.needs_modality_label else {}
+    if stage and stage.numbers_sessions:
+        jobs = 1  # visit numbers are shared state: one process numbers them in file order
     summary = Summary()
     if jobs == 1 or len(work) < _MIN_PARALLEL:
-        results: Iterator[FileResult] = (_one(p, rel, out, settings) for p, rel in work)
+        results: Iterator[FileResult] = (_one(p, rel, out, settings, labels) for p, rel in work)
         _collect(results, summary, mapping, progress)
     else:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(
-            jobs, ctx, initializer=_init_worker, initargs=(out, settings)
+            jobs, ctx, initializer=_init_worker, initargs=(out, settings, labels)
         ) as pool:
             results = pool.map(_worker, work, chunksize=4)
             _collect(results, summary, mapping, progress)
@@ -187,12 +191,32 @@ def anonymise_tree(
 
 
 _MIN_PARALLEL = 16
-_WORKER: tuple[Path, Settings] | None = None
+_WORKER: tuple[Path, Settings, dict[str, str]] | None = None
+#: XNAT-style session modality: the first of these present among a study's modalities.
+_LABEL_ORDER = ("MR", "PT", "CT", "NM", "US", "XA", "RF", "MG", "CR", "DX")
 
 
-def _init_worker(out: Path, settings: Settings) -> None:
+def study_labels(paths: list[Path]) -> dict[str, str]:
+    """Return {StudyInstanceUID: modality label} from a quick header pass over the files."""
+    found: dict[str, set[str]] = {}
+    for path in paths:
+        try:
+            ds = dcmread(
+                path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "Modality"]
+            )
+        except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError):
+            continue
+        study = str(ds.get("StudyInstanceUID", "") or "")
+        found.setdefault(study, set()).add(str(ds.get("Modality", "") or "OT"))
+    return {
+        study: next((m for m in _LABEL_ORDER if m in mods), min(mods))
+        for study, mods in found.items()
+    }
+
+
+def _init_worker(out: Path, settings: Settings, labels: dict[str, str]) -> None:
     global _WORKER  # noqa: PLW0603 - per-process state of a pool worker, set once at its start
-    _WORKER = (out, settings)
+    _WORKER = (out, settings, labels)
 
 
 def _worker(item: tuple[Path, str]) -> FileResult:
@@ -222,7 +246,7 @@ def _collect(
             progress(1)
 
 
-def _one(path: Path, rel: str, out: Path, settings: Settings) -> FileResult:
+def _one(path: Path, rel: str, out: Path, settings: Settings, labels: dict[str, str]) -> FileResult:
     """De-identify one file and write it; every failure becomes a result, never an exception."""
     try:
         ds = read_dicom(path)
@@ -232,7 +256,8 @@ def _one(path: Path, rel: str, out: Path, settings: Settings) -> FileResult:
         return FileResult(rel, "not_dicom", "not a DICOM file")
     original_pid = str(ds.get("PatientID", "") or "")
     try:
-        outcome = deidentify(ds, settings)
+        label = labels.get(str(ds.get("StudyInstanceUID", "") or ""), "")
+        outcome = deidentify(ds, settings, label)
         _atomic_write(outcome.dataset, output_path(out, outcome))
     except WithheldError as exc:
         return FileResult(rel, "withheld", exc.reason)

@@ -31,6 +31,7 @@ from uploader.deid.identifiers import Matcher, collect, matcher_for
 from uploader.deid.policy import PrivatePolicy, check_instance, check_pixels, private_kept
 from uploader.deid.profile import Op, Option, Profile
 from uploader.deid.pseudonyms import Pseudonymiser
+from uploader.deid.script.stage import ScriptStage
 from uploader.deid.verify import check_output
 from uploader.protocols.relabel import relabel
 
@@ -73,6 +74,7 @@ class Settings:
     private: PrivatePolicy = field(default_factory=PrivatePolicy)
     allow_burned_in: frozenset[str] = frozenset()
     relabel: dict[str, str] = field(default_factory=dict)  # ROI name -> protocol name
+    scripts: ScriptStage | None = None  # the site script, then the project script
 
 
 @dataclass
@@ -219,11 +221,12 @@ def patient_key(ds: Dataset) -> str:
     return f"study:{ds.get('StudyInstanceUID', '')}"
 
 
-def deidentify(ds: Dataset, settings: Settings) -> Outcome:
+def deidentify(ds: Dataset, settings: Settings, modality_label: str = "") -> Outcome:
     """De-identify one instance in place and verify it against its original identifiers.
 
+    ``modality_label``: the study's modality for scripts (default: this instance's Modality).
     Raises:
-        WithheldError: policy withholds it (burned-in text).
+        WithheldError: policy withholds it (burned-in text), or a script rejected it.
         VerificationError: the output would still carry an identifier; nothing may be written.
     """
     check_instance(ds)
@@ -243,9 +246,31 @@ def deidentify(ds: Dataset, settings: Settings) -> Outcome:
         study_uid, settings.session_pattern, subject=subject, protocol=protocol, site=settings.site
     )
     shift_days = pseudo.date_shift_days(key)
+    stage = settings.scripts
+    original = stage.snapshot(ds) if stage else {}
+    label = modality_label or str(ds.get("Modality", "") or "")
     instance = _Instance(settings, matcher_for(ident), shift_days)
     instance.walk(ds)
     header.write(ds, settings, subject=subject, session=session, version=__version__)
+    if stage is not None:
+        names = {
+            "project": protocol,
+            "subject": subject,
+            "session": session,
+            "modalityLabel": label,
+            "site": settings.site,
+        }
+        ends = stage.run(
+            ds,
+            original,
+            pseudo,
+            names=names,
+            produced_uids=set(instance.uid_map.values()),
+            study_key=pseudo.uid(study_uid),
+        )
+        if (ends.get("subject"), ends.get("session")) != (subject, session):
+            subject, session = ends.get("subject") or subject, ends.get("session") or session
+            header.route(ds, protocol, subject, session)
     header.fix_file_meta(ds, IMPLEMENTATION_CLASS_UID, __version__)
     # the originals the verifier hunts for: every instance UID the walk met (all were remapped)
     check_output(ds, ident, set(instance.uid_map), settings.private, settings.profile)

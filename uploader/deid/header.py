@@ -55,6 +55,11 @@ def write(ds: Dataset, settings: Settings, *, subject: str, session: str, versio
         ds.ClinicalTrialSubjectID = _lo(subject)
         if trial.time_point:
             ds.ClinicalTrialTimePointID = _lo(trial.time_point)
+    route(ds, project, subject, session)
+
+
+def route(ds: Dataset, project: str, subject: str, session: str) -> None:
+    """Write XNAT's routing line: ``Project:<p> Subject:<s> Session:<s>`` in PatientComments."""
     routing = f"Subject:{subject} Session:{session}"
     ds.PatientComments = f"Project:{project} {routing}" if project else routing
 

@@ -150,6 +150,39 @@ def _other_problems(p: Protocol) -> Iterator[tuple[Loc, str, str]]:
         yield ("structures",), msg, "warning"
 
 
+def _script_problems(path: Path, p: Protocol, root: yaml.Node | None) -> list[Problem]:
+    """The project script's errors, at their line in the protocol file."""
+    from uploader.deid.profile import load_profile
+    from uploader.deid.script.check import check
+    from uploader.deid.script.parser import parse
+    from uploader.deid.script.syntax import ScriptError
+
+    deid = p.deidentify
+    if not deid.script:
+        return []
+    first = _line(root, ("deidentify", "script"))  # the `script: |` line; the text starts below
+    try:
+        script = parse(deid.script)
+    except ScriptError as exc:
+        return [
+            Problem(
+                path, first + exc.line, f"deidentify.script:{exc.line}:{exc.col}: {exc.message}"
+            )
+        ]
+    findings = check(
+        script,
+        variables=frozenset(deid.variables),
+        lookups=frozenset(deid.lookups),
+        profile=load_profile(frozenset(deid.options)),
+    )
+    return [
+        Problem(
+            path, first + f.line, f"deidentify.script:{f.line}:{f.col}: {f.message}", f.severity
+        )
+        for f in findings
+    ]
+
+
 def check_protocol(path: Path) -> tuple[Protocol | None, list[Problem]]:
     """Validate a protocol file completely; return it (None if invalid) and every problem.
 
@@ -162,6 +195,7 @@ def check_protocol(path: Path) -> tuple[Protocol | None, list[Problem]]:
         return None, problems
     for loc, message, severity in semantic_problems(protocol):
         problems.append(Problem(path, _line(root, loc), message, severity))
+    problems += _script_problems(path, protocol, root)
     if any(p.severity == "error" for p in problems):
         return None, problems
     return protocol, problems

@@ -95,6 +95,12 @@ class Deidentify(_Strict):
         default_factory=list, description="kinds of instance with burned-in text to send anyway"
     )
     script: str | None = Field(default=None, description="DicomEdit-style project script")
+    variables: dict[str, str] = Field(
+        default_factory=dict, description="values the project script can read by name"
+    )
+    lookups: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="tables for the script's lookup[table, key]"
+    )
 
 
 class Modalities(_Strict):
