@@ -163,3 +163,15 @@ def test_variables_from_protocol_and_describe_are_known() -> None:
     )
     assert isinstance(parse("(0008,1030) := project").statements[0].value, Var)  # type: ignore[union-attr]
     assert isinstance(parse("-(0008,1030)").statements[0].path, TagPath)  # type: ignore[union-attr]
+
+
+def test_docs_show_every_function_with_an_example_that_checks_clean() -> None:
+    from uploader.deid.script.functions import FUNCTIONS
+
+    from .conftest import ROOT
+
+    text = (ROOT / "docs" / "scripts.md").read_text()
+    for name, f in FUNCTIONS.items():
+        assert f"| `{name}` |" in text and f"`{f.example}`" in text, name
+        statement = f.example if f.effect else f"(0008,0070) := {f.example}"
+        load_script(statement, lookups=frozenset({"sites"}))

@@ -80,7 +80,7 @@ FUNCTIONS: dict[str, Function] = {
             1,
             None,
             lambda _r, a: "".join(a),
-            example='concatenate["A", (0020,0011)]',
+            example='concatenate["CT-", (0020,0011)]',
         ),
         Function("format", 1, None, _format, example='format["{0}_{1}", subject, "CT"]'),
         Function("lowercase", 1, 1, lambda _r, a: a[0].lower(), example="lowercase[modalityLabel]"),
