@@ -225,3 +225,39 @@ def test_protocol_check_reports_script_errors_at_their_yaml_line(tmp_path: Path)
     result = run_cli("protocol", "check", protocol)
     assert result.returncode == 1
     assert f"{protocol}:5: deidentify.script:2:16: unknown function 'nope'" in result.stdout
+
+
+def test_script_check_cli_points_a_caret_at_each_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.das"
+    bad.write_text(
+        '(0008,1030) := concatinate["a"]\n- (0010,0030)\n(0008,103E) := lowercase["a", "b"]\n'
+    )
+    result = run_cli("script", "check", bad)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    first = lines.index(f"{bad}:1:16: unknown function 'concatinate'; did you mean 'concatenate'?")
+    assert lines[first + 1] == '    (0008,1030) := concatinate["a"]'
+    assert lines[first + 2] == "    " + " " * 15 + "^"
+    assert (
+        f"{bad}:2:1: warning: (0010,0030) Patient's Birth Date: the profile already removes it (Z)"
+        in lines
+    )
+    assert f"{bad}:3:16: lowercase takes 1 argument(s), not 2" in lines
+
+
+def test_script_preview_shows_the_header_before_and_after(tmp_path: Path, key_file: Path) -> None:
+    files = write_study(tmp_path / "in", slices=1, rt=())
+    script = tmp_path / "s.das"
+    script.write_text('(0008,1030) := "Trial CT"\n(0008,0070) := "X"\n')
+    result = run_cli("script", "preview", script, files[0], "--key-file", key_file)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "~ (0008,1030) StudyDescription: RT planning Jörg Mueller -> Trial CT" in out
+    assert "~ (0008,0070) Manufacturer: ACME -> X" in out
+    assert '~ (0010,0030) PatientBirthDate: 19620314 -> ""' in out
+    assert "+ (0012,0062) PatientIdentityRemoved: YES" in out
+    copying = tmp_path / "copy.das"
+    copying.write_text("(0010,0010) := (0010,0020)\n")
+    withheld = run_cli("script", "preview", copying, files[0])
+    assert withheld.returncode == 1 and "WOULD BE WITHHELD" in withheld.stdout
+    assert "(0010,0010) PatientName: patient id" in withheld.stdout
