@@ -1,0 +1,188 @@
+"""The identifiable node's configuration: one YAML file, validated, secrets read from files.
+
+Every setting has a default and a description here; docs/identifiable-node.md lists them all
+(a test checks). Errors name the key and the file; secrets never appear in errors or logs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from uploader.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSettings(_Section):
+    """Where the node keeps its state, and who it is."""
+
+    data_dir: Path = Field(
+        Path("/data"), description="store, spool, outbox and quarantine live here"
+    )
+    key_file: Path = Field(
+        Path("/run/secrets/site_key"), description="the site pseudonymisation key"
+    )
+    site: str = Field("SITE01", description="site ID: ClinicalTrialSiteID and {site} in patterns")
+    protocols_dir: Path = Field(
+        Path("/etc/uploader/protocols"), description="trial protocols (*.yaml)"
+    )
+    default_protocol: str | None = Field(None, description="protocol ID for studies with no other")
+    site_script: Path | None = Field(None, description="the site-wide DicomEdit-style script")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+
+
+class FolderSettings(_Section):
+    """The watched folder (also a network share: polling catches what events miss)."""
+
+    enabled: bool = Field(True, description="watch this folder")
+    path: Path = Field(Path("/incoming"), description="folder to take DICOM files from")
+    poll_interval_s: float = Field(5.0, gt=0, description="seconds between polling scans")
+    watch_events: bool = Field(True, description="also react to file system events (watchdog)")
+    stable_s: float = Field(
+        2.0, ge=0, description="a file is taken once size and mtime held this long"
+    )
+    after: Literal["move", "delete"] = Field(
+        "move", description="taken files move to processed/ under data_dir, or are deleted"
+    )
+    protocol_from_subfolder: bool = Field(
+        True, description="incoming/<protocol id>/... selects the trial"
+    )
+
+
+class ScpSettings(_Section):
+    """The C-STORE receiver."""
+
+    enabled: bool = Field(True, description="run the C-STORE SCP")
+    ae_title: str = Field("UPLOADER", max_length=16, description="our AE title")
+    host: str = Field("0.0.0.0", description="address to listen on")  # noqa: S104 - a container port
+    port: int = Field(11112, ge=0, le=65535, description="port to listen on (0: any free port)")
+    allowed_calling_aets: list[str] = Field(
+        default_factory=list, description="calling AE titles accepted (empty: any)"
+    )
+    protocols_by_called_aet: dict[str, str] = Field(
+        default_factory=dict, description="called AE title -> protocol ID"
+    )
+    max_associations: int = Field(10, ge=1, description="concurrent associations")
+
+
+class StudySettings(_Section):
+    """When a study is complete."""
+
+    quiet_period_s: float = Field(60.0, ge=0, description="no new instance for this long")
+    complete_timeout_s: float = Field(
+        900.0, ge=0, description="complete after this long even without the required modalities"
+    )
+
+
+class OptOutSettings(_Section):
+    """The national data opt-out list."""
+
+    file: Path | None = Field(None, description="one NHS number per line; none: no check")
+    mode: Literal["deny", "allow"] = Field(
+        "deny", description="deny: listed patients are blocked; allow: only listed ones may go"
+    )
+
+
+class ForwardSettings(_Section):
+    """Forwarding to the anonymised node (STOW-RS)."""
+
+    url: str = Field("https://anonymised-node:8443/dicom-web", description="STOW-RS base URL")
+    ca_bundle: Path | None = Field(
+        None, description="CA bundle the peer's certificate is checked with"
+    )
+    token_file: Path | None = Field(None, description="file holding the bearer token")
+    allow_plain_http: bool = Field(False, description="permit an http:// URL (tests only)")
+    batch_size: int = Field(20, ge=1, description="instances per STOW-RS request")
+    timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
+    max_attempts: int = Field(8, ge=1, description="attempts before a study waits for staff")
+    backoff_s: float = Field(2.0, ge=0, description="first retry delay; doubles each time")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")):
+            raise ValueError("the forward URL must start with https://")
+        return v.rstrip("/")
+
+
+class PacsSettings(_Section):
+    """The PACS to query and retrieve from."""
+
+    ae_title: str = Field("PACS", max_length=16, description="the PACS's AE title")
+    host: str = Field("pacs", description="its host")
+    port: int = Field(104, ge=1, le=65535, description="its port")
+    concurrency: int = Field(4, ge=1, le=32, description="retrievals in flight during a bulk run")
+
+
+class WorkerSettings(_Section):
+    """The pipeline workers."""
+
+    lease_s: float = Field(300.0, gt=0, description="a claimed study is reclaimed after this long")
+    idle_s: float = Field(1.0, gt=0, description="sleep when there is nothing to do")
+
+
+class Config(_Section):
+    """The whole identifiable node configuration."""
+
+    node: NodeSettings = Field(default_factory=NodeSettings, description="identity and state")
+    folder: FolderSettings = Field(default_factory=FolderSettings, description="watched folder")
+    scp: ScpSettings = Field(default_factory=ScpSettings, description="C-STORE receiver")
+    study: StudySettings = Field(default_factory=StudySettings, description="study completion")
+    optout: OptOutSettings = Field(default_factory=OptOutSettings, description="data opt-out")
+    forward: ForwardSettings = Field(default_factory=ForwardSettings, description="forwarding")
+    pacs: PacsSettings = Field(default_factory=PacsSettings, description="query/retrieve")
+    workers: WorkerSettings = Field(default_factory=WorkerSettings, description="workers")
+    manual_ids: dict[str, Path] = Field(
+        default_factory=dict,
+        description="protocol ID -> CSV PatientID,SubjectID (manual trial IDs)",
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate the node's YAML configuration.
+
+    Raises:
+        ConfigError: unreadable, not YAML, or invalid (the key and the problem are named).
+    """
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration is a YAML mapping of sections")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting (docs/identifiable-node.md lists them all)"
+        raise ConfigError(f"{path}: {where}: {msg}") from exc
+
+
+def read_secret(path: Path | None, what: str) -> str:
+    """Read a secret from a file (a Docker secret); the value never appears in errors.
+
+    Raises:
+        ConfigError: no file configured, unreadable, or empty.
+    """
+    if path is None:
+        raise ConfigError(f"{what}: no secret file is configured")
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror}") from exc
+    if not value:
+        raise ConfigError(f"{path}: the {what} file is empty")
+    return value

@@ -1,0 +1,393 @@
+"""SQLite (WAL) index of patients' studies and instances; the state column is the work queue.
+
+Each thread gets its own connection. Transactions are short and ``BEGIN IMMEDIATE``; a worker
+claims a study with a lease and releases it with the state it reached, in one transaction that
+also writes the audit row. Identifiers live here (this is the identifiable node), never in logs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from uploader.errors import RetriableError
+
+STATES = (
+    "receiving",
+    "complete",
+    "opted_out",
+    "needs_review",
+    "validated",
+    "pseudonymised",
+    "forwarded",
+    "quarantined",
+)
+#: States a worker moves on by itself (the others wait for staff or are done).
+WORK_STATES = ("receiving", "complete", "validated", "pseudonymised")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    id INTEGER PRIMARY KEY,
+    study_uid TEXT NOT NULL UNIQUE,
+    patient_id TEXT NOT NULL DEFAULT '',
+    other_ids TEXT NOT NULL DEFAULT '',
+    protocol TEXT,
+    source TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'receiving',
+    reason TEXT NOT NULL DEFAULT '',
+    report TEXT,
+    decisions TEXT NOT NULL DEFAULT '{}',
+    subject TEXT,
+    session TEXT,
+    first_seen REAL NOT NULL,
+    last_received REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL DEFAULT 0,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS studies_state ON studies(state, next_attempt);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    series_uid TEXT NOT NULL DEFAULT '',
+    modality TEXT NOT NULL DEFAULT '',
+    path TEXT NOT NULL,
+    out_path TEXT,
+    out_sop_uid TEXT,
+    forwarded INTEGER NOT NULL DEFAULT 0,
+    received REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    study_id INTEGER,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS links (
+    protocol TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    session TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (protocol, study_uid)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study row."""
+
+    id: int
+    study_uid: str
+    patient_id: str
+    other_ids: str
+    protocol: str | None
+    source: str
+    state: str
+    reason: str
+    report: str | None
+    decisions: str
+    subject: str | None
+    session: str | None
+    first_seen: float
+    last_received: float
+    attempts: int
+
+    @property
+    def decided(self) -> dict[str, Any]:
+        """Staff decisions (override, relabel, subject) as a dict."""
+        value: dict[str, Any] = json.loads(self.decisions or "{}")
+        return value
+
+
+@dataclass(frozen=True)
+class Instance:
+    """An instance row."""
+
+    sop_uid: str
+    study_id: int
+    series_uid: str
+    modality: str
+    path: str
+    out_path: str | None
+    out_sop_uid: str | None
+    forwarded: int
+
+
+class Store:
+    """The node's index. Thread-safe: one connection per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self.tx() as c:
+            c.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: a crash of the process loses nothing; after a power loss, the spool rescan
+            # at start-up re-indexes any fsynced file whose row was not yet on disk.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on error).
+
+        Raises:
+            RetriableError: the database stayed locked or the disk refused the write.
+        """
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise RetriableError(f"the node's database is busy: {exc}") from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Run a read query."""
+        return list(self._conn().execute(sql, args))
+
+    # ---------------------------------------------------------------- ingest
+
+    def add_instance(
+        self,
+        *,
+        study_uid: str,
+        sop_uid: str,
+        series_uid: str,
+        modality: str,
+        path: str,
+        patient_id: str,
+        other_ids: str,
+        protocol: str | None,
+        source: str,
+    ) -> bool:
+        """Index a durably stored instance; return False if it was already known.
+
+        A new instance for a study past ``receiving`` reopens it (a late series), except for
+        opted-out and quarantined studies, which stay as they are.
+        """
+        now = time.time()
+        with self.tx() as c:
+            row = c.execute(
+                "SELECT id, state FROM studies WHERE study_uid=?", (study_uid,)
+            ).fetchone()
+            if row is None:
+                cur = c.execute(
+                    "INSERT INTO studies (study_uid, patient_id, other_ids, protocol, source,"
+                    " state, first_seen, last_received, updated)"
+                    " VALUES (?,?,?,?,?,'receiving',?,?,?)",
+                    (study_uid, patient_id, other_ids, protocol, source, now, now, now),
+                )
+                study_id = int(cur.lastrowid or 0)
+                _audit(c, study_id, "ingest", "study created", source)
+            else:
+                study_id = int(row["id"])
+            known = c.execute("SELECT 1 FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
+            if known:
+                return False
+            c.execute(
+                "INSERT INTO instances (sop_uid, study_id, series_uid, modality, path, received)"
+                " VALUES (?,?,?,?,?,?)",
+                (sop_uid, study_id, series_uid, modality, path, now),
+            )
+            c.execute(
+                "UPDATE studies SET last_received=?, updated=? WHERE id=?", (now, now, study_id)
+            )
+            if row is not None and row["state"] not in ("receiving", "opted_out", "quarantined"):
+                c.execute(
+                    "UPDATE studies SET state='receiving', reason='', lease_owner=NULL WHERE id=?",
+                    (study_id,),
+                )
+                _audit(c, study_id, "ingest", "reopened by a late instance", row["state"])
+            if protocol and row is not None:
+                c.execute(
+                    "UPDATE studies SET protocol=COALESCE(protocol, ?) WHERE id=?",
+                    (protocol, study_id),
+                )
+        return True
+
+    def known_paths(self) -> set[str]:
+        """Every spool path indexed (for the start-up rescan)."""
+        return {r["path"] for r in self.query("SELECT path FROM instances")}
+
+    # ---------------------------------------------------------------- work queue
+
+    def claim(
+        self, owner: str, lease_s: float, states: tuple[str, ...] = WORK_STATES
+    ) -> Study | None:
+        """Claim the next study in a work state whose lease is free; None if there is none."""
+        now = time.time()
+        marks = ",".join("?" * len(states))
+        with self.tx() as c:
+            row = c.execute(
+                f"SELECT * FROM studies WHERE state IN ({marks}) AND lease_until < ? "  # noqa: S608 - placeholders only
+                "AND next_attempt <= ? ORDER BY next_attempt, id LIMIT 1",
+                (*states, now, now),
+            ).fetchone()
+            if row is None:
+                return None
+            c.execute(
+                "UPDATE studies SET lease_owner=?, lease_until=? WHERE id=?",
+                (owner, now + lease_s, row["id"]),
+            )
+        return _study(row)
+
+    def release(
+        self,
+        study_id: int,
+        state: str,
+        actor: str,
+        detail: str = "",
+        *,
+        reason: str = "",
+        retry_in: float = 0.0,
+        **fields: Any,
+    ) -> None:
+        """End a claim: set the state (and fields), free the lease, write the audit row."""
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        now = time.time()
+        sets = ", ".join(f"{k}=?" for k in fields)
+        extra = f", {sets}" if sets else ""
+        with self.tx() as c:
+            before = c.execute("SELECT state FROM studies WHERE id=?", (study_id,)).fetchone()
+            c.execute(
+                f"UPDATE studies SET state=?, reason=?, lease_owner=NULL, lease_until=0, "  # noqa: S608 - column names are ours
+                f"next_attempt=?, updated=?{extra} WHERE id=?",
+                (state, reason, now + retry_in, now, *fields.values(), study_id),
+            )
+            if before is None or before["state"] != state or detail:
+                _audit(
+                    c, study_id, actor, f"{before['state'] if before else '?'} -> {state}", detail
+                )
+
+    def study(self, study_id: int) -> Study | None:
+        """Return one study by row id."""
+        rows = self.query("SELECT * FROM studies WHERE id=?", (study_id,))
+        return _study(rows[0]) if rows else None
+
+    def studies(self, state: str | None = None) -> list[Study]:
+        """Return studies (in one state, or all)."""
+        if state is None:
+            return [_study(r) for r in self.query("SELECT * FROM studies ORDER BY id")]
+        return [
+            _study(r)
+            for r in self.query("SELECT * FROM studies WHERE state=? ORDER BY id", (state,))
+        ]
+
+    def instances(self, study_id: int) -> list[Instance]:
+        """Return a study's instances."""
+        rows = self.query(
+            "SELECT sop_uid, study_id, series_uid, modality, path, out_path, out_sop_uid, forwarded"
+            " FROM instances WHERE study_id=? ORDER BY received, sop_uid",
+            (study_id,),
+        )
+        return [Instance(**dict(r)) for r in rows]
+
+    def set_output(self, sop_uid: str, out_path: str, out_sop_uid: str) -> None:
+        """Record an instance's de-identified file."""
+        with self.tx() as c:
+            c.execute(
+                "UPDATE instances SET out_path=?, out_sop_uid=? WHERE sop_uid=?",
+                (out_path, out_sop_uid, sop_uid),
+            )
+
+    def mark_forwarded(self, sop_uids: list[str]) -> None:
+        """Record that the target acknowledged these instances."""
+        with self.tx() as c:
+            c.executemany(
+                "UPDATE instances SET forwarded=1 WHERE sop_uid=?", [(s,) for s in sop_uids]
+            )
+
+    def counts(self) -> dict[str, int]:
+        """Studies per state (every state listed)."""
+        found = {
+            r["state"]: r["n"]
+            for r in self.query("SELECT state, COUNT(*) n FROM studies GROUP BY state")
+        }
+        return {s: int(found.get(s, 0)) for s in STATES}
+
+    def audit(self, study_id: int, actor: str, action: str, detail: str = "") -> None:
+        """Write one audit row."""
+        with self.tx() as c:
+            _audit(c, study_id, actor, action, detail)
+
+    def audit_rows(self, study_id: int | None = None) -> list[sqlite3.Row]:
+        """The audit trail (of one study, or all)."""
+        if study_id is None:
+            return self.query("SELECT * FROM audit ORDER BY id")
+        return self.query("SELECT * FROM audit WHERE study_id=? ORDER BY id", (study_id,))
+
+    def link(
+        self, protocol: str, patient_id: str, study_uid: str, subject: str, session: str
+    ) -> None:
+        """Record original patient/study -> trial subject/session (it never leaves this node)."""
+        with self.tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO links VALUES (?,?,?,?,?,?)",
+                (protocol, patient_id, study_uid, subject, session, time.time()),
+            )
+
+    def decide(self, study_id: int, actor: str, **decisions: Any) -> None:
+        """Record staff decisions on a study (merged) and send it back to be worked on."""
+        with self.tx() as c:
+            row = c.execute(
+                "SELECT decisions, state FROM studies WHERE id=?", (study_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(study_id)
+            merged = {**json.loads(row["decisions"] or "{}"), **decisions}
+            c.execute(
+                "UPDATE studies SET decisions=?, state='complete', reason='', next_attempt=0,"
+                " lease_until=0, updated=? WHERE id=?",
+                (json.dumps(merged), time.time(), study_id),
+            )
+            _audit(
+                c,
+                study_id,
+                actor,
+                f"{row['state']} -> complete",
+                "decision: " + ", ".join(sorted(decisions)),
+            )
+
+
+def _study(row: sqlite3.Row) -> Study:
+    keys = Study.__dataclass_fields__
+    return Study(**{k: row[k] for k in keys})
+
+
+def _audit(
+    c: sqlite3.Connection, study_id: int | None, actor: str, action: str, detail: str
+) -> None:
+    c.execute(
+        "INSERT INTO audit (at, study_id, actor, action, detail) VALUES (?,?,?,?,?)",
+        (time.time(), study_id, actor, action, detail),
+    )

@@ -1,0 +1,95 @@
+"""Durable files: the spool of received instances, the outbox, and quarantine.
+
+A file is written under a temporary name, fsynced, renamed, and its folder fsynced: once
+``write`` returns, the file survives a crash or a power cut. Names are hashes, never UIDs or
+patient data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_write(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically and durably.
+
+    Raises:
+        OSError: the disk refused (full, read-only...): the caller reports a storage failure.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        Path(tmp).replace(target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def name_for(key: str) -> str:
+    """A file name for an instance: a hash of its key (the SOP Instance UID)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:40] + ".dcm"
+
+
+class Spool:
+    """Folders under the node's data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir
+        self.spool = data_dir / "spool"
+        self.outbox = data_dir / "outbox"
+        self.quarantine_dir = data_dir / "quarantine"
+        self.processed = data_dir / "processed"
+        for folder in (self.spool, self.outbox, self.quarantine_dir, self.processed):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sop_uid: str) -> Path:
+        """Where a received instance is kept."""
+        name = name_for(sop_uid)
+        return self.spool / name[:2] / name
+
+    def store(self, sop_uid: str, data: bytes) -> Path:
+        """Store received bytes durably; return the path."""
+        path = self.path_for(sop_uid)
+        durable_write(path, data)
+        return path
+
+    def files(self) -> list[Path]:
+        """Every spooled instance file (for the start-up rescan)."""
+        return [p for p in self.spool.rglob("*.dcm") if not p.name.startswith(".partial-")]
+
+    def quarantine(self, data: bytes | Path, name: str, reason: str) -> Path:
+        """Keep a file that cannot be processed, with its reason beside it (never deleted)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        folder = self.quarantine_dir / stamp
+        target = folder / Path(name).name
+        n = 1
+        while target.exists():
+            target = folder / f"{Path(name).stem}-{n}{Path(name).suffix}"
+            n += 1
+        if isinstance(data, Path):
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(data, target)
+            with target.open("rb+") as f:
+                os.fsync(f.fileno())
+        else:
+            durable_write(target, data)
+        durable_write(target.with_name(target.name + ".reason.txt"), (reason + "\n").encode())
+        return target
