@@ -221,10 +221,13 @@ def patient_key(ds: Dataset) -> str:
     return f"study:{ds.get('StudyInstanceUID', '')}"
 
 
-def deidentify(ds: Dataset, settings: Settings, modality_label: str = "") -> Outcome:
+def deidentify(
+    ds: Dataset, settings: Settings, modality_label: str = "", subject: str | None = None
+) -> Outcome:
     """De-identify one instance in place and verify it against its original identifiers.
 
     ``modality_label``: the study's modality for scripts (default: this instance's Modality).
+    ``subject``: a manual trial subject ID, instead of the keyed one.
     Raises:
         WithheldError: policy withholds it (burned-in text), or a script rejected it.
         VerificationError: the output would still carry an identifier; nothing may be written.
@@ -238,7 +241,7 @@ def deidentify(ds: Dataset, settings: Settings, modality_label: str = "") -> Out
     pseudo = settings.pseudonymiser
     trial = settings.trial
     protocol = trial.protocol_id if trial else ""
-    subject = pseudo.subject_id(
+    subject = subject or pseudo.subject_id(
         key, settings.subject_pattern, protocol=protocol, site=settings.site
     )
     study_uid = str(ds.get("StudyInstanceUID", "") or key)

@@ -76,10 +76,17 @@ def load_study(root: Path) -> Study:
     """
     if not root.exists():
         raise ConfigError(f"{root}: no such file or folder")
-    study = Study(root)
     base = root if root.is_dir() else root.parent
-    for path in input_files(root):
-        rel = str(path.relative_to(base))
+    study = study_from_files(root, [(p, str(p.relative_to(base))) for p in input_files(root)])
+    if not study.instances:
+        raise ConfigError(f"{root}: no DICOM files found")
+    return study
+
+
+def study_from_files(root: Path, files: list[tuple[Path, str]]) -> Study:
+    """Index the given (path, display name) files; unreadable ones are listed as skipped."""
+    study = Study(root)
+    for path, rel in files:
         try:
             ds = dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError):
@@ -96,8 +103,6 @@ def load_study(root: Path) -> Study:
                 header=ds,
             )
         )
-    if not study.instances:
-        raise ConfigError(f"{root}: no DICOM files found")
     return study
 
 

@@ -1,0 +1,128 @@
+"""A STOW-RS client: files up as multipart/related, idempotent per SOP Instance UID.
+
+Written on requests rather than dicomweb-client: we send files as they are on disk (no decode,
+no re-encode), need a per-request ``verify=`` (requests here ignores Session.verify when the
+environment sets CA variables), and dicomweb-client would add numpy and Pillow to the node.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from uploader.errors import PermanentError, RetriableError
+
+_RETRIABLE = {408, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class StowResult:
+    """Which instances the server stored and which it refused (by SOP Instance UID)."""
+
+    stored: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class StowClient:
+    """POST instances to ``{base}/studies``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        ca_bundle: Path | None = None,
+        token: str | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout_s: float = 60.0,
+        allow_plain_http: bool = False,
+    ) -> None:
+        if base_url.startswith("http://") and not allow_plain_http:
+            raise PermanentError(
+                f"{base_url}: plain HTTP is refused (set allow_plain_http to permit)"
+            )
+        self.base = base_url.rstrip("/")
+        self.verify: str | bool = str(ca_bundle) if ca_bundle else True
+        self.timeout = timeout_s
+        self.session = requests.Session()
+        self.session.trust_env = False  # our CA bundle, not the environment's
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.auth = auth
+
+    def store(self, files: list[tuple[str, Path]]) -> StowResult:
+        """Send (sop_uid, path) pairs in one request; return what the server acknowledged.
+
+        Raises:
+            RetriableError: the network or the server failed in a way worth retrying.
+            PermanentError: refused for good (authentication, TLS, a 4xx other than 408/429).
+        """
+        boundary = "sdu-" + secrets.token_hex(12)
+        body = bytearray()
+        for _uid, path in files:
+            body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            body += path.read_bytes()
+            body += b"\r\n"
+        body += f"--{boundary}--\r\n".encode()
+        headers = {
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        }
+        response = self._post(f"{self.base}/studies", bytes(body), headers)
+        return _result(response, [uid for uid, _p in files])
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+        try:
+            response = self.session.post(
+                url,
+                data=body,
+                headers=headers,
+                verify=self.verify,
+                timeout=self.timeout,
+                auth=self.auth,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise PermanentError(
+                f"TLS to {self.base} failed: the certificate is not trusted"
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise RetriableError(f"cannot reach {self.base}: {type(exc).__name__}") from exc
+        if response.status_code in (401, 403):
+            raise PermanentError(
+                f"{self.base} refused our credentials (HTTP {response.status_code})"
+            )
+        if response.status_code in _RETRIABLE:
+            raise RetriableError(f"{self.base} answered HTTP {response.status_code}")
+        if response.status_code >= 400 and response.status_code != 409:
+            raise PermanentError(f"{self.base} refused the instances (HTTP {response.status_code})")
+        return response
+
+    def post_json(self, url: str, payload: dict[str, Any]) -> None:
+        """POST a JSON document (the study manifest) with the same TLS and credentials."""
+        self._post(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+
+
+def _sop_uids(items: Any) -> list[str]:
+    out = []
+    for item in items or []:
+        value = (item.get("00081155") or {}).get("Value") or []
+        if value:
+            out.append(str(value[0]))
+    return out
+
+
+def _result(response: requests.Response, sent: list[str]) -> StowResult:
+    """Read the PS3.18 response: ReferencedSOPSequence (stored), FailedSOPSequence (failed)."""
+    try:
+        doc = response.json() if response.content else {}
+    except ValueError:
+        doc = {}
+    stored = _sop_uids((doc.get("00081199") or {}).get("Value"))
+    failed = _sop_uids((doc.get("00081198") or {}).get("Value"))  # Orthanc: present, no Value
+    if not stored and not failed and response.status_code in (200, 202):
+        stored = list(sent)  # a server that acknowledges without listing: all stored
+    return StowResult(stored=[s for s in stored if s in sent], failed=failed)
