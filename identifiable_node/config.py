@@ -98,6 +98,7 @@ class ForwardSettings(_Section):
     )
     token_file: Path | None = Field(None, description="file holding the bearer token")
     allow_plain_http: bool = Field(False, description="permit an http:// URL (tests only)")
+    manifest_url: str | None = Field(None, description="URL the study manifest is POSTed to")
     batch_size: int = Field(20, ge=1, description="instances per STOW-RS request")
     timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
     max_attempts: int = Field(8, ge=1, description="attempts before a study waits for staff")

@@ -208,10 +208,13 @@ def study_labels(paths: list[Path]) -> dict[str, str]:
             continue
         study = str(ds.get("StudyInstanceUID", "") or "")
         found.setdefault(study, set()).add(str(ds.get("Modality", "") or "OT"))
-    return {
-        study: next((m for m in _LABEL_ORDER if m in mods), min(mods))
-        for study, mods in found.items()
-    }
+    return {study: modality_label(mods) for study, mods in found.items()}
+
+
+def modality_label(modalities: set[str]) -> str:
+    """XNAT-style session modality of a study from the modalities it holds."""
+    found = next((m for m in _LABEL_ORDER if m in modalities), None)
+    return found or (min(modalities) if modalities else "OT")
 
 
 def _init_worker(out: Path, settings: Settings, labels: dict[str, str]) -> None:

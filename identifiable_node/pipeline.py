@@ -1,0 +1,268 @@
+"""The per-study pipeline: complete -> opt-out -> trial -> validate -> pseudonymise -> forward.
+
+A worker claims one study (with a lease), moves it one state on, and releases it with the new
+state and an audit row, in one transaction. Every step is idempotent: after a crash (even
+``kill -9``) the study is claimed again when its lease expires and the step is redone; outputs
+are deterministic and forwarding is keyed by SOP Instance UID, so nothing is lost or doubled.
+Logs name the study's row id and the pseudonymous labels, never a patient.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from io import BytesIO
+from pathlib import Path
+
+from identifiable_node.config import Config
+from identifiable_node.optout import OptOut
+from identifiable_node.trials import Trials
+from uploader.deid.batch import modality_label, read_dicom
+from uploader.deid.engine import deidentify
+from uploader.errors import (
+    ConfigError,
+    PermanentError,
+    RetriableError,
+    VerificationError,
+    WithheldError,
+)
+from uploader.protocols.study import study_from_files
+from uploader.protocols.validate import validate_study
+from uploader.store.db import Store, Study
+from uploader.store.spool import Spool, durable_write, name_for
+from uploader.transport.stowrs import StowClient
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """Moves studies through their states. One instance per worker thread."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: Store,
+        spool: Spool,
+        trials: Trials,
+        optout: OptOut,
+        forwarder: StowClient | None,
+        owner: str,
+    ) -> None:
+        self.config, self.store, self.spool = config, store, spool
+        self.trials, self.optout, self.forwarder, self.owner = trials, optout, forwarder, owner
+
+    def step(self) -> bool:
+        """Do one unit of work; return False when there was nothing to do."""
+        study = self.store.claim(self.owner, self.config.workers.lease_s)
+        if study is None:
+            return False
+        handler = {
+            "receiving": self._receiving,
+            "complete": self._complete,
+            "validated": self._pseudonymise,
+            "pseudonymised": self._forward,
+        }[study.state]
+        try:
+            handler(study)
+        except ConfigError as exc:
+            self.store.release(study.id, "needs_review", self.owner, reason=str(exc))
+        except Exception as exc:
+            log.exception("study %d: %s failed", study.id, study.state)
+            self.store.release(
+                study.id, study.state, self.owner, f"error: {type(exc).__name__}", retry_in=30.0
+            )
+        return True
+
+    def _protocol_id(self, study: Study) -> str | None:
+        return study.decided.get("protocol") or study.protocol or self.config.node.default_protocol
+
+    def _receiving(self, study: Study) -> None:
+        now = time.time()
+        quiet = self.config.study.quiet_period_s - (now - study.last_received)
+        if quiet > 0:
+            self.store.release(study.id, "receiving", self.owner, retry_in=quiet)
+            return
+        pid = self._protocol_id(study)
+        protocol = self.trials.get(pid) if pid else None
+        have = {i.modality for i in self.store.instances(study.id)}
+        missing = set(protocol.modalities.required) - have if protocol else set()
+        waited = now - study.first_seen
+        if missing and waited < self.config.study.complete_timeout_s:
+            self.store.release(
+                study.id,
+                "receiving",
+                self.owner,
+                retry_in=min(self.config.study.quiet_period_s or 1, 30),
+            )
+            return
+        self.store.release(study.id, "complete", self.owner, f"{len(have)} modality(ies)")
+
+    def _complete(self, study: Study) -> None:
+        ids = [study.patient_id, *study.other_ids.split("\\")]
+        if self.optout.blocked([i for i in ids if i]):
+            self.store.release(
+                study.id, "opted_out", self.owner, reason="patient on the data opt-out list"
+            )
+            return
+        pid = self._protocol_id(study)
+        if pid is None:
+            self.store.release(study.id, "needs_review", self.owner, reason="no trial assigned")
+            return
+        protocol = self.trials.get(pid)
+        if protocol is None:
+            self.store.release(study.id, "needs_review", self.owner, reason=f"unknown trial {pid}")
+            return
+        files = [(Path(i.path), name_for(i.sop_uid)) for i in self.store.instances(study.id)]
+        report = validate_study(protocol, study_from_files(Path(self.spool.spool), files))
+        doc = json.dumps(report.as_dict())
+        if not report.passed and not study.decided.get("override"):
+            fails = sum(c.status == "fail" for c in report.checks)
+            self.store.release(
+                study.id,
+                "needs_review",
+                self.owner,
+                reason=f"{fails} validation check(s) failed",
+                report=doc,
+                protocol=pid,
+            )
+            return
+        self.store.release(
+            study.id,
+            "validated",
+            self.owner,
+            "override" if not report.passed else "",
+            report=doc,
+            protocol=pid,
+        )
+
+    def _pseudonymise(self, study: Study) -> None:
+        pid = self._protocol_id(study) or ""
+        relabel = {
+            **json.loads(study.report or "{}").get("relabel", {}),
+            **study.decided.get("relabel", {}),
+        }
+        settings = self.trials.settings(pid, relabel)
+        manual, subject = self.trials.manual_subject(pid, study.patient_id)
+        subject = study.decided.get("subject") or subject
+        if manual and not subject:
+            self.store.release(
+                study.id, "needs_review", self.owner, reason="no manual subject ID for this patient"
+            )
+            return
+        instances = self.store.instances(study.id)
+        label = modality_label({i.modality for i in instances})
+        folder = self.spool.outbox / str(study.id)
+        session, withheld = study.session or "", 0
+        for inst in instances:
+            if inst.out_path is not None:
+                continue
+            try:
+                outcome = deidentify(read_dicom(Path(inst.path)), settings, label, subject)
+            except WithheldError as exc:
+                withheld += 1
+                self.store.set_output(inst.sop_uid, "", "")
+                self.store.audit(study.id, self.owner, "instance withheld", exc.code)
+                continue
+            except VerificationError as exc:
+                self.store.release(
+                    study.id,
+                    "quarantined",
+                    self.owner,
+                    reason=f"verification failed: {'; '.join(exc.problems[:5])}",
+                )
+                return
+            buf = BytesIO()
+            outcome.dataset.save_as(buf, enforce_file_format=True)
+            target = folder / name_for(str(outcome.dataset.SOPInstanceUID))
+            durable_write(target, buf.getvalue())
+            self.store.set_output(inst.sop_uid, str(target), str(outcome.dataset.SOPInstanceUID))
+            subject, session = outcome.subject, outcome.session
+        if subject and session:
+            self.store.link(pid, study.patient_id, study.study_uid, subject, session)
+        self.store.release(
+            study.id,
+            "pseudonymised",
+            self.owner,
+            f"{len(instances) - withheld} written, {withheld} withheld",
+            subject=subject,
+            session=session,
+        )
+
+    def _forward(self, study: Study) -> None:
+        if self.forwarder is None:
+            self.store.release(study.id, "pseudonymised", self.owner, retry_in=60.0)
+            return
+        try:
+            self._send_all(study)
+            self._manifest(study)
+        except RetriableError as exc:
+            attempts = study.attempts + 1
+            if attempts >= self.config.forward.max_attempts:
+                self.store.release(
+                    study.id,
+                    "needs_review",
+                    self.owner,
+                    reason=f"forwarding failed: {exc}",
+                    attempts=attempts,
+                )
+            else:
+                delay = self.config.forward.backoff_s * 2 ** (attempts - 1)
+                self.store.release(
+                    study.id,
+                    "pseudonymised",
+                    self.owner,
+                    f"retry: {exc}",
+                    retry_in=delay,
+                    attempts=attempts,
+                )
+            return
+        except PermanentError as exc:
+            self.store.release(
+                study.id, "needs_review", self.owner, reason=f"forwarding refused: {exc}"
+            )
+            return
+        sent = sum(1 for i in self.store.instances(study.id) if i.forwarded)
+        self.store.release(
+            study.id, "forwarded", self.owner, f"{sent} instance(s) acknowledged", attempts=0
+        )
+
+    def _send_all(self, study: Study) -> None:
+        """Send every pseudonymised instance not yet acknowledged, in batches.
+
+        Raises:
+            RetriableError: some instance was not acknowledged (the rest are recorded).
+        """
+        assert self.forwarder is not None
+        todo = [i for i in self.store.instances(study.id) if i.out_path and not i.forwarded]
+        batch = self.config.forward.batch_size
+        for start in range(0, len(todo), batch):
+            chunk = todo[start : start + batch]
+            by_out = {i.out_sop_uid or "": i.sop_uid for i in chunk}
+            result = self.forwarder.store(
+                [(i.out_sop_uid or "", Path(i.out_path or "")) for i in chunk]
+            )
+            self.store.mark_forwarded([by_out[s] for s in result.stored if s in by_out])
+            if result.failed or len(result.stored) < len(chunk):
+                missing = len(chunk) - len(result.stored)
+                raise RetriableError(f"{missing} instance(s) not acknowledged")
+
+    def _manifest(self, study: Study) -> None:
+        url = self.config.forward.manifest_url
+        if not url or self.forwarder is None:
+            return
+        fresh = self.store.study(study.id) or study
+        report = json.loads(fresh.report or "{}")
+        sent = [i for i in self.store.instances(study.id) if i.out_path]
+        self.forwarder.post_json(
+            url,
+            {
+                "protocol": self._protocol_id(fresh),
+                "subject": fresh.subject,
+                "session": fresh.session,
+                "instances": len(sent),
+                "sop_instance_uids": sorted(i.out_sop_uid or "" for i in sent),
+                "validation": {"passed": report.get("passed"), "checks": report.get("checks", [])},
+            },
+        )
