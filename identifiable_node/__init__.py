@@ -1,1 +1,1 @@
-"""The identifiable_node service (not yet built: see the issues)."""
+"""The identifiable node: ingest, store, opt-out, validation, pseudonymisation, forwarding."""

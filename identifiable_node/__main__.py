@@ -1,6 +1,7 @@
-"""`python -m identifiable_node`: the service entry point (a shell until its issue is done)."""
+"""``python -m identifiable_node --config FILE``: the same as ``uploader identifiable``."""
 
 import sys
 
-print("identifiable_node: not built yet", file=sys.stderr)
-sys.exit(1)
+from uploader.cli import main
+
+sys.exit(main(["identifiable", *sys.argv[1:]]))

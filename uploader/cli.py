@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import warnings
@@ -73,9 +74,39 @@ def _parser() -> argparse.ArgumentParser:
     scp.add_argument("--key-file", type=Path, help="the site key (default: a throwaway key)")
     scp.add_argument("--site", default="SITE", help="site ID for {site} in patterns")
 
+    _node_commands(sub)
     d = sub.add_parser("demo", help="the quick start: sample study -> anonymise -> verify")
     d.add_argument("--workdir", type=Path, help="where to put it (default: a new temp folder)")
     return p
+
+
+def _node_commands(sub: Any) -> None:
+    """The identifiable node's commands: run it, and the staff/IT commands on its store."""
+    node = sub.add_parser("identifiable", help="run the identifiable node (foreground)")
+    node.add_argument("--config", type=Path, required=True, help="the node's YAML configuration")
+    st = sub.add_parser(
+        "status", help="identifiable node: studies per state, and those needing attention"
+    )
+    st.add_argument("--config", type=Path, required=True)
+    st.add_argument("--json", action="store_true")
+    rv = sub.add_parser("review", help="identifiable node: staff decisions on waiting studies")
+    rv.add_argument("--config", type=Path, required=True)
+    rv.add_argument("action", choices=["list", "show", "approve"])
+    rv.add_argument("study", type=int, nargs="?", help="the study's number (from `review list`)")
+    rv.add_argument("--override", action="store_true", help="send despite failed validation")
+    rv.add_argument(
+        "--relabel", action="append", default=[], metavar="OLD=NEW", help="rename an ROI"
+    )
+    rv.add_argument("--trial", help="assign this protocol ID")
+    rv.add_argument("--subject", help="a manual trial subject ID")
+    rv.add_argument("--by", default=os.environ.get("USER", "staff"), help="who decides (audit)")
+    pg = sub.add_parser("purge", help="identifiable node: delete opted-out studies' files")
+    pg.add_argument("--config", type=Path, required=True)
+    pg.add_argument("--opted-out", action="store_true", required=True)
+    lk = sub.add_parser("link", help="identifiable node: the link table original -> pseudonym")
+    lk.add_argument("action", choices=["export"])
+    lk.add_argument("--config", type=Path, required=True)
+    lk.add_argument("--protocol", help="only this trial")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,6 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify(args)
         if args.command == "sample":
             return _sample(args)
+        if args.command == "identifiable":
+            from identifiable_node.service import run as run_node
+
+            return run_node(args.config)
+        if args.command in ("status", "review", "purge", "link"):
+            from identifiable_node.admin import run as admin
+
+            return admin(args)
         if args.command == "script":
             from uploader.deid.script.cli import run as script_command
 

@@ -1,0 +1,120 @@
+"""Staff and IT commands on a node's store: status, review, purge, link export.
+
+These print patient data only where staff need it to decide (``review show`` names the study by
+its row number, its trial and the validation report; never the patient's name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from identifiable_node.config import load_config
+from identifiable_node.service import open_store
+from uploader.errors import ConfigError
+from uploader.store.db import Store
+
+ATTENTION = ("needs_review", "quarantined", "opted_out")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one admin command; return its exit code."""
+    config = load_config(args.config)
+    store, _spool = open_store(config)
+    if args.command == "status":
+        return _status(store, args.json)
+    if args.command == "review":
+        return _review(store, args)
+    if args.command == "purge":
+        return _purge(store)
+    return _links(store, args.protocol)
+
+
+def _status(store: Store, as_json: bool) -> int:
+    counts = store.counts()
+    waiting = [s for s in store.studies() if s.state in ATTENTION]
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "counts": counts,
+                    "attention": [
+                        {
+                            "study": s.id,
+                            "state": s.state,
+                            "protocol": s.protocol,
+                            "reason": s.reason,
+                        }
+                        for s in waiting
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    for state, n in counts.items():
+        print(f"{state:14s} {n}")
+    for s in waiting:
+        print(f"study {s.id}: {s.state} ({s.protocol or 'no trial'}): {s.reason}")
+    return 0
+
+
+def _review(store: Store, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for s in store.studies("needs_review"):
+            print(f"{s.id}\t{s.protocol or '-'}\t{s.reason}")
+        return 0
+    if args.study is None:
+        raise ConfigError("give the study number (see `uploader review list`)")
+    study = store.study(args.study)
+    if study is None:
+        raise ConfigError(f"no study {args.study}")
+    if args.action == "show":
+        print(f"study {study.id}: {study.state}, trial {study.protocol or '-'}: {study.reason}")
+        report = json.loads(study.report or "{}")
+        for c in report.get("checks", []):
+            print(f"  {c['status'].upper():4s} {c['check']}: {c['message']}")
+        if report.get("relabel"):
+            print(f"  relabel: {report['relabel']}")
+        return 0
+    decisions: dict[str, object] = {}
+    if args.override:
+        decisions["override"] = True
+    if args.relabel:
+        pairs = [r.split("=", 1) for r in args.relabel]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError("--relabel takes OLD=NEW")
+        decisions["relabel"] = {**study.decided.get("relabel", {}), **dict(pairs)}
+    if args.trial:
+        decisions["protocol"] = args.trial
+    if args.subject:
+        decisions["subject"] = args.subject
+    store.decide(study.id, args.by, **decisions)
+    print(f"study {study.id}: decision recorded; it goes through the pipeline again")
+    return 0
+
+
+def _purge(store: Store) -> int:
+    purged = 0
+    for study in store.studies("opted_out"):
+        for inst in store.instances(study.id):
+            for path in (inst.path, inst.out_path):
+                if path:
+                    Path(path).unlink(missing_ok=True)
+        store.audit(study.id, "purge", "files of an opted-out study deleted")
+        purged += 1
+    print(f"purged {purged} opted-out stud{'y' if purged == 1 else 'ies'}")
+    return 0
+
+
+def _links(store: Store, protocol: str | None) -> int:
+    rows = store.query("SELECT * FROM links ORDER BY protocol, subject, session")
+    w = csv.writer(sys.stdout)
+    w.writerow(["protocol", "patient_id", "study_uid", "subject", "session"])
+    for r in rows:
+        if protocol is None or r["protocol"] == protocol:
+            w.writerow([r["protocol"], r["patient_id"], r["study_uid"], r["subject"], r["session"]])
+    return 0
