@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -85,7 +86,12 @@ def make_ae(ae_title: str, allowed_calling: list[str], max_associations: int) ->
 def start_scp(ae: AE, host: str, port: int, store: StoreFn) -> ThreadedAssociationServer:
     """Start serving in background threads; return the server (``.shutdown()`` to stop)."""
     handlers: list[Any] = [(evt.EVT_C_STORE, _handle_store, [store])]
-    server = cast(Any, ae).start_server(
-        (host, port), block=False, evt_handlers=handlers, server_class=NoDelayServer
+    server = cast(Any, ae).make_server(
+        (host, port), evt_handlers=handlers, server_class=NoDelayServer
     )
+    thread = threading.Thread(target=server.serve_forever, name="scp-acceptor", daemon=True)
+    thread.start()
+    cast(Any, ae)._servers.append(
+        server
+    )  # so that server.shutdown() finds it, as pynetdicom expects
     return cast(ThreadedAssociationServer, server)

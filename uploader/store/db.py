@@ -135,8 +135,7 @@ class Store:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self.tx() as c:
-            c.executescript(_SCHEMA)
+        self._conn().executescript(_SCHEMA)  # idempotent; executescript manages its transaction
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

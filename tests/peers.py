@@ -1,0 +1,272 @@
+"""Real peers started by tests: Orthanc (PACS and DICOMweb repository), stunnel for TLS in
+front of it (Orthanc's own HTTPS is broken on bookworm), certificates made in the test, and the
+identifiable node itself as a subprocess. Every process is terminated, waited for, then killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from .conftest import integration_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop(proc: subprocess.Popen[Any], grace: float = 10) -> int | None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def make_cert(folder: Path, name: str = "localhost") -> Path:
+    """A self-signed certificate for localhost/127.0.0.1; returns one PEM (cert then key)."""
+    openssl = integration_tool("openssl")
+    key, cert = folder / f"{name}.key", folder / f"{name}.crt"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    pem = folder / f"{name}.pem"
+    pem.write_bytes(cert.read_bytes() + key.read_bytes())
+    return cert
+
+
+@dataclass
+class Orthanc:
+    http: str  # plain loopback URL (for checks)
+    https: str  # TLS URL (through stunnel)
+    dicom_port: int
+    aet: str
+    ca: Path
+
+    def instances(self) -> list[str]:
+        return list(requests.get(f"{self.http}/instances", timeout=10).json())
+
+    def tags(self, instance: str) -> dict[str, Any]:
+        return dict(
+            requests.get(f"{self.http}/instances/{instance}/simplified-tags", timeout=10).json()
+        )
+
+
+@contextmanager
+def orthanc(
+    tmp: Path, modalities: dict[str, Any] | None = None, aet: str = "ORTHANC"
+) -> Iterator[Orthanc]:
+    binary = integration_tool("Orthanc")
+    stunnel = integration_tool("stunnel4")
+    http_port, https_port, dicom_port = free_port(), free_port(), free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = {
+        "Name": "test",
+        "StorageDirectory": str(tmp / "storage"),
+        "IndexDirectory": str(tmp / "index"),
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomAet": aet,
+        "DicomPort": dicom_port,
+        "DicomCheckCalledAet": True,
+        "DicomAlwaysAllowStore": True,
+        "DicomAlwaysAllowFind": False,
+        "DicomAlwaysAllowMove": False,
+        "DicomModalities": modalities or {},
+        "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+        "DicomWeb": {
+            "Enable": True,
+            "Root": "/dicom-web/",
+            "Ssl": True,
+            "Host": f"127.0.0.1:{https_port}",
+        },
+        "HttpTimeout": 60,
+    }
+    (tmp / "orthanc.json").write_text(json.dumps(config))
+    cert = make_cert(tmp)
+    (tmp / "stunnel.conf").write_text(
+        f"foreground = yes\npid =\n[https]\naccept = 127.0.0.1:{https_port}\n"
+        f"connect = 127.0.0.1:{http_port}\ncert = {tmp / 'localhost.pem'}\n"
+    )
+    log = (tmp / "orthanc.log").open("w")
+    proc = subprocess.Popen([binary, str(tmp / "orthanc.json")], stdout=log, stderr=log)
+    tls = subprocess.Popen([stunnel, str(tmp / "stunnel.conf")], stdout=log, stderr=log)
+    try:
+        url = f"http://127.0.0.1:{http_port}"
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{url}/system", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(up, 20, "Orthanc")
+        yield Orthanc(url, f"https://127.0.0.1:{https_port}/dicom-web", dicom_port, aet, cert)
+    finally:
+        stop(tls)
+        stop(proc)
+        log.close()
+
+
+@dataclass
+class Node:
+    config: Path
+    data: Path
+    proc: subprocess.Popen[Any]
+    scp_port: int
+
+    def status(self) -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-m", "uploader", "status", "--config", str(self.config), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return dict(json.loads(out.stdout))
+
+    def wait_state(self, state: str, n: int = 1, timeout: float = 60) -> dict[str, Any]:
+        return wait_for(
+            lambda: (s := self.status())["counts"][state] >= n and s,
+            timeout,
+            f"{n} study(ies) {state}",
+            interval=0.3,
+        )
+
+
+def node_config(tmp: Path, forward_url: str, ca: Path | None, **overrides: Any) -> Path:
+    protocols = tmp / "protocols"
+    protocols.mkdir(parents=True, exist_ok=True)
+    (protocols / "prostate.yaml").write_text(
+        (ROOT / "protocols" / "example-prostate.yaml").read_text()
+    )
+    key = tmp / "site.key"
+    key.write_text("11" * 32)
+    config: dict[str, Any] = {
+        "node": {
+            "data_dir": str(tmp / "data"),
+            "key_file": str(key),
+            "site": "RXH",
+            "protocols_dir": str(protocols),
+            "default_protocol": "PACE-C",
+            "log_level": "INFO",
+        },
+        "folder": {
+            "enabled": True,
+            "path": str(tmp / "incoming"),
+            "poll_interval_s": 0.5,
+            "stable_s": 0.5,
+        },
+        "scp": {"enabled": True, "ae_title": "UPLOADER", "host": "127.0.0.1", "port": 0},
+        "study": {"quiet_period_s": 1.0, "complete_timeout_s": 5.0},
+        "forward": {
+            "url": forward_url,
+            "ca_bundle": str(ca) if ca else None,
+            "backoff_s": 0.2,
+            "max_attempts": 3,
+        },
+        "workers": {"lease_s": 5.0, "idle_s": 0.2},
+    }
+    for dotted, value in overrides.items():
+        section, key_name = dotted.split("__")
+        config[section][key_name] = value
+    path = tmp / "node.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@contextmanager
+def node(config: Path) -> Iterator[Node]:
+    data = Path(yaml.safe_load(config.read_text())["node"]["data_dir"])
+    (data / "node.ready").unlink(missing_ok=True)
+    log = (config.parent / "node.log").open("a")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "identifiable_node", "--config", str(config)],
+        stdout=log,
+        stderr=log,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        ready = wait_for(
+            lambda: (data / "node.ready").exists() and (data / "node.ready").read_text(),
+            20,
+            "the node to start",
+        )
+        yield Node(config, data, proc, int(json.loads(ready).get("scp_port", 0)))
+    finally:
+        stop(proc)
+        log.close()
+
+
+def storescu(
+    port: int, folder: Path, calling: str = "MODALITY", called: str = "UPLOADER"
+) -> subprocess.CompletedProcess[str]:
+    tool = integration_tool("storescu")
+    return subprocess.run(
+        [
+            tool,
+            "-aet",
+            calling,
+            "-aec",
+            called,
+            "+sd",
+            "+r",
+            "-nh",
+            "127.0.0.1",
+            str(port),
+            str(folder),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
