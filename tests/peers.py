@@ -217,7 +217,7 @@ def node_config(tmp: Path, forward_url: str, ca: Path | None, **overrides: Any) 
     }
     for dotted, value in overrides.items():
         section, key_name = dotted.split("__")
-        config[section][key_name] = value
+        config.setdefault(section, {})[key_name] = value
     path = tmp / "node.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -55,3 +55,90 @@ def test_forwarding_is_refused_when_the_certificate_does_not_match(tmp_path: Pat
             reason = status["attention"][0]["reason"]
             assert "certificate is not trusted" in reason
             assert pacs.instances() == []
+
+
+def _rois_ok() -> list[str]:
+    return ["Prostate", "Rectum", "Bladder", "PTV_1"]
+
+
+def test_an_opted_out_patient_never_leaves_and_a_failing_study_waits(tmp_path: Path) -> None:
+    from uploader.sample import Patient
+
+    optout = tmp_path / "optout.txt"
+    optout.write_text("943 476 5919\n")  # the sample patient's NHS number, written with spaces
+    blocked, failing = tmp_path / "blocked", tmp_path / "failing"
+    write_study(blocked, slices=2, rois=_rois_ok())
+    other = Patient(patient_id="4857773456", tag="9", name="JONES^ANN")
+    write_study(failing, slices=2, rois=["Prostate", "Rectm"], patient=other)  # no Bladder, a typo
+    with orthanc(tmp_path / "orthanc") as pacs:
+        config = node_config(
+            tmp_path / "node", pacs.https, pacs.ca, optout__file=str(optout), optout__mode="deny"
+        )
+        with node(config) as n:
+            assert storescu(n.scp_port, blocked).returncode == 0
+            assert storescu(n.scp_port, failing).returncode == 0
+            status = n.wait_state("opted_out")
+            status = n.wait_state("needs_review")
+            reasons = {a["state"]: a["reason"] for a in status["attention"]}
+            assert "opt-out" in reasons["opted_out"]
+            assert "validation check(s) failed" in reasons["needs_review"]
+            assert pacs.instances() == []
+            waiting = next(a["study"] for a in status["attention"] if a["state"] == "needs_review")
+            from .conftest import run_cli
+
+            shown = run_cli("review", "show", str(waiting), "--config", config)
+            assert "FAIL structure:Bladder" in shown.stdout and "Rectm" in shown.stdout
+            approve = run_cli(
+                "review",
+                "approve",
+                str(waiting),
+                "--config",
+                config,
+                "--override",
+                "--relabel",
+                "Rectm=Rectum",
+                "--by",
+                "radiographer1",
+            )
+            assert approve.returncode == 0, approve.stderr
+            n.wait_state("forwarded")
+            assert len(pacs.instances()) == 5  # the approved study only
+            tags = [pacs.tags(i) for i in pacs.instances()]
+            rs = next(t for t in tags if t.get("Modality") == "RTSTRUCT")
+            assert [r["ROIName"] for r in rs["StructureSetROISequence"]] == ["Prostate", "Rectum"]
+            assert all(t["PatientID"] != "9434765919" for t in tags)
+            purge = run_cli("purge", "--opted-out", "--config", config)
+            assert "purged 1 opted-out study" in purge.stdout
+
+
+def test_watched_folder_takes_slow_writes_and_renamed_files(tmp_path: Path) -> None:
+    import shutil
+    import time
+
+    study = tmp_path / "study"
+    files = write_study(study, slices=2, rois=_rois_ok())
+    with orthanc(tmp_path / "orthanc") as pacs:
+        config = node_config(tmp_path / "node", pacs.https, pacs.ca, scp__enabled=False)
+        with node(config) as n:
+            incoming = tmp_path / "node" / "incoming" / "PACE-C"
+            incoming.mkdir(parents=True, exist_ok=True)
+            slow = files[0].read_bytes()
+            with (incoming / "slow.dcm").open("wb") as f:  # written over 2 s in small pieces
+                for i in range(0, len(slow), len(slow) // 8 + 1):
+                    f.write(slow[i : i + len(slow) // 8 + 1])
+                    f.flush()
+                    time.sleep(0.25)
+            for path in files[1:]:
+                tmp = incoming / f".{path.name}.partial"
+                shutil.copy(path, tmp)
+                tmp.rename(incoming / f"{path.parent.name}_{path.name}")
+            (incoming / "notes.txt").write_text("not DICOM")
+            n.wait_state("forwarded")
+            assert len(pacs.instances()) == 5
+            data = tmp_path / "node" / "data"
+            assert sorted(p.name for p in (data / "processed" / "PACE-C").iterdir()) == sorted(
+                ["slow.dcm", *[f"{p.parent.name}_{p.name}" for p in files[1:]]]
+            )
+            quarantined = list((data / "quarantine").rglob("notes.txt.reason.txt"))
+            assert quarantined and "not a readable DICOM" in quarantined[0].read_text()
+            assert not any(incoming.iterdir())
