@@ -142,3 +142,31 @@ def test_watched_folder_takes_slow_writes_and_renamed_files(tmp_path: Path) -> N
             quarantined = list((data / "quarantine").rglob("notes.txt.reason.txt"))
             assert quarantined and "not a readable DICOM" in quarantined[0].read_text()
             assert not any(incoming.iterdir())
+
+
+@pytest.mark.parametrize("moment", ["after_receive", "mid_pipeline"])
+def test_kill_9_loses_and_duplicates_nothing(tmp_path: Path, moment: str) -> None:
+    import time
+
+    from .peers import wait_for
+
+    study = tmp_path / "study"
+    write_study(study, slices=6, rois=_rois_ok())
+    (next(study.rglob("README.txt"))).unlink()
+    with orthanc(tmp_path / "orthanc") as pacs:
+        config = node_config(tmp_path / "node", pacs.https, pacs.ca)
+        with node(config) as n:
+            assert storescu(n.scp_port, study).returncode == 0
+            if moment == "mid_pipeline":
+                busy = ("complete", "validated", "pseudonymised")
+                wait_for(
+                    lambda: any(n.status()["counts"][s] for s in busy), 30, "mid-pipeline", 0.02
+                )
+            n.proc.kill()  # kill -9: no chance to tidy up
+            n.proc.wait(10)
+            assert n.status()["counts"]["forwarded"] == 0
+        time.sleep(0.5)
+        with node(config) as again:
+            again.wait_state("forwarded", timeout=90)
+            assert len(pacs.instances()) == 9
+            assert again.status()["counts"]["forwarded"] == 1
