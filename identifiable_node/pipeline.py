@@ -159,7 +159,8 @@ class Pipeline:
             if inst.out_path is not None:
                 continue
             try:
-                outcome = deidentify(read_dicom(Path(inst.path)), settings, label, subject)
+                ds = read_dicom(Path(inst.path))
+                outcome = deidentify(ds, settings, label, subject, study.decided.get("session"))
             except WithheldError as exc:
                 withheld += 1
                 self.store.set_output(inst.sop_uid, "", "")

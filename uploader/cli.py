@@ -103,6 +103,16 @@ def _node_commands(sub: Any) -> None:
     pg = sub.add_parser("purge", help="identifiable node: delete opted-out studies' files")
     pg.add_argument("--config", type=Path, required=True)
     pg.add_argument("--opted-out", action="store_true", required=True)
+    qr = sub.add_parser("qr", help="identifiable node: query and retrieve from PACS")
+    qr.add_argument("action", choices=["find", "retrieve"])
+    qr.add_argument("--config", type=Path, required=True)
+    qr.add_argument("--patient-id", default="")
+    qr.add_argument("--accession", default="")
+    qr.add_argument("--date", default="", help="YYYYMMDD or YYYYMMDD-YYYYMMDD")
+    qr.add_argument("--modality", default="")
+    qr.add_argument("--trial", help="retrieve: the protocol ID the studies belong to")
+    qr.add_argument("--csv", type=Path, help="retrieve: an XNAT DQR-style bulk CSV")
+    qr.add_argument("--json", action="store_true")
     lk = sub.add_parser("link", help="identifiable node: the link table original -> pseudonym")
     lk.add_argument("action", choices=["export"])
     lk.add_argument("--config", type=Path, required=True)
@@ -128,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from identifiable_node.service import run as run_node
 
             return run_node(args.config)
+        if args.command == "qr":
+            from identifiable_node.qrcli import run as qr_command
+
+            return qr_command(args)
         if args.command in ("status", "review", "purge", "link"):
             from identifiable_node.admin import run as admin
 

@@ -222,12 +222,16 @@ def patient_key(ds: Dataset) -> str:
 
 
 def deidentify(
-    ds: Dataset, settings: Settings, modality_label: str = "", subject: str | None = None
+    ds: Dataset,
+    settings: Settings,
+    modality_label: str = "",
+    subject: str | None = None,
+    session: str | None = None,
 ) -> Outcome:
     """De-identify one instance in place and verify it against its original identifiers.
 
     ``modality_label``: the study's modality for scripts (default: this instance's Modality).
-    ``subject``: a manual trial subject ID, instead of the keyed one.
+    ``subject``, ``session``: manual trial IDs, instead of the keyed ones.
     Raises:
         WithheldError: policy withholds it (burned-in text), or a script rejected it.
         VerificationError: the output would still carry an identifier; nothing may be written.
@@ -245,7 +249,7 @@ def deidentify(
         key, settings.subject_pattern, protocol=protocol, site=settings.site
     )
     study_uid = str(ds.get("StudyInstanceUID", "") or key)
-    session = pseudo.session_label(
+    session = session or pseudo.session_label(
         study_uid, settings.session_pattern, subject=subject, protocol=protocol, site=settings.site
     )
     shift_days = pseudo.date_shift_days(key)

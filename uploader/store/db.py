@@ -75,6 +75,22 @@ CREATE TABLE IF NOT EXISTS audit (
     action TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS assignments (
+    study_uid TEXT PRIMARY KEY,
+    protocol TEXT,
+    decisions TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS bulk_rows (
+    job TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    matched INTEGER NOT NULL DEFAULT 0,
+    arrived INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (job, line)
+);
 CREATE TABLE IF NOT EXISTS links (
     protocol TEXT NOT NULL,
     patient_id TEXT NOT NULL,
@@ -199,11 +215,16 @@ class Store:
                 "SELECT id, state FROM studies WHERE study_uid=?", (study_uid,)
             ).fetchone()
             if row is None:
+                assigned = c.execute(
+                    "SELECT protocol, decisions FROM assignments WHERE study_uid=?", (study_uid,)
+                ).fetchone()
+                decisions = assigned["decisions"] if assigned else "{}"
+                protocol = protocol or (assigned["protocol"] if assigned else None)
                 cur = c.execute(
                     "INSERT INTO studies (study_uid, patient_id, other_ids, protocol, source,"
-                    " state, first_seen, last_received, updated)"
-                    " VALUES (?,?,?,?,?,'receiving',?,?,?)",
-                    (study_uid, patient_id, other_ids, protocol, source, now, now, now),
+                    " state, first_seen, last_received, updated, decisions)"
+                    " VALUES (?,?,?,?,?,'receiving',?,?,?,?)",
+                    (study_uid, patient_id, other_ids, protocol, source, now, now, now, decisions),
                 )
                 study_id = int(cur.lastrowid or 0)
                 _audit(c, study_id, "ingest", "study created", source)
@@ -232,6 +253,14 @@ class Store:
                     (protocol, study_id),
                 )
         return True
+
+    def assign(self, study_uid: str, protocol: str | None, **decisions: str) -> None:
+        """Say in advance which trial (and subject/session) a study being retrieved belongs to."""
+        with self.tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO assignments VALUES (?,?,?)",
+                (study_uid, protocol, json.dumps({k: v for k, v in decisions.items() if v})),
+            )
 
     def known_paths(self) -> set[str]:
         """Every spool path indexed (for the start-up rescan)."""

@@ -1,0 +1,164 @@
+"""Query/retrieve from PACS, one study or a CSV of thousands, persisted and resumable.
+
+The CSV follows XNAT DQR's bulk format: ``Accession Number``, ``Patient ID``, ``Study Date``
+(``YYYYMMDD`` or a range ``YYYYMMDD-YYYYMMDD``), and optional relabel columns ``Subject`` and
+``Session``, plus our ``Trial``. The job is keyed by the file's content: running the same file
+again resumes it (rows done are not asked again). Retrievals run with bounded concurrency.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from uploader.dicomnet.qr import Peer, find, move, study_query
+from uploader.errors import ConfigError, RetriableError
+from uploader.store.db import Store
+
+log = logging.getLogger(__name__)
+COLUMNS = {
+    "Accession Number": "accession",
+    "Patient ID": "patient_id",
+    "Study Date": "study_date",
+    "Modality": "modality",
+    "Subject": "subject",
+    "Session": "session",
+    "Trial": "trial",
+}
+_DATE = r"^\d{8}(-\d{8})?$|^-\d{8}$|^\d{8}-$"
+
+
+@dataclass(frozen=True)
+class RowReport:
+    """What happened to one CSV row."""
+
+    line: int
+    status: str
+    matched: int
+    arrived: int
+    failed: int
+    message: str
+
+
+def read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """Read and check a bulk CSV; return (line, request) pairs.
+
+    Raises:
+        ConfigError: unreadable, no usable column, or a bad date (FILE:LINE: message).
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in reader.fieldnames or []]
+            rows = [
+                (i + 2, {k.strip(): (v or "").strip() for k, v in r.items() if k})
+                for i, r in enumerate(reader)
+            ]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"{path}: cannot read the CSV: {exc}") from exc
+    unknown = [h for h in header if h not in COLUMNS]
+    if unknown:
+        raise ConfigError(
+            f"{path}:1: unknown column(s) {', '.join(unknown)} (known: {', '.join(COLUMNS)})"
+        )
+    if not {"Accession Number", "Patient ID"} & set(header):
+        raise ConfigError(f"{path}:1: needs an 'Accession Number' or a 'Patient ID' column")
+    out = []
+    for line, row in rows:
+        request = {COLUMNS[k]: v for k, v in row.items() if k in COLUMNS and v}
+        if not request.get("accession") and not request.get("patient_id"):
+            raise ConfigError(
+                f"{path}:{line}: the row has neither an accession number nor a patient ID"
+            )
+        if request.get("study_date") and not re.match(_DATE, request["study_date"]):
+            raise ConfigError(f"{path}:{line}: Study Date must be YYYYMMDD or YYYYMMDD-YYYYMMDD")
+        out.append((line, request))
+    return out
+
+
+class Bulk:
+    """A persisted bulk retrieval."""
+
+    def __init__(self, store: Store, peer: Peer, destination: str, concurrency: int) -> None:
+        self.store, self.peer, self.destination, self.concurrency = (
+            store,
+            peer,
+            destination,
+            concurrency,
+        )
+
+    def load(self, path: Path) -> str:
+        """Record the CSV's rows (once per content); return the job ID."""
+        rows = read_rows(path)
+        job = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        with self.store.tx() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO bulk_rows (job, line, request) VALUES (?,?,?)",
+                [(job, line, json.dumps(req)) for line, req in rows],
+            )
+        return job
+
+    def run(self, job: str, progress: Callable[[int], None] | None = None) -> list[RowReport]:
+        """Retrieve every row not yet done; return every row's report."""
+        pending = self.store.query(
+            "SELECT line, request FROM bulk_rows WHERE job=? AND status != 'done' ORDER BY line",
+            (job,),
+        )
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            for _ in pool.map(
+                lambda r: self._row(job, int(r["line"]), json.loads(r["request"])), pending
+            ):
+                if progress is not None:
+                    progress(1)
+        return self.report(job)
+
+    def report(self, job: str) -> list[RowReport]:
+        """Every row's outcome so far."""
+        rows = self.store.query("SELECT * FROM bulk_rows WHERE job=? ORDER BY line", (job,))
+        return [
+            RowReport(r["line"], r["status"], r["matched"], r["arrived"], r["failed"], r["message"])
+            for r in rows
+        ]
+
+    def _row(self, job: str, line: int, req: dict[str, str]) -> None:
+        matched = arrived = failed = 0
+        try:
+            query = study_query(
+                req.get("patient_id", ""),
+                req.get("accession", ""),
+                req.get("study_date", ""),
+                req.get("modality", ""),
+            )
+            matches = find(self.peer, query)
+            matched = len(matches)
+            for m in matches:
+                self.store.assign(
+                    m.study_uid,
+                    req.get("trial") or None,
+                    subject=req.get("subject", ""),
+                    session=req.get("session", ""),
+                )
+                result = move(self.peer, m.study_uid, self.destination)
+                arrived += result.completed
+                failed += result.failed + (0 if result.ok or result.failed else 1)
+            status = "done" if matched and not failed else ("failed" if failed else "no match")
+            message = (
+                ""
+                if status == "done"
+                else ("nothing matched" if not matched else f"{failed} failed")
+            )
+        except RetriableError as exc:
+            status, message = "failed", str(exc)
+        with self.store.tx() as c:
+            c.execute(
+                "UPDATE bulk_rows SET status=?, matched=?, arrived=?, failed=?, message=?"
+                " WHERE job=? AND line=?",
+                (status, matched, arrived, failed, message, job, line),
+            )

@@ -1,0 +1,67 @@
+"""``uploader qr find | retrieve``: query PACS, retrieve one query's studies or a bulk CSV."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from identifiable_node.bulk import Bulk
+from identifiable_node.config import load_config
+from identifiable_node.service import open_store
+from uploader.dicomnet.qr import Peer, find, study_query
+from uploader.errors import ConfigError
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``qr find`` or ``qr retrieve``; 0 when every row arrived, 1 otherwise."""
+    config = load_config(args.config)
+    peer = Peer(config.pacs.ae_title, config.pacs.host, config.pacs.port, config.scp.ae_title)
+    if args.action == "find":
+        matches = find(peer, study_query(args.patient_id, args.accession, args.date, args.modality))
+        if args.json:
+            print(json.dumps([m.__dict__ for m in matches], indent=2))
+        else:
+            for m in matches:
+                print(
+                    f"{m.study_date}  {m.patient_id}  {m.accession}  {m.modalities}  {m.study_uid}"
+                )
+            print(f"{len(matches)} stud{'y' if len(matches) == 1 else 'ies'}")
+        return 0
+    store, _spool = open_store(config)
+    bulk = Bulk(store, peer, config.scp.ae_title, config.pacs.concurrency)
+    source = args.csv
+    if source is None:
+        if not (args.patient_id or args.accession):
+            raise ConfigError("qr retrieve needs --csv FILE, or --patient-id / --accession")
+        source = _one_row_csv(args)
+    job = bulk.load(source)
+    total = len(bulk.report(job))
+    if not args.json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        with tqdm(total=total, unit="row", file=sys.stderr) as bar:
+            rows = bulk.run(job, bar.update)
+    else:
+        rows = bulk.run(job)
+    if args.json:
+        print(json.dumps({"job": job, "rows": [r.__dict__ for r in rows]}, indent=2))
+    else:
+        for r in rows:
+            counts = f"{r.matched} matched, {r.arrived} arrived, {r.failed} failed"
+            note = f" ({r.message})" if r.message else ""
+            print(f"line {r.line}: {r.status}: {counts}{note}")
+    return 0 if all(r.status == "done" for r in rows) else 1
+
+
+def _one_row_csv(args: argparse.Namespace) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="qr-"))
+    path = folder / "request.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["Patient ID", "Accession Number", "Study Date", "Modality", "Trial"])
+        w.writerow([args.patient_id, args.accession, args.date, args.modality, args.trial or ""])
+    return path
