@@ -12,6 +12,7 @@ from pathlib import Path
 from identifiable_node.bulk import Bulk
 from identifiable_node.config import load_config
 from identifiable_node.service import open_store
+from uploader.dicomnet import quiet_pynetdicom
 from uploader.dicomnet.qr import Peer, find, study_query
 from uploader.errors import ConfigError
 
@@ -19,6 +20,7 @@ from uploader.errors import ConfigError
 def run(args: argparse.Namespace) -> int:
     """Run ``qr find`` or ``qr retrieve``; 0 when every row arrived, 1 otherwise."""
     config = load_config(args.config)
+    quiet_pynetdicom()
     peer = Peer(config.pacs.ae_title, config.pacs.host, config.pacs.port, config.scp.ae_title)
     if args.action == "find":
         matches = find(peer, study_query(args.patient_id, args.accession, args.date, args.modality))

@@ -21,6 +21,7 @@ from identifiable_node.optout import OptOut
 from identifiable_node.pipeline import Pipeline
 from identifiable_node.trials import Trials
 from uploader.deid.pseudonyms import read_key
+from uploader.dicomnet import quiet_pynetdicom
 from uploader.dicomnet.scp import Received, make_ae, start_scp
 from uploader.store.db import Store
 from uploader.store.spool import Spool, durable_write
@@ -72,6 +73,7 @@ def run(config_path: Path) -> int:
     """Run the node until SIGTERM; return the exit code."""
     config = load_config(config_path)
     logging.getLogger().setLevel(config.node.log_level)
+    quiet_pynetdicom()
     store, spool = open_store(config)
     ingestor = Ingestor(store, spool)
     ingestor.rescan()
