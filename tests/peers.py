@@ -173,6 +173,16 @@ class Node:
         )
         return dict(json.loads(out.stdout))
 
+    def states(self) -> list[str]:
+        """Study states read straight from the node's database (fast enough to catch a step)."""
+        import sqlite3
+
+        db = self.data / "node.sqlite"
+        if not db.exists():
+            return []
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return [r[0] for r in conn.execute("SELECT state FROM studies")]
+
     def wait_state(self, state: str, n: int = 1, timeout: float = 60) -> dict[str, Any]:
         return wait_for(
             lambda: (s := self.status())["counts"][state] >= n and s,

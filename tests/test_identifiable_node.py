@@ -144,27 +144,31 @@ def test_watched_folder_takes_slow_writes_and_renamed_files(tmp_path: Path) -> N
             assert not any(incoming.iterdir())
 
 
-@pytest.mark.parametrize("moment", ["after_receive", "mid_pipeline"])
+@pytest.mark.parametrize("moment", ["after_receive", "while_forwarding"])
 def test_kill_9_loses_and_duplicates_nothing(tmp_path: Path, moment: str) -> None:
     import time
 
-    from .peers import wait_for
+    from .peers import free_port, wait_for
 
     study = tmp_path / "study"
     write_study(study, slices=6, rois=_rois_ok())
     (next(study.rglob("README.txt"))).unlink()
     with orthanc(tmp_path / "orthanc") as pacs:
-        config = node_config(tmp_path / "node", pacs.https, pacs.ca)
+        down = (
+            f"https://127.0.0.1:{free_port()}/dicom-web"  # the repository is unreachable at first
+        )
+        url = down if moment == "while_forwarding" else pacs.https
+        config = node_config(tmp_path / "node", url, pacs.ca)
         with node(config) as n:
             assert storescu(n.scp_port, study).returncode == 0
-            if moment == "mid_pipeline":
-                busy = ("complete", "validated", "pseudonymised")
+            if moment == "while_forwarding":
                 wait_for(
-                    lambda: any(n.status()["counts"][s] for s in busy), 30, "mid-pipeline", 0.02
+                    lambda: "pseudonymised" in n.states(), 30, "forwarding to be retried", 0.05
                 )
             n.proc.kill()  # kill -9: no chance to tidy up
             n.proc.wait(10)
             assert n.status()["counts"]["forwarded"] == 0
+        config.write_text(config.read_text().replace(down, pacs.https))  # the network is back
         time.sleep(0.5)
         with node(config) as again:
             again.wait_state("forwarded", timeout=90)
