@@ -69,6 +69,14 @@ class ScpSettings(_Section):
         default_factory=dict, description="called AE title -> protocol ID"
     )
     max_associations: int = Field(10, ge=1, description="concurrent associations")
+    sop_classes: list[str] = Field(
+        default_factory=list,
+        description="storage SOP class UIDs accepted (empty: every storage class)",
+    )
+    transfer_syntaxes: list[str] = Field(
+        default_factory=list,
+        description="transfer syntax UIDs accepted (empty: all; compressed stored as received)",
+    )
 
 
 class StudySettings(_Section):

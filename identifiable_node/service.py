@@ -97,7 +97,13 @@ def run(config_path: Path) -> int:
     ready: dict[str, object] = {"pid": os.getpid()}
     if config.scp.enabled:
         scp = config.scp
-        ae = make_ae(scp.ae_title, scp.allowed_calling_aets, scp.max_associations)
+        ae = make_ae(
+            scp.ae_title,
+            scp.allowed_calling_aets,
+            scp.max_associations,
+            scp.sop_classes,
+            scp.transfer_syntaxes,
+        )
 
         def store_fn(received: Received) -> None:
             protocol = scp.protocols_by_called_aet.get(received.called_aet)

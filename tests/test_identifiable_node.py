@@ -174,3 +174,36 @@ def test_kill_9_loses_and_duplicates_nothing(tmp_path: Path, moment: str) -> Non
             again.wait_state("forwarded", timeout=90)
             assert len(pacs.instances()) == 9
             assert again.status()["counts"]["forwarded"] == 1
+
+
+def test_calling_aet_filter_called_aet_trial_manual_ids_and_link_export(tmp_path: Path) -> None:
+    from .conftest import run_cli
+
+    study = tmp_path / "study"
+    write_study(study, slices=2, rois=_rois_ok())
+    manual = tmp_path / "manual.csv"
+    manual.write_text("PatientID,SubjectID\n9434765919,PACE-C-RXH-000042\n")
+    with orthanc(tmp_path / "orthanc") as pacs:
+        config = node_config(
+            tmp_path / "node",
+            pacs.https,
+            pacs.ca,
+            scp__allowed_calling_aets=["CTSIM01"],
+            scp__protocols_by_called_aet={"PACEC": "PACE-C"},
+            node__default_protocol=None,
+        )
+        text = config.read_text() + f"manual_ids:\n  PACE-C: {manual}\n"
+        config.write_text(text)
+        with node(config) as n:
+            refused = storescu(n.scp_port, study, calling="STRANGER", called="PACEC")
+            assert refused.returncode != 0
+            assert n.states() == []
+            assert storescu(n.scp_port, study, calling="CTSIM01", called="PACEC").returncode == 0
+            n.wait_state("forwarded")
+            assert {pacs.tags(i)["PatientID"] for i in pacs.instances()} == {"PACE-C-RXH-000042"}
+            links = run_cli("link", "export", "--config", config)
+            rows = links.stdout.splitlines()
+            assert rows[0] == "protocol,patient_id,study_uid,subject,session"
+            assert rows[1].startswith(
+                "PACE-C,9434765919,1.2.826.0.1.3680043.9.7133.19620314.1.1,PACE-C-RXH-000042,"
+            )

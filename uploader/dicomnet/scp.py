@@ -57,8 +57,10 @@ def _handle_store(event: Any, store: StoreFn) -> int:
     try:
         data = event.encoded_dataset(include_meta=True)
         requestor = event.assoc.requestor
-        acceptor = event.assoc.acceptor
-        store(Received(data, requestor.ae_title.strip(), acceptor.ae_title.strip()))
+        called = (
+            getattr(requestor.primitive, "called_ae_title", "") or event.assoc.acceptor.ae_title
+        )
+        store(Received(data, requestor.ae_title.strip(), str(called).strip()))
     except (OSError, RetriableError) as exc:
         log.error("C-STORE refused, storage unavailable: %s", type(exc).__name__)  # noqa: TRY400 - expected, no traceback
         return OUT_OF_RESOURCES
@@ -71,11 +73,18 @@ def _handle_store(event: Any, store: StoreFn) -> int:
     return SUCCESS
 
 
-def make_ae(ae_title: str, allowed_calling: list[str], max_associations: int) -> AE:
-    """An AE accepting every storage SOP class in every transfer syntax, and C-ECHO."""
+def make_ae(
+    ae_title: str,
+    allowed_calling: list[str],
+    max_associations: int,
+    sop_classes: list[str] | None = None,
+    transfer_syntaxes: list[str] | None = None,
+) -> AE:
+    """An AE accepting storage (every class and syntax unless lists are given), and C-ECHO."""
     ae = AE(ae_title=ae_title)
-    for cx in AllStoragePresentationContexts:
-        ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+    classes = sop_classes or [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    for uid in classes:
+        ae.add_supported_context(uid, transfer_syntaxes or ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
     ae.require_calling_aet = list(allowed_calling)
     ae.maximum_associations = max_associations
