@@ -7,7 +7,7 @@ Every setting has a default and a description here; docs/identifiable-node.md li
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -159,6 +159,18 @@ def load_config(path: Path) -> Config:
     Raises:
         ConfigError: unreadable, not YAML, or invalid (the key and the problem are named).
     """
+    return load_yaml_model(path, Config)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml_model(path: Path, model: type[M]) -> M:
+    """Load a YAML file into a pydantic model; every error is one line naming file and key.
+
+    Raises:
+        ConfigError: unreadable, not YAML, or invalid.
+    """
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
@@ -170,13 +182,13 @@ def load_config(path: Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the configuration is a YAML mapping of sections")
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown setting (docs/identifiable-node.md lists them all)"
+            msg = "unknown setting (the node's guide in docs/ lists them all)"
         raise ConfigError(f"{path}: {where}: {msg}") from exc
 
 
