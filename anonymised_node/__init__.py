@@ -1,1 +1,1 @@
-"""The anonymised_node service (not yet built: see the issues)."""
+"""The anonymised node: intake with a second check, review queue, push to the repository."""

@@ -1,6 +1,7 @@
-"""`python -m anonymised_node`: the service entry point (a shell until its issue is done)."""
+"""``python -m anonymised_node --config FILE``: the same as ``uploader anonymised``."""
 
 import sys
 
-print("anonymised_node: not built yet", file=sys.stderr)
-sys.exit(1)
+from uploader.cli import main
+
+sys.exit(main(["anonymised", *sys.argv[1:]]))

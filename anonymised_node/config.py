@@ -71,6 +71,8 @@ class Target(_Section):
 
     @model_validator(mode="after")
     def _complete(self) -> Target:
+        if self.type == "xnat":
+            raise ValueError("XNAT targets are not supported yet (use dicomweb or directory)")
         if self.type == "directory" and self.path is None:
             raise ValueError("a directory target needs `path`")
         if self.type != "directory" and not self.url:

@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _node_commands(sub: Any) -> None:
     """The identifiable node's commands: run it, and the staff/IT commands on its store."""
+    anon = sub.add_parser("anonymised", help="run the anonymised node (foreground)")
+    anon.add_argument("--config", type=Path, required=True, help="the node's YAML configuration")
     node = sub.add_parser("identifiable", help="run the identifiable node (foreground)")
     node.add_argument("--config", type=Path, required=True, help="the node's YAML configuration")
     st = sub.add_parser(
@@ -91,7 +93,8 @@ def _node_commands(sub: Any) -> None:
     st.add_argument("--json", action="store_true")
     rv = sub.add_parser("review", help="identifiable node: staff decisions on waiting studies")
     rv.add_argument("--config", type=Path, required=True)
-    rv.add_argument("action", choices=["list", "show", "approve"])
+    rv.add_argument("action", choices=["list", "show", "approve", "reject"])
+    rv.add_argument("--reason", help="why a study is rejected (anonymised node)")
     rv.add_argument("study", type=int, nargs="?", help="the study's number (from `review list`)")
     rv.add_argument("--override", action="store_true", help="send despite failed validation")
     rv.add_argument(
@@ -128,33 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command in ("anonymise", "anonymize"):
-            return _anonymise(args)
-        if args.command == "verify":
-            return _verify(args)
-        if args.command == "sample":
-            return _sample(args)
-        if args.command == "identifiable":
-            from identifiable_node.service import run as run_node
-
-            return run_node(args.config)
-        if args.command == "qr":
-            from identifiable_node.qrcli import run as qr_command
-
-            return qr_command(args)
-        if args.command in ("status", "review", "purge", "link"):
-            from identifiable_node.admin import run as admin
-
-            return admin(args)
-        if args.command == "script":
-            from uploader.deid.script.cli import run as script_command
-
-            return script_command(args)
-        if args.command == "protocol":
-            from uploader.protocols.cli import run as protocol_command
-
-            return protocol_command(args)
-        return _demo(args)
+        return _dispatch(args)
     except ConfigError as exc:
         print(f"uploader: {exc}", file=sys.stderr)
         return 2
@@ -164,6 +141,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("uploader: interrupted", file=sys.stderr)
         return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the chosen command (imports are per command, to keep start-up fast)."""
+    local = {
+        "anonymise": _anonymise,
+        "anonymize": _anonymise,
+        "verify": _verify,
+        "sample": _sample,
+        "demo": _demo,
+    }
+    if args.command in local:
+        return local[args.command](args)
+    if args.command == "identifiable":
+        from identifiable_node.service import run as run_node
+
+        return run_node(args.config)
+    if args.command == "anonymised":
+        from anonymised_node.service import run as run_anonymised
+
+        return run_anonymised(args.config)
+    if args.command == "qr":
+        from identifiable_node.qrcli import run as qr_command
+
+        return qr_command(args)
+    if args.command in ("status", "review") and _is_anonymised(args.config):
+        from anonymised_node.admin import run as anon_admin
+
+        return anon_admin(args)
+    if args.command in ("status", "review", "purge", "link"):
+        from identifiable_node.admin import run as admin
+
+        return admin(args)
+    if args.command == "script":
+        from uploader.deid.script.cli import run as script_command
+
+        return script_command(args)
+    from uploader.protocols.cli import run as protocol_command
+
+    return protocol_command(args)
+
+
+def _is_anonymised(config: Path) -> bool:
+    """True when a node configuration is the anonymised node's (it has intake or targets)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return False  # the identifiable loader reports the problem properly
+    return isinstance(data, dict) and bool({"intake", "targets"} & set(data))
 
 
 def _quiet_pydicom() -> None:

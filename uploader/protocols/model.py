@@ -236,6 +236,9 @@ class Protocol(_Strict):
     name: str = Field(default="", description="the trial's full name")
     sponsor: str = Field(default="", description="ClinicalTrialSponsorName")
     time_point: str = Field(default="", description="ClinicalTrialTimePointID, e.g. baseline")
+    auto_approve: bool = Field(
+        default=False, description="the anonymised node pushes without waiting for staff approval"
+    )
     modalities: Modalities = Field(default_factory=Modalities, description="modalities expected")
     series: dict[str, SeriesCount] = Field(
         default_factory=dict, description="series counts per modality, e.g. CT: {min: 1, max: 1}"

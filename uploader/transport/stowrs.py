@@ -101,6 +101,40 @@ class StowClient:
             raise PermanentError(f"{self.base} refused the instances (HTTP {response.status_code})")
         return response
 
+    def instances(self, study_uid: str) -> set[str]:
+        """QIDO-RS: the SOP Instance UIDs the server holds for a study (empty if none).
+
+        Raises:
+            RetriableError, PermanentError: as for ``store``.
+        """
+        url = f"{self.base}/studies/{study_uid}/instances"
+        try:
+            response = self.session.get(
+                url,
+                headers={"Accept": "application/dicom+json"},
+                verify=self.verify,
+                timeout=self.timeout,
+                auth=self.auth,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise PermanentError(
+                f"TLS to {self.base} failed: the certificate is not trusted"
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise RetriableError(f"cannot reach {self.base}: {type(exc).__name__}") from exc
+        if response.status_code in (204, 404):
+            return set()
+        if response.status_code in _RETRIABLE:
+            raise RetriableError(f"{self.base} answered HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise PermanentError(f"{self.base} refused the query (HTTP {response.status_code})")
+        found = set()
+        for item in response.json() or []:
+            value = (item.get("00080018") or {}).get("Value") or []
+            if value:
+                found.add(str(value[0]))
+        return found
+
     def post_json(self, url: str, payload: dict[str, Any]) -> None:
         """POST a JSON document (the study manifest) with the same TLS and credentials."""
         self._post(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})

@@ -1,0 +1,75 @@
+"""Staff commands on the anonymised node: status (with refusal alerts) and review decisions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from anonymised_node.config import load_config
+from anonymised_node.service import open_store
+from anonymised_node.store import AnonStore
+from uploader.errors import ConfigError
+
+
+def run(args: argparse.Namespace) -> int:
+    """``uploader status`` / ``uploader review`` against an anonymised node's configuration."""
+    store = open_store(load_config(args.config))
+    if args.command == "status":
+        return _status(store, args.json)
+    return _review(store, args)
+
+
+def _status(store: AnonStore, as_json: bool) -> int:
+    counts = store.counts()
+    alerts = [
+        dict(r) for r in store.query("SELECT at, sop_uid, problems FROM refusals ORDER BY id")
+    ]
+    if as_json:
+        print(json.dumps({"counts": counts, "refusals": alerts}, indent=2))
+        return 0
+    for state, n in counts.items():
+        print(f"{state:18s} {n}")
+    for a in alerts:
+        n = len(json.loads(a["problems"]))
+        print(f"ALERT refused instance {a['sop_uid']}: {n} problem(s)")
+    return 0
+
+
+def _review(store: AnonStore, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for s in store.studies("ready"):
+            print(f"{s.id}\t{s.protocol}\t{s.subject}\t{s.session}")
+        return 0
+    if args.study is None:
+        raise ConfigError("give the study number (see `uploader review list`)")
+    study = store.study(args.study)
+    if study is None:
+        raise ConfigError(f"no study {args.study}")
+    if args.action == "show":
+        print(
+            f"study {study.id}: {study.state}; trial {study.protocol}, {study.subject} / {study.session}"
+        )
+        for uid, sop_class, _path, uploaded in store.instances(study.id):
+            print(f"  {uid} {sop_class}{' uploaded' if uploaded else ''}")
+        rows = store.query(
+            "SELECT at, actor, action, detail FROM audit WHERE study_id=? ORDER BY id", (study.id,)
+        )
+        for row in rows:
+            print(f"  {row['at']:.0f} {row['actor']}: {row['action']} {row['detail']}")
+        return 0
+    return _decide(store, study.id, study.state, args)
+
+
+def _decide(store: AnonStore, study_id: int, state: str, args: argparse.Namespace) -> int:
+    if state != "ready":
+        raise ConfigError(f"study {study_id} is {state}, not ready for review")
+    who = args.by or os.environ.get("USER", "staff")
+    if args.action == "approve":
+        store.set_state(study_id, "approved", who)
+    else:
+        if not args.reason:
+            raise ConfigError("a rejection needs --reason")
+        store.set_state(study_id, "rejected", who, args.reason, reason=args.reason)
+    print(f"study {study_id}: {args.action}d by {who}")
+    return 0

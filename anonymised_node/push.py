@@ -1,0 +1,190 @@
+"""Pushing approved studies to their repository, resuming, retrying, confirming arrival.
+
+DICOMweb: STOW-RS in batches, per-instance results, exponential backoff with jitter on network
+errors, 5xx and 429 (none on other 4xx), then QIDO-RS: every SOP Instance UID must be there
+before the study is ``uploaded``. Directory: files written durably, then listed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Protocol as TypingProtocol
+
+from anonymised_node.config import Config, Target
+from anonymised_node.store import AnonStore, AnonStudy
+from identifiable_node.config import read_secret
+from uploader.errors import PermanentError, RetriableError
+from uploader.protocols.model import Protocol
+from uploader.store.spool import durable_write
+from uploader.transport.stowrs import StowClient
+
+log = logging.getLogger(__name__)
+_NEVER = 1e18
+
+
+class Repository(TypingProtocol):
+    """What a push target does."""
+
+    def send(self, study: AnonStudy, files: list[tuple[str, Path]]) -> list[str]:
+        """Send instances; return the SOP Instance UIDs acknowledged."""
+        ...
+
+    def present(self, study: AnonStudy) -> set[str]:
+        """The SOP Instance UIDs of the study the repository holds."""
+        ...
+
+
+class DicomWeb:
+    """A DICOMweb repository (Orthanc, dcm4chee, cloud healthcare APIs)."""
+
+    def __init__(self, target: Target) -> None:
+        token = (
+            read_secret(target.token_file, "repository token") if target.auth == "bearer" else None
+        )
+        auth = None
+        if target.auth == "basic":
+            auth = (target.username, read_secret(target.password_file, "repository password"))
+        self.client = StowClient(
+            target.url,
+            ca_bundle=target.ca_bundle,
+            token=token,
+            auth=auth,
+            timeout_s=target.timeout_s,
+            allow_plain_http=target.allow_plain_http,
+        )
+        self.batch = target.batch_size
+
+    def send(self, study: AnonStudy, files: list[tuple[str, Path]]) -> list[str]:
+        done: list[str] = []
+        for start in range(0, len(files), self.batch):
+            done += self.client.store(files[start : start + self.batch]).stored
+        return done
+
+    def present(self, study: AnonStudy) -> set[str]:
+        return self.client.instances(study.study_uid)
+
+
+class Directory:
+    """A folder: <protocol>/<subject>/<session>/<sop>.dcm (the local demo's default)."""
+
+    def __init__(self, target: Target) -> None:
+        assert target.path is not None
+        self.root = target.path
+
+    def _folder(self, study: AnonStudy) -> Path:
+        return (
+            self.root
+            / (study.protocol or "none")
+            / (study.subject or "none")
+            / (study.session or "none")
+        )
+
+    def send(self, study: AnonStudy, files: list[tuple[str, Path]]) -> list[str]:
+        for uid, path in files:
+            durable_write(self._folder(study) / f"{uid}.dcm", path.read_bytes())
+        return [uid for uid, _p in files]
+
+    def present(self, study: AnonStudy) -> set[str]:
+        folder = self._folder(study)
+        return {p.stem for p in folder.glob("*.dcm")} if folder.exists() else set()
+
+
+class Pusher:
+    """One worker: auto-approvals, pushes, retention."""
+
+    def __init__(self, config: Config, store: AnonStore, protocols: dict[str, Protocol]) -> None:
+        self.config, self.store, self.protocols = config, store, protocols
+        self.targets: dict[str, Repository] = {
+            name: DicomWeb(t) if t.type == "dicomweb" else Directory(t)
+            for name, t in config.targets.items()
+        }
+
+    def step(self) -> bool:
+        """Do one unit of work; False when idle."""
+        auto = [pid for pid, p in self.protocols.items() if p.auto_approve]
+        if auto:
+            marks = ",".join("?" * len(auto))
+            rows = self.store.query(
+                f"SELECT id FROM studies WHERE state='ready' AND protocol IN ({marks})",  # noqa: S608
+                tuple(auto),
+            )
+            for row in rows:
+                self.store.set_state(
+                    int(row["id"]), "approved", "auto-approve", "protocol auto_approve"
+                )
+            if rows:
+                return True
+        study = self.store.claim(("approved", "uploading", "failed"), self.config.workers.lease_s)
+        if study is None:
+            return self._retention()
+        self._push(study)
+        return True
+
+    def _push(self, study: AnonStudy) -> None:
+        name = self.config.trial_targets.get(study.protocol, self.config.default_target)
+        self.store.set_state(study.id, "uploading", "worker", f"to {name}")
+        try:
+            self._upload(study, self.targets[name])
+        except (RetriableError, PermanentError) as exc:
+            self._failed(study, str(exc), permanent=isinstance(exc, PermanentError))
+            return
+        self.store.set_state(
+            study.id,
+            "uploaded",
+            "worker",
+            f"confirmed in {name}",
+            uploaded_at=time.time(),
+            attempts=0,
+            reason="",
+        )
+
+    def _upload(self, study: AnonStudy, repo: Repository) -> None:
+        """Send what is missing, then confirm arrival.
+
+        Raises:
+            RetriableError: something was not acknowledged or is not in the repository yet.
+            PermanentError: the repository refused for good (credentials, TLS).
+        """
+        todo = [(uid, Path(path)) for uid, _c, path, up in self.store.instances(study.id) if not up]
+        if todo:
+            self.store.mark_uploaded(repo.send(study, todo))
+        missing = [uid for uid, _c, _p, up in self.store.instances(study.id) if not up]
+        if missing:
+            raise RetriableError(f"{len(missing)} instance(s) not acknowledged")
+        if self.config.push.confirm:
+            held = repo.present(study)
+            absent = [uid for uid, _c, _p, _u in self.store.instances(study.id) if uid not in held]
+            if absent:
+                raise RetriableError(f"{len(absent)} instance(s) not found in the repository")
+
+    def _failed(self, study: AnonStudy, reason: str, *, permanent: bool) -> None:
+        attempts = study.attempts + 1
+        give_up = permanent or attempts >= self.config.push.max_attempts
+        delay = self.config.push.backoff_s * 2 ** (attempts - 1) * (1 + random.random() / 2)  # noqa: S311 - jitter
+        self.store.set_state(
+            study.id,
+            "failed",
+            "worker",
+            reason,
+            reason=reason,
+            attempts=attempts,
+            next_attempt=_NEVER if give_up else time.time() + delay,
+        )
+        log.warning("study %d: upload failed (attempt %d): %s", study.id, attempts, reason)
+
+    def _retention(self) -> bool:
+        cutoff = time.time() - self.config.retention.delete_after_days * 86400
+        rows = self.store.query(
+            "SELECT id FROM studies WHERE state='uploaded' AND purged=0 AND uploaded_at < ?",
+            (cutoff,),
+        )
+        for row in rows:
+            for _uid, _c, path, _u in self.store.instances(int(row["id"])):
+                Path(path).unlink(missing_ok=True)
+            self.store.set_state(
+                int(row["id"]), "uploaded", "retention", "local copies deleted", purged=1
+            )
+        return bool(rows)
