@@ -47,9 +47,8 @@ def _review(store: AnonStore, args: argparse.Namespace) -> int:
     if study is None:
         raise ConfigError(f"no study {args.study}")
     if args.action == "show":
-        print(
-            f"study {study.id}: {study.state}; trial {study.protocol}, {study.subject} / {study.session}"
-        )
+        names = f"{study.subject} / {study.session}"
+        print(f"study {study.id}: {study.state}; trial {study.protocol}, {names}")
         for uid, sop_class, _path, uploaded in store.instances(study.id):
             print(f"  {uid} {sop_class}{' uploaded' if uploaded else ''}")
         rows = store.query(
