@@ -101,11 +101,12 @@ class Orthanc:
 
 @contextmanager
 def orthanc(
-    tmp: Path, modalities: dict[str, Any] | None = None, aet: str = "ORTHANC"
+    tmp: Path, modalities: dict[str, Any] | None = None, aet: str = "ORTHANC", https_port: int = 0
 ) -> Iterator[Orthanc]:
     binary = integration_tool("Orthanc")
     stunnel = integration_tool("stunnel4")
-    http_port, https_port, dicom_port = free_port(), free_port(), free_port()
+    http_port, dicom_port = free_port(), free_port()
+    https_port = https_port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     config = {
         "Name": "test",
@@ -131,7 +132,9 @@ def orthanc(
         "HttpTimeout": 60,
     }
     (tmp / "orthanc.json").write_text(json.dumps(config))
-    cert = make_cert(tmp)
+    cert = tmp / "localhost.crt"
+    if not (tmp / "localhost.pem").exists():  # a test may have made (and trusted) it already
+        cert = make_cert(tmp)
     (tmp / "stunnel.conf").write_text(
         f"foreground = yes\npid =\n[https]\naccept = 127.0.0.1:{https_port}\n"
         f"connect = 127.0.0.1:{http_port}\ncert = {tmp / 'localhost.pem'}\n"
@@ -280,3 +283,94 @@ def storescu(
         timeout=120,
         env={**os.environ, "TCP_NODELAY": "1"},
     )
+
+
+@dataclass
+class AnonNode:
+    config: Path
+    data: Path
+    proc: subprocess.Popen[Any]
+    url: str  # https://127.0.0.1:port
+    ca: Path
+    token: str
+    review_token: str
+
+    def status(self) -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-m", "uploader", "status", "--config", str(self.config), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return dict(json.loads(out.stdout))
+
+    def wait_state(self, state: str, n: int = 1, timeout: float = 60) -> dict[str, Any]:
+        return wait_for(
+            lambda: (s := self.status())["counts"][state] >= n and s,
+            timeout,
+            f"{n} study(ies) {state} on the anonymised node",
+            interval=0.3,
+        )
+
+
+def anon_config(tmp: Path, target: dict[str, Any], **protocol_lines: str) -> tuple[Path, Path, int]:
+    """An anonymised node configuration with TLS and tokens; returns (config, cert, port)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    cert = make_cert(tmp, "intake")
+    (tmp / "token").write_text("intake-token-123\n")
+    (tmp / "review").write_text("review-token-456\n")
+    protocols = tmp / "protocols"
+    protocols.mkdir(exist_ok=True)
+    text = (ROOT / "protocols" / "example-prostate.yaml").read_text()
+    for key, value in protocol_lines.items():
+        text = text.replace("time_point: baseline", f"time_point: baseline\n{key}: {value}")
+    (protocols / "prostate.yaml").write_text(text)
+    port = free_port()
+    config = {
+        "node": {"data_dir": str(tmp / "data"), "protocols_dir": str(protocols)},
+        "intake": {
+            "host": "127.0.0.1",
+            "port": port,
+            "tls_cert": str(cert),
+            "tls_key": str(tmp / "intake.key"),
+            "token_file": str(tmp / "token"),
+            "review_token_file": str(tmp / "review"),
+        },
+        "targets": {"repo": target},
+        "default_target": "repo",
+        "push": {"backoff_s": 0.2, "max_attempts": 50},
+        "workers": {"lease_s": 5.0, "idle_s": 0.2},
+    }
+    path = tmp / "anon.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, cert, port
+
+
+@contextmanager
+def anon_node(config: Path) -> Iterator[AnonNode]:
+    data = Path(yaml.safe_load(config.read_text())["node"]["data_dir"])
+    (data / "node.ready").unlink(missing_ok=True)
+    settings = yaml.safe_load(config.read_text())
+    log = (config.parent / "anon.log").open("a")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "anonymised_node", "--config", str(config)],
+        stdout=log,
+        stderr=log,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_for(lambda: (data / "node.ready").exists(), 20, "the anonymised node to start")
+        intake = settings["intake"]
+        yield AnonNode(
+            config,
+            data,
+            proc,
+            f"https://127.0.0.1:{intake['port']}",
+            Path(intake["tls_cert"]),
+            Path(intake["token_file"]).read_text().strip(),
+            Path(intake["review_token_file"]).read_text().strip(),
+        )
+    finally:
+        stop(proc)
+        log.close()

@@ -91,6 +91,8 @@ class StowClient:
             ) from exc
         except requests.exceptions.RequestException as exc:
             raise RetriableError(f"cannot reach {self.base}: {type(exc).__name__}") from exc
+        except OSError as exc:  # requests raises it for a CA bundle it cannot read
+            raise PermanentError(f"TLS to {self.base}: the CA bundle cannot be read") from exc
         if response.status_code in (401, 403):
             raise PermanentError(
                 f"{self.base} refused our credentials (HTTP {response.status_code})"
@@ -122,6 +124,8 @@ class StowClient:
             ) from exc
         except requests.exceptions.RequestException as exc:
             raise RetriableError(f"cannot reach {self.base}: {type(exc).__name__}") from exc
+        except OSError as exc:
+            raise PermanentError(f"TLS to {self.base}: the CA bundle cannot be read") from exc
         if response.status_code in (204, 404):
             return set()
         if response.status_code in _RETRIABLE:

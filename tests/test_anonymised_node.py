@@ -1,0 +1,143 @@
+"""The anonymised node against real peers: the identifiable node forwards to its HTTPS intake,
+staff approve, and the study lands in Orthanc (DICOMweb over TLS), confirmed by QIDO-RS."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+import requests
+
+from uploader.sample import write_study
+
+from .conftest import run_cli
+from .peers import anon_config, anon_node, free_port, node, node_config, orthanc, storescu, wait_for
+
+pytestmark = pytest.mark.integration
+ROIS = ["Prostate", "Rectum", "Bladder", "PTV_1"]
+
+
+def _stow(url: str, ca: Path, token: str, files: list[Path]) -> requests.Response:
+    boundary = "b" + secrets.token_hex(8)
+    body = (
+        b"".join(
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            + f.read_bytes()
+            + b"\r\n"
+            for f in files
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    return requests.post(
+        f"{url}/dicom-web/studies",
+        data=body,
+        verify=str(ca),
+        timeout=30,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        },
+    )
+
+
+def test_whole_pipeline_storescu_to_repository_through_both_nodes(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    write_study(study, slices=3, rois=ROIS)
+    (next(study.rglob("README.txt"))).unlink()
+    with orthanc(tmp_path / "repo") as repo:
+        target = {"type": "dicomweb", "url": repo.https, "ca_bundle": str(repo.ca)}
+        aconfig, cert, port = anon_config(tmp_path / "anon", target)
+        with anon_node(aconfig) as anon:
+            iconfig = node_config(
+                tmp_path / "ident",
+                f"https://127.0.0.1:{port}/dicom-web",
+                cert,
+                forward__token_file=str(tmp_path / "anon" / "token"),
+                forward__manifest_url=f"https://127.0.0.1:{port}/manifests",
+            )
+            with node(iconfig) as ident:
+                assert storescu(ident.scp_port, study).returncode == 0
+                ident.wait_state("forwarded")
+            status = anon.wait_state("ready")
+            assert status["counts"]["refused_instances"] == 0
+            assert repo.instances() == []  # nothing leaves before staff approve
+            listed = run_cli("review", "list", "--config", aconfig)
+            study_id = listed.stdout.split("\t")[0]
+            approve = run_cli("review", "approve", study_id, "--config", aconfig, "--by", "dr.who")
+            assert approve.returncode == 0, approve.stderr
+            anon.wait_state("uploaded")
+            qido = requests.get(f"{repo.http}/dicom-web/studies", timeout=10).json()
+            assert len(qido) == 1
+            tags = [repo.tags(i) for i in repo.instances()]
+            assert len(tags) == 6
+            text = json.dumps(tags, ensure_ascii=False)
+            for phi in ("MÜLLER", "9434765919", "19620314", "Acacia", "ACC7781234", "HOUSE"):
+                assert phi not in text
+            shown = run_cli("review", "show", study_id, "--config", aconfig).stdout
+            assert "dr.who: ready -> approved" in shown and "uploading -> uploaded" in shown
+
+
+def test_identifiable_data_and_bad_tokens_are_refused_and_nothing_is_stored(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    files = [f for f in write_study(study, slices=2, rois=ROIS) if f.suffix != ".txt"]
+    target = {"type": "directory", "path": str(tmp_path / "out")}
+    aconfig, cert, _port = anon_config(tmp_path / "anon", target)
+    with anon_node(aconfig) as anon:
+        bad_token = _stow(anon.url, cert, "wrong", files[:1])
+        assert bad_token.status_code == 401
+        refused = _stow(anon.url, cert, anon.token, files)
+        assert refused.status_code == 409
+        failed = refused.json()["00081198"]["Value"]
+        assert len(failed) == len(files)
+        assert all(item["00081197"]["Value"] == [0x0110] for item in failed)
+        assert (
+            not list((anon.data / "received").rglob("*.dcm"))
+            if (anon.data / "received").exists()
+            else True
+        )
+        status = anon.status()
+        assert status["counts"]["refused_instances"] == len(files)
+        assert all(s == 0 for k, s in status["counts"].items() if k != "refused_instances")
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{anon.url}/health", verify=str(tmp_path / "anon" / "token"), timeout=5)
+
+
+def test_repository_down_during_upload_then_kill_9_then_back(tmp_path: Path) -> None:
+    from uploader.sample import write_study as ws
+
+    study = tmp_path / "study"
+    ws(study, slices=3, rois=ROIS)
+    (next(study.rglob("README.txt"))).unlink()
+    from .peers import make_cert
+
+    https_port = free_port()
+    ca_dir = tmp_path / "repo"
+    ca_dir.mkdir()
+    make_cert(ca_dir)  # the repository's certificate, trusted before the repository is up
+    # The repository is not up yet: the node must retry, survive kill -9, and finish once it is.
+    target = {
+        "type": "dicomweb",
+        "url": f"https://127.0.0.1:{https_port}/dicom-web",
+        "ca_bundle": str(ca_dir / "localhost.crt"),
+    }
+    aconfig, cert, port = anon_config(tmp_path / "anon", target, auto_approve="true")
+    with anon_node(aconfig) as anon:
+        iconfig = node_config(
+            tmp_path / "ident",
+            f"https://127.0.0.1:{port}/dicom-web",
+            cert,
+            forward__token_file=str(tmp_path / "anon" / "token"),
+            forward__manifest_url=f"https://127.0.0.1:{port}/manifests",
+        )
+        with node(iconfig) as ident:
+            assert storescu(ident.scp_port, study).returncode == 0
+            ident.wait_state("forwarded")
+        anon.wait_state("failed")  # auto-approved, then the push failed: retrying
+        anon.proc.kill()
+        anon.proc.wait(10)
+    with orthanc(ca_dir, https_port=https_port) as repo, anon_node(aconfig) as again:
+        again.wait_state("uploaded", timeout=90)
+        assert len(repo.instances()) == 6
+        wait_for(lambda: again.status()["counts"]["uploaded"] == 1, 10, "one uploaded study")
