@@ -360,7 +360,7 @@ def anon_node(config: Path) -> Iterator[AnonNode]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        wait_for(lambda: (data / "node.ready").exists(), 20, "the anonymised node to start")
+        wait_for((data / "node.ready").exists, 20, "the anonymised node to start")
         intake = settings["intake"]
         yield AnonNode(
             config,
