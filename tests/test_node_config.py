@@ -60,3 +60,38 @@ def test_secrets_never_appear_in_errors(tmp_path: Path) -> None:
     secret = tmp_path / "ok"
     secret.write_text("s3cr3t-value\n")
     assert read_secret(secret, "forward token") == "s3cr3t-value"
+
+
+def test_anonymised_example_config_loads_and_docs_list_every_setting() -> None:
+    from anonymised_node.config import Config as AnonConfig
+    from anonymised_node.config import Target
+    from anonymised_node.config import load_config as load_anon
+
+    config = load_anon(ROOT / "anonymised_node" / "example-config.yaml")
+    assert config.targets["trial-repository"].type == "dicomweb"
+    text = (ROOT / "docs" / "anonymised-node.md").read_text()
+    paths = _paths(AnonConfig) + [f"targets.<name>.{p}" for p in _paths(Target)]
+    assert [p for p in paths if f"| `{p}` |" not in text] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("intake: {port: 8443}\n", "tls_cert and tls_key are required"),
+        (
+            "targets: {r: {type: dicomweb, url: 'http://x'}}\ndefault_target: r\n",
+            "plain HTTP is refused",
+        ),
+        (
+            "targets: {r: {type: directory, path: /tmp/x}}\ndefault_target: nope\n",
+            "target 'nope' is not defined",
+        ),
+    ],
+)
+def test_anonymised_bad_settings_are_named(tmp_path: Path, text: str, expected: str) -> None:
+    from anonymised_node.config import load_config as load_anon
+
+    path = tmp_path / "anon.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        load_anon(path)
