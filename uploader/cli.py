@@ -7,6 +7,8 @@ Exit codes: 0 success; 1 the job ran but something failed (a file not written, a
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -317,6 +319,7 @@ def _demo(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     key = work / "site.key"
     sample, out, links = work / "incoming", work / "deidentified", work / "link"
+    print("== De-identification on its own (the core library, as a command)")
     print(f"1. a sample RT study with planted identifiers -> {sample}")
     _sample(argparse.Namespace(output=sample, slices=8, size=64))
     protocol = Path(__file__).resolve().parent.parent / "protocols" / "example-prostate.yaml"
@@ -332,7 +335,12 @@ def _demo(args: argparse.Namespace) -> int:
     )
     rc_verify = main(verify_argv)
     print(f"4. uploader verify {sample}  (the input: must fail)")
-    rc_input = main(["verify", str(sample)])
-    ok = rc == 0 and rc_verify == 0 and rc_input == 1
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        rc_input = main(["verify", str(sample)])
+    print("   " + captured.getvalue().strip().splitlines()[-1] + " (each file lists what is wrong)")
+    from uploader.demo import run_pipeline
+
+    ok = rc == 0 and rc_verify == 0 and rc_input == 1 and run_pipeline(work / "pipeline")
     print("demo " + ("passed" if ok else "FAILED") + f"; everything is under {work}")
     return 0 if ok else 1
