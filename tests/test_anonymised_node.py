@@ -141,3 +141,63 @@ def test_repository_down_during_upload_then_kill_9_then_back(tmp_path: Path) -> 
         again.wait_state("uploaded", timeout=90)
         assert len(repo.instances()) == 6
         wait_for(lambda: again.status()["counts"]["uploaded"] == 1, 10, "one uploaded study")
+
+
+def test_review_api_approval_and_retention(tmp_path: Path, key_file: Path) -> None:
+    from .conftest import EXAMPLE_PROTOCOL
+
+    study = tmp_path / "study"
+    write_study(study, slices=2, rois=ROIS)
+    out = tmp_path / "deid"
+    made = run_cli(
+        "anonymise",
+        study,
+        out,
+        "--key-file",
+        key_file,
+        "--protocol",
+        EXAMPLE_PROTOCOL,
+        "--site",
+        "RXH",
+        "--json",
+    )
+    assert made.returncode == 0
+    files = sorted(out.rglob("*.dcm"))
+    target = {"type": "directory", "path": str(tmp_path / "repository")}
+    aconfig, cert, _port = anon_config(tmp_path / "anon", target)
+    text = aconfig.read_text() + "retention:\n  delete_after_days: 0\n"
+    aconfig.write_text(text)
+    with anon_node(aconfig) as anon:
+        stored = _stow(anon.url, cert, anon.token, files)
+        assert stored.status_code == 200, stored.text
+        assert len(stored.json()["00081199"]["Value"]) == len(files)
+        again = _stow(anon.url, cert, anon.token, files[:2])  # re-sent: accepted, stored once
+        assert again.status_code == 200
+        auth = {"Authorization": f"Bearer {anon.token}"}
+        manifest = {"instances": len(files), "sop_instance_uids": [f.stem for f in files]}
+        r = requests.post(
+            f"{anon.url}/manifests", json=manifest, headers=auth, verify=str(cert), timeout=10
+        )
+        assert r.ok, r.text
+        anon.wait_state("ready")
+        api = f"{anon.url}/api/studies"
+        assert requests.get(api, headers=auth, verify=str(cert), timeout=10).status_code == 401
+        staff = {"Authorization": f"Bearer {anon.review_token}"}
+        (listed,) = requests.get(api, headers=staff, verify=str(cert), timeout=10).json()
+        assert listed["state"] == "ready" and listed["protocol"] == "PACE-C"
+        ok = requests.post(
+            f"{api}/{listed['id']}/approve",
+            json={"by": "api-user"},
+            headers=staff,
+            verify=str(cert),
+            timeout=10,
+        )
+        assert ok.json() == {"status": "approved"}
+        anon.wait_state("uploaded")
+        assert len(list((tmp_path / "repository").rglob("*.dcm"))) == len(files)
+        wait_for(
+            lambda: not list((anon.data / "received").rglob("*.dcm")),
+            20,
+            "retention to delete local copies",
+        )
+        assert len(list((tmp_path / "repository").rglob("*.dcm"))) == len(files)
