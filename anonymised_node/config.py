@@ -65,14 +65,18 @@ class Target(_Section):
     password_file: Path | None = Field(None, description="file holding the password (basic / XNAT)")
     token_file: Path | None = Field(None, description="file holding the bearer token")
     project: str = Field("", description="XNAT: the site's project the session is imported into")
+    share_to_trial: bool = Field(
+        True,
+        description="XNAT: share subject and session into the trial's project (its protocol ID)",
+    )
     batch_size: int = Field(20, ge=1, description="instances per STOW-RS request")
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
     allow_plain_http: bool = Field(False, description="permit an http:// URL (tests only)")
 
     @model_validator(mode="after")
     def _complete(self) -> Target:
-        if self.type == "xnat":
-            raise ValueError("XNAT targets are not supported yet (use dicomweb or directory)")
+        if self.type == "xnat" and not self.project:
+            raise ValueError("an xnat target needs `project` (the site's project)")
         if self.type == "directory" and self.path is None:
             raise ValueError("a directory target needs `path`")
         if self.type != "directory" and not self.url:

@@ -11,10 +11,12 @@ import logging
 import random
 import time
 from pathlib import Path
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 from anonymised_node.config import Config, Target
 from anonymised_node.store import AnonStore, AnonStudy
+from anonymised_node.xnat import Xnat
 from identifiable_node.config import read_secret
 from uploader.errors import PermanentError, RetriableError
 from uploader.protocols.model import Protocol
@@ -32,8 +34,8 @@ class Repository(TypingProtocol):
         """Send instances; return the SOP Instance UIDs acknowledged."""
         ...
 
-    def present(self, study: AnonStudy) -> set[str]:
-        """The SOP Instance UIDs of the study the repository holds."""
+    def present(self, study: AnonStudy, expected: list[str]) -> set[str]:
+        """Which of the ``expected`` SOP Instance UIDs the repository holds."""
         ...
 
 
@@ -63,7 +65,7 @@ class DicomWeb:
             done += self.client.store(files[start : start + self.batch]).stored
         return done
 
-    def present(self, study: AnonStudy) -> set[str]:
+    def present(self, study: AnonStudy, expected: list[str]) -> set[str]:
         return self.client.instances(study.study_uid)
 
 
@@ -87,7 +89,7 @@ class Directory:
             durable_write(self._folder(study) / f"{uid}.dcm", path.read_bytes())
         return [uid for uid, _p in files]
 
-    def present(self, study: AnonStudy) -> set[str]:
+    def present(self, study: AnonStudy, expected: list[str]) -> set[str]:
         folder = self._folder(study)
         return {p.stem for p in folder.glob("*.dcm")} if folder.exists() else set()
 
@@ -97,9 +99,9 @@ class Pusher:
 
     def __init__(self, config: Config, store: AnonStore, protocols: dict[str, Protocol]) -> None:
         self.config, self.store, self.protocols = config, store, protocols
+        kinds: dict[str, type[Any]] = {"dicomweb": DicomWeb, "directory": Directory, "xnat": Xnat}
         self.targets: dict[str, Repository] = {
-            name: DicomWeb(t) if t.type == "dicomweb" else Directory(t)
-            for name, t in config.targets.items()
+            name: kinds[t.type](t) for name, t in config.targets.items()
         }
 
     def step(self) -> bool:
@@ -155,8 +157,9 @@ class Pusher:
         if missing:
             raise RetriableError(f"{len(missing)} instance(s) not acknowledged")
         if self.config.push.confirm:
-            held = repo.present(study)
-            absent = [uid for uid, _c, _p, _u in self.store.instances(study.id) if uid not in held]
+            uids = [uid for uid, _c, _p, _u in self.store.instances(study.id)]
+            held = repo.present(study, uids)
+            absent = [uid for uid in uids if uid not in held]
             if absent:
                 raise RetriableError(f"{len(absent)} instance(s) not found in the repository")
 

@@ -201,3 +201,73 @@ def test_review_api_approval_and_retention(tmp_path: Path, key_file: Path) -> No
             "retention to delete local copies",
         )
         assert len(list((tmp_path / "repository").rglob("*.dcm"))) == len(files)
+
+
+def test_xnat_target_keeps_the_import_and_share_contract(tmp_path: Path, key_file: Path) -> None:
+    from .conftest import EXAMPLE_PROTOCOL
+    from .peers import make_cert
+    from .xnat_server import XnatServer, XnatState
+
+    study = tmp_path / "study"
+    write_study(study, slices=2, rois=ROIS)
+    out = tmp_path / "deid"
+    assert (
+        run_cli(
+            "anonymise",
+            study,
+            out,
+            "--key-file",
+            key_file,
+            "--protocol",
+            EXAMPLE_PROTOCOL,
+            "--site",
+            "RXH",
+            "--json",
+        ).returncode
+        == 0
+    )
+    files = sorted(out.rglob("*.dcm"))
+    xcert = make_cert(tmp_path, "xnat")
+    (tmp_path / "xnat-password").write_text("s3cret\n")
+    state = XnatState(user="uploader", password="s3cret", fail_imports=1)
+    with XnatServer(xcert, tmp_path / "xnat.key", state) as xnat:
+        target = {
+            "type": "xnat",
+            "url": xnat.url,
+            "ca_bundle": str(xcert),
+            "username": "uploader",
+            "password_file": str(tmp_path / "xnat-password"),
+            "project": "RXH_SITE",
+        }
+        aconfig, cert, _port = anon_config(tmp_path / "anon", target, auto_approve="true")
+        with anon_node(aconfig) as anon:
+            assert _stow(anon.url, cert, anon.token, files).status_code == 200
+            auth = {"Authorization": f"Bearer {anon.token}"}
+            manifest = {"instances": len(files), "sop_instance_uids": [f.stem for f in files]}
+            assert requests.post(
+                f"{anon.url}/manifests", json=manifest, headers=auth, verify=str(cert), timeout=10
+            ).ok
+            status = anon.wait_state("uploaded", timeout=60)
+            assert status["counts"]["uploaded"] == 1
+    (session_key,) = state.sessions
+    project, subject, session = session_key
+    assert (
+        project == "RXH_SITE" and subject.startswith("PACE-C-RXH-") and session.startswith(subject)
+    )
+    assert len(state.sessions[session_key]) == len(files)  # one import (after one 503), all files
+    imports = [c for c in state.calls if c[1] == "/data/services/import"]
+    assert len(imports) == 2  # the first got 503 and was retried
+    assert imports[-1][2] == {
+        "import-handler": ["DICOM-zip"],
+        "PROJECT_ID": ["RXH_SITE"],
+        "SUBJECT_ID": [subject],
+        "EXPT_LABEL": [session],
+        "overwrite": ["append"],
+        "dest": ["/archive"],
+    }
+    assert ("subject", "RXH_SITE", subject, "PACE-C", subject) in state.shares
+    assert ("session", "RXH_SITE", subject, session, "PACE-C", session) in state.shares
+    assert any(
+        c[0] == "GET" and c[1].endswith(f"/experiments/{session}/scans/ALL/files")
+        for c in state.calls
+    )
