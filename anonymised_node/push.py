@@ -30,6 +30,8 @@ _NEVER = 1e18
 class Repository(TypingProtocol):
     """What a push target does."""
 
+    batch: int  # instances per send (progress is recorded after each)
+
     def send(self, study: AnonStudy, files: list[tuple[str, Path]]) -> list[str]:
         """Send instances; return the SOP Instance UIDs acknowledged."""
         ...
@@ -60,10 +62,7 @@ class DicomWeb:
         self.batch = target.batch_size
 
     def send(self, study: AnonStudy, files: list[tuple[str, Path]]) -> list[str]:
-        done: list[str] = []
-        for start in range(0, len(files), self.batch):
-            done += self.client.store(files[start : start + self.batch]).stored
-        return done
+        return self.client.store(files).stored
 
     def present(self, study: AnonStudy, expected: list[str]) -> set[str]:
         return self.client.instances(study.study_uid)
@@ -151,8 +150,8 @@ class Pusher:
             PermanentError: the repository refused for good (credentials, TLS).
         """
         todo = [(uid, Path(path)) for uid, _c, path, up in self.store.instances(study.id) if not up]
-        if todo:
-            self.store.mark_uploaded(repo.send(study, todo))
+        for start in range(0, len(todo), repo.batch):  # progress kept per batch: a restart resumes
+            self.store.mark_uploaded(repo.send(study, todo[start : start + repo.batch]))
         missing = [uid for uid, _c, _p, up in self.store.instances(study.id) if not up]
         if missing:
             raise RetriableError(f"{len(missing)} instance(s) not acknowledged")

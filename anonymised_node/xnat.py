@@ -40,6 +40,7 @@ class Xnat:
         self.base = target.url.rstrip("/")
         self.project = target.project
         self.share = target.share_to_trial
+        self.batch = 10**9  # one zip per session
         self.timeout = target.timeout_s
         self.verify: str | bool = str(target.ca_bundle) if target.ca_bundle else True
         password = (

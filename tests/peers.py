@@ -89,6 +89,22 @@ class Orthanc:
     dicom_port: int
     aet: str
     ca: Path
+    tls: subprocess.Popen[Any] | None = None
+    tls_conf: Path | None = None
+
+    def stop_tls(self) -> None:
+        """Take the HTTPS front down (the repository 'stops')."""
+        if self.tls is not None:
+            self.tls.kill()
+            self.tls.wait(10)
+
+    def start_tls(self) -> None:
+        """Bring the HTTPS front back on the same port."""
+        self.tls = subprocess.Popen(
+            [integration_tool("stunnel4"), str(self.tls_conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def instances(self) -> list[str]:
         return list(requests.get(f"{self.http}/instances", timeout=10).json())
@@ -142,6 +158,7 @@ def orthanc(
     log = (tmp / "orthanc.log").open("w")
     proc = subprocess.Popen([binary, str(tmp / "orthanc.json")], stdout=log, stderr=log)
     tls = subprocess.Popen([stunnel, str(tmp / "stunnel.conf")], stdout=log, stderr=log)
+    handle: Orthanc | None = None
     try:
         url = f"http://127.0.0.1:{http_port}"
 
@@ -152,8 +169,19 @@ def orthanc(
                 return False
 
         wait_for(up, 20, "Orthanc")
-        yield Orthanc(url, f"https://127.0.0.1:{https_port}/dicom-web", dicom_port, aet, cert)
+        handle = Orthanc(
+            url,
+            f"https://127.0.0.1:{https_port}/dicom-web",
+            dicom_port,
+            aet,
+            cert,
+            tls,
+            tmp / "stunnel.conf",
+        )
+        yield handle
     finally:
+        if handle is not None and handle.tls is not None:
+            stop(handle.tls)
         stop(tls)
         stop(proc)
         log.close()

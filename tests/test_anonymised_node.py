@@ -271,3 +271,58 @@ def test_xnat_target_keeps_the_import_and_share_contract(tmp_path: Path, key_fil
         c[0] == "GET" and c[1].endswith(f"/experiments/{session}/scans/ALL/files")
         for c in state.calls
     )
+
+
+def test_repository_stopped_during_an_upload_retries_then_completes(
+    tmp_path: Path, key_file: Path
+) -> None:
+    from .conftest import EXAMPLE_PROTOCOL
+
+    study = tmp_path / "study"
+    write_study(study, slices=60, size=256, rois=ROIS)
+    out = tmp_path / "deid"
+    assert (
+        run_cli(
+            "anonymise",
+            study,
+            out,
+            "--key-file",
+            key_file,
+            "--protocol",
+            EXAMPLE_PROTOCOL,
+            "--site",
+            "RXH",
+            "--json",
+        ).returncode
+        == 0
+    )
+    files = sorted(out.rglob("*.dcm"))
+    with orthanc(tmp_path / "repo") as repo:
+        target = {"type": "dicomweb", "url": repo.https, "ca_bundle": str(repo.ca), "batch_size": 5}
+        aconfig, cert, _port = anon_config(tmp_path / "anon", target, auto_approve="true")
+        with anon_node(aconfig) as anon:
+            assert _stow(anon.url, cert, anon.token, files).status_code == 200
+            auth = {"Authorization": f"Bearer {anon.token}"}
+            manifest = {"instances": len(files), "sop_instance_uids": [f.stem for f in files]}
+            requests.post(
+                f"{anon.url}/manifests", json=manifest, headers=auth, verify=str(cert), timeout=10
+            )
+            db = anon.data / "anonymised.sqlite"
+
+            def uploading() -> bool:
+                import sqlite3
+
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                    done = conn.execute(
+                        "SELECT COUNT(*) FROM instances WHERE uploaded=1"
+                    ).fetchone()[0]
+                return 0 < done < len(files)
+
+            wait_for(uploading, 30, "the upload to be under way", 0.005)
+            repo.stop_tls()  # the repository goes away mid-upload
+            anon.wait_state("failed")
+            partial = len(repo.instances())
+            assert 0 < partial < len(files)
+            repo.start_tls()
+            anon.wait_state("uploaded", timeout=90)
+            assert len(repo.instances()) == len(files)
