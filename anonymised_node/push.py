@@ -11,7 +11,6 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any
 from typing import Protocol as TypingProtocol
 
 from anonymised_node.config import Config, Target
@@ -74,6 +73,7 @@ class Directory:
     def __init__(self, target: Target) -> None:
         assert target.path is not None
         self.root = target.path
+        self.batch = target.batch_size
 
     def _folder(self, study: AnonStudy) -> Path:
         return (
@@ -93,14 +93,22 @@ class Directory:
         return {p.stem for p in folder.glob("*.dcm")} if folder.exists() else set()
 
 
+def _repository(target: Target) -> Repository:
+    """The push client for a target (typed: each must be a Repository)."""
+    if target.type == "dicomweb":
+        return DicomWeb(target)
+    if target.type == "xnat":
+        return Xnat(target)
+    return Directory(target)
+
+
 class Pusher:
     """One worker: auto-approvals, pushes, retention."""
 
     def __init__(self, config: Config, store: AnonStore, protocols: dict[str, Protocol]) -> None:
         self.config, self.store, self.protocols = config, store, protocols
-        kinds: dict[str, type[Any]] = {"dicomweb": DicomWeb, "directory": Directory, "xnat": Xnat}
         self.targets: dict[str, Repository] = {
-            name: kinds[t.type](t) for name, t in config.targets.items()
+            name: _repository(t) for name, t in config.targets.items()
         }
 
     def step(self) -> bool:
