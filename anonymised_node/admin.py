@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 from anonymised_node.config import load_config
 from anonymised_node.service import open_store
@@ -17,7 +18,25 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(load_config(args.config))
     if args.command == "status":
         return _status(store, args.json)
+    if args.command == "purge":
+        return _purge_rejected(store, args)
     return _review(store, args)
+
+
+def _purge_rejected(store: AnonStore, args: argparse.Namespace) -> int:
+    """Delete the local files of rejected studies (they are kept until staff say so)."""
+    if not args.rejected:
+        raise ConfigError("on the anonymised node, purge takes --rejected")
+    purged = 0
+    for study in store.studies("rejected"):
+        for _uid, _c, path, _u in store.instances(study.id):
+            Path(path).unlink(missing_ok=True)
+        store.set_state(
+            study.id, "rejected", os.environ.get("USER", "staff"), "files purged", purged=1
+        )
+        purged += 1
+    print(f"purged {purged} rejected stud{'y' if purged == 1 else 'ies'}")
+    return 0
 
 
 def _status(store: AnonStore, as_json: bool) -> int:

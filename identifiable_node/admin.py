@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "review":
         return _review(store, args)
     if args.command == "purge":
+        if not args.opted_out:
+            raise ConfigError("on the identifiable node, purge takes --opted-out")
         return _purge(store)
     return _links(store, args.protocol)
 

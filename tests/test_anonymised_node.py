@@ -326,3 +326,83 @@ def test_repository_stopped_during_an_upload_retries_then_completes(
             repo.start_tls()
             anon.wait_state("uploaded", timeout=90)
             assert len(repo.instances()) == len(files)
+
+
+def test_reject_keeps_files_until_purged_and_an_untrusted_repository_is_refused(
+    tmp_path: Path, key_file: Path
+) -> None:
+    from .conftest import EXAMPLE_PROTOCOL
+    from .peers import make_cert
+    from .xnat_server import XnatServer, XnatState
+
+    study = tmp_path / "study"
+    write_study(study, slices=2, rois=ROIS)
+    out = tmp_path / "deid"
+    assert (
+        run_cli(
+            "anonymise",
+            study,
+            out,
+            "--key-file",
+            key_file,
+            "--protocol",
+            EXAMPLE_PROTOCOL,
+            "--site",
+            "RXH",
+            "--json",
+        ).returncode
+        == 0
+    )
+    files = sorted(out.rglob("*.dcm"))
+    real, other = make_cert(tmp_path, "xnat"), make_cert(tmp_path, "other")
+    (tmp_path / "pw").write_text("pw\n")
+    with XnatServer(real, tmp_path / "xnat.key", XnatState("u", "pw")) as xnat:
+        target = {
+            "type": "xnat",
+            "url": xnat.url,
+            "ca_bundle": str(other),
+            "username": "u",
+            "password_file": str(tmp_path / "pw"),
+            "project": "SITE",
+        }
+        aconfig, cert, _port = anon_config(tmp_path / "anon", target)
+        with anon_node(aconfig) as anon:
+            auth = {"Authorization": f"Bearer {anon.token}"}
+            assert _stow(anon.url, cert, anon.token, files).status_code == 200
+            requests.post(
+                f"{anon.url}/manifests",
+                json={"instances": len(files), "sop_instance_uids": [f.stem for f in files]},
+                headers=auth,
+                verify=str(cert),
+                timeout=10,
+            )
+            anon.wait_state("ready")
+            bare = run_cli("review", "reject", "1", "--config", aconfig)
+            assert bare.returncode == 2 and "needs --reason" in bare.stderr
+            rejected = run_cli(
+                "review", "reject", "1", "--config", aconfig, "--reason", "wrong patient"
+            )
+            assert rejected.returncode == 0, rejected.stderr
+            received = list((anon.data / "received").rglob("*.dcm"))
+            assert len(received) == len(files)  # kept until staff purge them
+            purge = run_cli("purge", "--rejected", "--config", aconfig)
+            assert "purged 1 rejected study" in purge.stdout
+            assert not list((anon.data / "received").rglob("*.dcm"))
+            # next: a repository whose certificate we do not trust is refused for good
+    target["ca_bundle"] = str(other)
+    with XnatServer(real, tmp_path / "xnat.key", XnatState("u", "pw")) as xnat2:
+        target["url"] = xnat2.url
+        aconfig2, cert2, _p = anon_config(tmp_path / "anon2", target, auto_approve="true")
+        with anon_node(aconfig2) as anon2:
+            auth = {"Authorization": f"Bearer {anon2.token}"}
+            assert _stow(anon2.url, cert2, anon2.token, files).status_code == 200
+            requests.post(
+                f"{anon2.url}/manifests",
+                json={"instances": len(files), "sop_instance_uids": [f.stem for f in files]},
+                headers=auth,
+                verify=str(cert2),
+                timeout=10,
+            )
+            anon2.wait_state("failed")
+            shown = run_cli("review", "show", "1", "--config", aconfig2).stdout
+            assert "certificate is not trusted" in shown

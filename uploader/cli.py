@@ -107,7 +107,9 @@ def _node_commands(sub: Any) -> None:
     rv.add_argument("--by", default=os.environ.get("USER", "staff"), help="who decides (audit)")
     pg = sub.add_parser("purge", help="identifiable node: delete opted-out studies' files")
     pg.add_argument("--config", type=Path, required=True)
-    pg.add_argument("--opted-out", action="store_true", required=True)
+    kind = pg.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--opted-out", action="store_true", help="identifiable node")
+    kind.add_argument("--rejected", action="store_true", help="anonymised node")
     qr = sub.add_parser("qr", help="identifiable node: query and retrieve from PACS")
     qr.add_argument("action", choices=["find", "retrieve"])
     qr.add_argument("--config", type=Path, required=True)
@@ -168,7 +170,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from identifiable_node.qrcli import run as qr_command
 
         return qr_command(args)
-    if args.command in ("status", "review") and _is_anonymised(args.config):
+    if args.command in ("status", "review", "purge") and _is_anonymised(args.config):
         from anonymised_node.admin import run as anon_admin
 
         return anon_admin(args)
