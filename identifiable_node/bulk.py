@@ -16,9 +16,10 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from uploader.dicomnet.qr import Peer, find, move, study_query
+from uploader.dicomnet.qr import Peer, find, get, move, study_query
 from uploader.errors import ConfigError, RetriableError
 from uploader.store.db import Store
 
@@ -86,13 +87,17 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
 class Bulk:
     """A persisted bulk retrieval."""
 
-    def __init__(self, store: Store, peer: Peer, destination: str, concurrency: int) -> None:
-        self.store, self.peer, self.destination, self.concurrency = (
-            store,
-            peer,
-            destination,
-            concurrency,
-        )
+    def __init__(
+        self,
+        store: Store,
+        peer: Peer,
+        destination: str,
+        concurrency: int,
+        take: Callable[..., None] | None = None,
+    ) -> None:
+        """``take``: store one instance retrieved by C-GET (None: retrieve by C-MOVE)."""
+        self.store, self.peer, self.destination = store, peer, destination
+        self.concurrency, self.take = concurrency, take
 
     def load(self, path: Path) -> str:
         """Record the CSV's rows (once per content); return the job ID."""
@@ -145,7 +150,10 @@ class Bulk:
                     subject=req.get("subject", ""),
                     session=req.get("session", ""),
                 )
-                result = move(self.peer, m.study_uid, self.destination)
+                if self.take is None:
+                    result = move(self.peer, m.study_uid, self.destination)
+                else:
+                    result = get(self.peer, m.study_uid, partial(self.take, trial=req.get("trial")))
                 arrived += result.completed
                 failed += result.failed + (0 if result.ok or result.failed else 1)
             status = "done" if matched and not failed else ("failed" if failed else "no match")

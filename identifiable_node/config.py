@@ -127,6 +127,9 @@ class PacsSettings(_Section):
     host: str = Field("pacs", description="its host")
     port: int = Field(104, ge=1, le=65535, description="its port")
     concurrency: int = Field(4, ge=1, le=32, description="retrievals in flight during a bulk run")
+    retrieve: Literal["move", "get"] = Field(
+        "move", description="C-MOVE to our SCP, or C-GET on the same association"
+    )
 
 
 class WorkerSettings(_Section):

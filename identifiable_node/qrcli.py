@@ -11,6 +11,7 @@ from pathlib import Path
 
 from identifiable_node.bulk import Bulk
 from identifiable_node.config import load_config
+from identifiable_node.ingest import Ingestor
 from identifiable_node.service import open_store
 from uploader.dicomnet import quiet_pynetdicom
 from uploader.dicomnet.qr import Peer, find, study_query
@@ -33,8 +34,15 @@ def run(args: argparse.Namespace) -> int:
                 )
             print(f"{len(matches)} stud{'y' if len(matches) == 1 else 'ies'}")
         return 0
-    store, _spool = open_store(config)
-    bulk = Bulk(store, peer, config.scp.ae_title, config.pacs.concurrency)
+    store, spool = open_store(config)
+    take = None
+    if config.pacs.retrieve == "get":
+        ingestor = Ingestor(store, spool)
+
+        def take(data: bytes, trial: str | None = None) -> None:
+            ingestor.take_bytes(data, source="qr:get", protocol=trial)
+
+    bulk = Bulk(store, peer, config.scp.ae_title, config.pacs.concurrency, take)
     source = args.csv
     if source is None:
         if not (args.patient_id or args.accession):

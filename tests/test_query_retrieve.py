@@ -99,3 +99,53 @@ def test_bulk_csv_errors_name_the_line(tmp_path: Path) -> None:
     bad.write_text("Accession Number,Colour\nACC1,red\n")
     with pytest.raises(ConfigError, match=r"bad.csv:1: unknown column\(s\) Colour"):
         read_rows(bad)
+
+
+def test_retrieve_by_c_get_on_the_same_association(tmp_path: Path) -> None:
+    modality = {
+        "uploader": {
+            "AET": "UPLOADER",
+            "Host": "127.0.0.1",
+            "Port": free_port(),
+            "AllowFind": True,
+            "AllowGet": True,
+            "AllowMove": False,
+        }
+    }
+    with (
+        orthanc(tmp_path / "pacs", modalities=modality, aet="PACS") as pacs,
+        orthanc(tmp_path / "repo") as repo,
+    ):
+        for f in write_study(
+            tmp_path / "s",
+            slices=2,
+            patient=PATIENTS[1],
+            rois=["Prostate", "Rectum", "Bladder", "PTV_1"],
+        ):
+            assert requests.post(f"{pacs.http}/instances", data=f.read_bytes(), timeout=10).ok
+        config = node_config(
+            tmp_path / "node",
+            repo.https,
+            repo.ca,
+            pacs__ae_title="PACS",
+            pacs__host="127.0.0.1",
+            pacs__port=pacs.dicom_port,
+            pacs__retrieve="get",
+        )
+        with node(config) as n:
+            result = run_cli(
+                "qr",
+                "retrieve",
+                "--config",
+                config,
+                "--accession",
+                "ACC0002",
+                "--trial",
+                "PACE-C",
+                "--json",
+            )
+            rows = json.loads(result.stdout)["rows"]
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert [(r["status"], r["matched"], r["arrived"]) for r in rows] == [("done", 1, 5)]
+            n.wait_state("forwarded")
+            assert len(repo.instances()) == 5

@@ -7,7 +7,7 @@ TCP_NODELAY once the association is up.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -20,6 +20,25 @@ from uploader.errors import RetriableError
 
 FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
 MOVE = "1.2.840.10008.5.1.4.1.2.2.2"  # Study Root Query/Retrieve Information Model - MOVE
+GET = "1.2.840.10008.5.1.4.1.2.2.3"  # Study Root Query/Retrieve Information Model - GET
+#: Storage classes offered for C-GET (an association has room for 128 contexts in all).
+GET_STORAGE = (
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image
+    "1.2.840.10008.5.1.4.1.1.4",  # MR Image
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image
+    "1.2.840.10008.5.1.4.1.1.128",  # PET Image
+    "1.2.840.10008.5.1.4.1.1.481.1",  # RT Image
+    "1.2.840.10008.5.1.4.1.1.481.2",  # RT Dose
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT Plan
+    "1.2.840.10008.5.1.4.1.1.481.8",  # RT Ion Plan
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    "1.2.840.10008.5.1.4.1.1.66.1",  # Spatial Registration
+    "1.2.840.10008.5.1.4.1.1.66.3",  # Deformable Spatial Registration
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture (the node's policy decides)
+    "1.2.840.10008.5.1.4.1.1.88.67",  # X-Ray Radiation Dose SR
+)
 _PENDING = (0xFF00, 0xFF01)
 
 
@@ -61,16 +80,30 @@ class MoveResult:
 
 
 @contextmanager
-def associate(peer: Peer, context: str) -> Iterator[Association]:
-    """An association with the PACS for one SOP class.
+def associate(
+    peer: Peer, context: str, storage: tuple[str, ...] = (), handlers: list[Any] | None = None
+) -> Iterator[Association]:
+    """An association with the PACS for one SOP class (plus storage as SCP, for C-GET).
 
     Raises:
         RetriableError: the PACS refused or could not be reached.
     """
+    from pynetdicom import ALL_TRANSFER_SYNTAXES
+    from pynetdicom.presentation import build_role
+
     ae = AE(ae_title=peer.our_ae_title)
     ae.add_requested_context(context)
+    for uid in storage:
+        ae.add_requested_context(uid, ALL_TRANSFER_SYNTAXES[:4])
+    roles = [build_role(uid, scp_role=True) for uid in storage]
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    assoc = cast(Any, ae).associate(
+        peer.host,
+        peer.port,
+        ae_title=peer.ae_title,
+        ext_neg=roles or None,
+        evt_handlers=handlers or [],
+    )
     if not assoc.is_established:
         raise RetriableError(
             f"the PACS {peer.ae_title} at {peer.host}:{peer.port} refused or is down"
@@ -136,6 +169,39 @@ def move(peer: Peer, study_uid: str, destination: str) -> MoveResult:
     query.StudyInstanceUID = study_uid
     with associate(peer, MOVE) as assoc:
         for status, _identifier in assoc.send_c_move(query, destination, MOVE):
+            if not status:
+                result.status = 0xC000
+                result.errors.append("no response from the PACS")
+                continue
+            result.status = int(status.Status)
+            result.completed = int(status.get("NumberOfCompletedSuboperations", result.completed))
+            result.failed = int(status.get("NumberOfFailedSuboperations", result.failed))
+            result.warning = int(status.get("NumberOfWarningSuboperations", result.warning))
+    if result.status in _PENDING:
+        result.status = 0
+    return result
+
+
+def get(peer: Peer, study_uid: str, store: Callable[[bytes], None]) -> MoveResult:
+    """C-GET one study: the PACS sends the instances back on our association to ``store``.
+
+    ``store`` must keep each instance durably before returning; it is answered 0x0000 only then.
+    """
+    from pynetdicom import evt
+
+    def on_store(event: Any) -> int:
+        try:
+            store(event.encoded_dataset(include_meta=True))
+        except Exception:
+            return 0xA700
+        return 0x0000
+
+    result = MoveResult()
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    with associate(peer, GET, GET_STORAGE, [(evt.EVT_C_STORE, on_store)]) as assoc:
+        for status, _identifier in assoc.send_c_get(query, GET):
             if not status:
                 result.status = 0xC000
                 result.errors.append("no response from the PACS")
