@@ -149,3 +149,54 @@ def test_retrieve_by_c_get_on_the_same_association(tmp_path: Path) -> None:
             assert [(r["status"], r["matched"], r["arrived"]) for r in rows] == [("done", 1, 5)]
             n.wait_state("forwarded")
             assert len(repo.instances()) == 5
+
+
+def test_a_bulk_csv_of_a_thousand_rows_runs_with_bounded_concurrency(tmp_path: Path) -> None:
+    import time
+
+    scp_port = free_port()
+    modality = {
+        "uploader": {
+            "AET": "UPLOADER",
+            "Host": "127.0.0.1",
+            "Port": scp_port,
+            "AllowFind": True,
+            "AllowMove": True,
+        }
+    }
+    with (
+        orthanc(tmp_path / "pacs", modalities=modality, aet="PACS") as pacs,
+        orthanc(tmp_path / "repo") as repo,
+    ):
+        for f in write_study(
+            tmp_path / "s",
+            slices=1,
+            patient=PATIENTS[0],
+            rois=["Prostate", "Rectum", "Bladder", "PTV_1"],
+        ):
+            assert requests.post(f"{pacs.http}/instances", data=f.read_bytes(), timeout=10).ok
+        config = node_config(
+            tmp_path / "node",
+            repo.https,
+            repo.ca,
+            scp__port=scp_port,
+            pacs__ae_title="PACS",
+            pacs__host="127.0.0.1",
+            pacs__port=pacs.dicom_port,
+            pacs__concurrency=8,
+        )
+        bulk = tmp_path / "bulk.csv"
+        with bulk.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["Accession Number", "Trial"])
+            w.writerows([f"NONE{i:05d}", "PACE-C"] for i in range(999))
+            w.writerow(["ACC0001", "PACE-C"])
+        with node(config):
+            start = time.time()
+            result = run_cli("qr", "retrieve", "--config", config, "--csv", bulk, "--json")
+            elapsed = time.time() - start
+            rows = json.loads(result.stdout)["rows"]
+            assert len(rows) == 1000
+            assert [r["status"] for r in rows].count("no match") == 999
+            assert rows[-1]["status"] == "done" and rows[-1]["arrived"] == 4
+            assert elapsed < 120, f"{elapsed:.0f} s for 1000 rows"
