@@ -187,12 +187,11 @@ def orthanc(
         log.close()
 
 
-@dataclass
-class Node:
+class _Status:
+    """`uploader status --json` of a running node, and waiting for a state."""
+
     config: Path
-    data: Path
-    proc: subprocess.Popen[Any]
-    scp_port: int
+    label = "study(ies)"
 
     def status(self) -> dict[str, Any]:
         out = subprocess.run(
@@ -204,6 +203,22 @@ class Node:
         )
         return dict(json.loads(out.stdout))
 
+    def wait_state(self, state: str, n: int = 1, timeout: float = 60) -> dict[str, Any]:
+        return wait_for(
+            lambda: (s := self.status())["counts"][state] >= n and s,
+            timeout,
+            f"{n} {self.label} {state}",
+            interval=0.3,
+        )
+
+
+@dataclass
+class Node(_Status):
+    config: Path
+    data: Path
+    proc: subprocess.Popen[Any]
+    scp_port: int
+
     def states(self) -> list[str]:
         """Study states read straight from the node's database (fast enough to catch a step)."""
         import sqlite3
@@ -213,14 +228,6 @@ class Node:
             return []
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
             return [r[0] for r in conn.execute("SELECT state FROM studies")]
-
-    def wait_state(self, state: str, n: int = 1, timeout: float = 60) -> dict[str, Any]:
-        return wait_for(
-            lambda: (s := self.status())["counts"][state] >= n and s,
-            timeout,
-            f"{n} study(ies) {state}",
-            interval=0.3,
-        )
 
 
 def node_config(tmp: Path, forward_url: str, ca: Path | None, **overrides: Any) -> Path:
@@ -314,7 +321,7 @@ def storescu(
 
 
 @dataclass
-class AnonNode:
+class AnonNode(_Status):
     config: Path
     data: Path
     proc: subprocess.Popen[Any]
@@ -322,24 +329,6 @@ class AnonNode:
     ca: Path
     token: str
     review_token: str
-
-    def status(self) -> dict[str, Any]:
-        out = subprocess.run(
-            [sys.executable, "-m", "uploader", "status", "--config", str(self.config), "--json"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        return dict(json.loads(out.stdout))
-
-    def wait_state(self, state: str, n: int = 1, timeout: float = 60) -> dict[str, Any]:
-        return wait_for(
-            lambda: (s := self.status())["counts"][state] >= n and s,
-            timeout,
-            f"{n} study(ies) {state} on the anonymised node",
-            interval=0.3,
-        )
 
 
 def anon_config(tmp: Path, target: dict[str, Any], **protocol_lines: str) -> tuple[Path, Path, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -13,7 +14,17 @@ import requests
 from uploader.sample import write_study
 
 from .conftest import run_cli
-from .peers import anon_config, anon_node, free_port, node, node_config, orthanc, storescu, wait_for
+from .peers import (
+    AnonNode,
+    anon_config,
+    anon_node,
+    free_port,
+    node,
+    node_config,
+    orthanc,
+    storescu,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 ROIS = ["Prostate", "Rectum", "Bladder", "PTV_1"]
@@ -40,6 +51,39 @@ def _stow(url: str, ca: Path, token: str, files: list[Path]) -> requests.Respons
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
         },
     )
+
+
+def _send(anon: AnonNode, files: list[Path]) -> None:
+    """STOW the files to the intake, then their manifest, as the identifiable node does."""
+    assert _stow(anon.url, anon.ca, anon.token, files).status_code == 200
+    manifest = {"instances": len(files), "sop_instance_uids": [f.stem for f in files]}
+    auth = {"Authorization": f"Bearer {anon.token}"}
+    sent = requests.post(
+        f"{anon.url}/manifests", json=manifest, headers=auth, verify=str(anon.ca), timeout=10
+    )
+    assert sent.ok, sent.text
+
+
+def _deidentified(tmp_path: Path, key_file: Path, **study: Any) -> list[Path]:
+    """A sample study de-identified with the example protocol (what the intake accepts)."""
+    from .conftest import EXAMPLE_PROTOCOL
+
+    write_study(tmp_path / "study", rois=ROIS, **study)
+    out = tmp_path / "deid"
+    made = run_cli(
+        "anonymise",
+        tmp_path / "study",
+        out,
+        "--key-file",
+        key_file,
+        "--protocol",
+        EXAMPLE_PROTOCOL,
+        "--site",
+        "RXH",
+        "--json",
+    )
+    assert made.returncode == 0, made.stderr
+    return sorted(out.rglob("*.dcm"))
 
 
 def test_whole_pipeline_storescu_to_repository_through_both_nodes(tmp_path: Path) -> None:
@@ -204,29 +248,10 @@ def test_review_api_approval_and_retention(tmp_path: Path, key_file: Path) -> No
 
 
 def test_xnat_target_keeps_the_import_and_share_contract(tmp_path: Path, key_file: Path) -> None:
-    from .conftest import EXAMPLE_PROTOCOL
     from .peers import make_cert
     from .xnat_server import XnatServer, XnatState
 
-    study = tmp_path / "study"
-    write_study(study, slices=2, rois=ROIS)
-    out = tmp_path / "deid"
-    assert (
-        run_cli(
-            "anonymise",
-            study,
-            out,
-            "--key-file",
-            key_file,
-            "--protocol",
-            EXAMPLE_PROTOCOL,
-            "--site",
-            "RXH",
-            "--json",
-        ).returncode
-        == 0
-    )
-    files = sorted(out.rglob("*.dcm"))
+    files = _deidentified(tmp_path, key_file, slices=2)
     xcert = make_cert(tmp_path, "xnat")
     (tmp_path / "xnat-password").write_text("s3cret\n")
     state = XnatState(user="uploader", password="s3cret", fail_imports=1)
@@ -239,14 +264,9 @@ def test_xnat_target_keeps_the_import_and_share_contract(tmp_path: Path, key_fil
             "password_file": str(tmp_path / "xnat-password"),
             "project": "RXH_SITE",
         }
-        aconfig, cert, _port = anon_config(tmp_path / "anon", target, auto_approve="true")
+        aconfig, _cert, _port = anon_config(tmp_path / "anon", target, auto_approve="true")
         with anon_node(aconfig) as anon:
-            assert _stow(anon.url, cert, anon.token, files).status_code == 200
-            auth = {"Authorization": f"Bearer {anon.token}"}
-            manifest = {"instances": len(files), "sop_instance_uids": [f.stem for f in files]}
-            assert requests.post(
-                f"{anon.url}/manifests", json=manifest, headers=auth, verify=str(cert), timeout=10
-            ).ok
+            _send(anon, files)
             status = anon.wait_state("uploaded", timeout=60)
             assert status["counts"]["uploaded"] == 1
     (session_key,) = state.sessions
@@ -276,37 +296,13 @@ def test_xnat_target_keeps_the_import_and_share_contract(tmp_path: Path, key_fil
 def test_repository_stopped_during_an_upload_retries_then_completes(
     tmp_path: Path, key_file: Path
 ) -> None:
-    from .conftest import EXAMPLE_PROTOCOL
 
-    study = tmp_path / "study"
-    write_study(study, slices=60, size=256, rois=ROIS)
-    out = tmp_path / "deid"
-    assert (
-        run_cli(
-            "anonymise",
-            study,
-            out,
-            "--key-file",
-            key_file,
-            "--protocol",
-            EXAMPLE_PROTOCOL,
-            "--site",
-            "RXH",
-            "--json",
-        ).returncode
-        == 0
-    )
-    files = sorted(out.rglob("*.dcm"))
+    files = _deidentified(tmp_path, key_file, slices=60, size=256)
     with orthanc(tmp_path / "repo") as repo:
         target = {"type": "dicomweb", "url": repo.https, "ca_bundle": str(repo.ca), "batch_size": 5}
-        aconfig, cert, _port = anon_config(tmp_path / "anon", target, auto_approve="true")
+        aconfig, _cert, _port = anon_config(tmp_path / "anon", target, auto_approve="true")
         with anon_node(aconfig) as anon:
-            assert _stow(anon.url, cert, anon.token, files).status_code == 200
-            auth = {"Authorization": f"Bearer {anon.token}"}
-            manifest = {"instances": len(files), "sop_instance_uids": [f.stem for f in files]}
-            requests.post(
-                f"{anon.url}/manifests", json=manifest, headers=auth, verify=str(cert), timeout=10
-            )
+            _send(anon, files)
             db = anon.data / "anonymised.sqlite"
 
             def uploading() -> bool:
@@ -331,29 +327,10 @@ def test_repository_stopped_during_an_upload_retries_then_completes(
 def test_reject_keeps_files_until_purged_and_an_untrusted_repository_is_refused(
     tmp_path: Path, key_file: Path
 ) -> None:
-    from .conftest import EXAMPLE_PROTOCOL
     from .peers import make_cert
     from .xnat_server import XnatServer, XnatState
 
-    study = tmp_path / "study"
-    write_study(study, slices=2, rois=ROIS)
-    out = tmp_path / "deid"
-    assert (
-        run_cli(
-            "anonymise",
-            study,
-            out,
-            "--key-file",
-            key_file,
-            "--protocol",
-            EXAMPLE_PROTOCOL,
-            "--site",
-            "RXH",
-            "--json",
-        ).returncode
-        == 0
-    )
-    files = sorted(out.rglob("*.dcm"))
+    files = _deidentified(tmp_path, key_file, slices=2)
     real, other = make_cert(tmp_path, "xnat"), make_cert(tmp_path, "other")
     (tmp_path / "pw").write_text("pw\n")
     with XnatServer(real, tmp_path / "xnat.key", XnatState("u", "pw")) as xnat:
@@ -365,17 +342,9 @@ def test_reject_keeps_files_until_purged_and_an_untrusted_repository_is_refused(
             "password_file": str(tmp_path / "pw"),
             "project": "SITE",
         }
-        aconfig, cert, _port = anon_config(tmp_path / "anon", target)
+        aconfig, _cert, _port = anon_config(tmp_path / "anon", target)
         with anon_node(aconfig) as anon:
-            auth = {"Authorization": f"Bearer {anon.token}"}
-            assert _stow(anon.url, cert, anon.token, files).status_code == 200
-            requests.post(
-                f"{anon.url}/manifests",
-                json={"instances": len(files), "sop_instance_uids": [f.stem for f in files]},
-                headers=auth,
-                verify=str(cert),
-                timeout=10,
-            )
+            _send(anon, files)
             anon.wait_state("ready")
             bare = run_cli("review", "reject", "1", "--config", aconfig)
             assert bare.returncode == 2 and "needs --reason" in bare.stderr
@@ -392,17 +361,9 @@ def test_reject_keeps_files_until_purged_and_an_untrusted_repository_is_refused(
     target["ca_bundle"] = str(other)
     with XnatServer(real, tmp_path / "xnat.key", XnatState("u", "pw")) as xnat2:
         target["url"] = xnat2.url
-        aconfig2, cert2, _p = anon_config(tmp_path / "anon2", target, auto_approve="true")
+        aconfig2, _cert2, _p = anon_config(tmp_path / "anon2", target, auto_approve="true")
         with anon_node(aconfig2) as anon2:
-            auth = {"Authorization": f"Bearer {anon2.token}"}
-            assert _stow(anon2.url, cert2, anon2.token, files).status_code == 200
-            requests.post(
-                f"{anon2.url}/manifests",
-                json={"instances": len(files), "sop_instance_uids": [f.stem for f in files]},
-                headers=auth,
-                verify=str(cert2),
-                timeout=10,
-            )
+            _send(anon2, files)
             anon2.wait_state("failed")
             shown = run_cli("review", "show", "1", "--config", aconfig2).stdout
             assert "certificate is not trusted" in shown

@@ -163,20 +163,25 @@ def find(peer: Peer, query: Dataset) -> list[Match]:
 
 def move(peer: Peer, study_uid: str, destination: str) -> MoveResult:
     """C-MOVE one study to ``destination`` (our SCP's AE title); return the outcome."""
-    result = MoveResult()
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
     with associate(peer, MOVE) as assoc:
-        for status, _identifier in assoc.send_c_move(query, destination, MOVE):
-            if not status:
-                result.status = 0xC000
-                result.errors.append("no response from the PACS")
-                continue
-            result.status = int(status.Status)
-            result.completed = int(status.get("NumberOfCompletedSuboperations", result.completed))
-            result.failed = int(status.get("NumberOfFailedSuboperations", result.failed))
-            result.warning = int(status.get("NumberOfWarningSuboperations", result.warning))
+        return _outcome(assoc.send_c_move(query, destination, MOVE))
+
+
+def _outcome(responses: Any) -> MoveResult:
+    """Fold a C-MOVE / C-GET response stream into its final status and sub-operation counts."""
+    result = MoveResult()
+    for status, _identifier in responses:
+        if not status:
+            result.status = 0xC000
+            result.errors.append("no response from the PACS")
+            continue
+        result.status = int(status.Status)
+        result.completed = int(status.get("NumberOfCompletedSuboperations", result.completed))
+        result.failed = int(status.get("NumberOfFailedSuboperations", result.failed))
+        result.warning = int(status.get("NumberOfWarningSuboperations", result.warning))
     if result.status in _PENDING:
         result.status = 0
     return result
@@ -196,20 +201,8 @@ def get(peer: Peer, study_uid: str, store: Callable[[bytes], None]) -> MoveResul
             return 0xA700
         return 0x0000
 
-    result = MoveResult()
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
     with associate(peer, GET, GET_STORAGE, [(evt.EVT_C_STORE, on_store)]) as assoc:
-        for status, _identifier in assoc.send_c_get(query, GET):
-            if not status:
-                result.status = 0xC000
-                result.errors.append("no response from the PACS")
-                continue
-            result.status = int(status.Status)
-            result.completed = int(status.get("NumberOfCompletedSuboperations", result.completed))
-            result.failed = int(status.get("NumberOfFailedSuboperations", result.failed))
-            result.warning = int(status.get("NumberOfWarningSuboperations", result.warning))
-    if result.status in _PENDING:
-        result.status = 0
-    return result
+        return _outcome(assoc.send_c_get(query, GET))
