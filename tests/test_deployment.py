@@ -1,0 +1,80 @@
+"""The deployment files: compose validates, Dockerfiles lint clean, every file they name exists
+(after deploy/setup.sh), and the shipped node configurations load."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from anonymised_node.config import load_config as load_anonymised
+from identifiable_node.config import load_config as load_identifiable
+
+from .conftest import ROOT, integration_tool
+
+
+def _tool(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def test_compose_validates_and_dockerfiles_lint_clean() -> None:
+    compose = subprocess.run(
+        [_tool("docker-compose"), "-f", str(ROOT / "compose.yaml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert compose.returncode == 0, compose.stderr
+    for node in ("identifiable_node", "anonymised_node"):
+        lint = subprocess.run(
+            [_tool("hadolint"), str(ROOT / node / "Dockerfile")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert lint.returncode == 0, lint.stdout
+
+
+def test_every_file_compose_names_exists_after_setup(tmp_path: Path) -> None:
+    integration_tool("openssl")
+    copy = tmp_path / "repo"
+    shutil.copytree(
+        ROOT / "deploy",
+        copy / "deploy",
+        ignore=shutil.ignore_patterns("secrets", "tls", "incoming"),
+    )
+    for name in ("compose.yaml", "protocols", "identifiable_node", "anonymised_node"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, copy / name)
+    first = subprocess.run(
+        [str(copy / "deploy" / "setup.sh")], capture_output=True, text=True, check=True
+    )
+    assert "created secrets/site_key" in first.stdout
+    again = subprocess.run(
+        [str(copy / "deploy" / "setup.sh")], capture_output=True, text=True, check=True
+    )
+    assert again.stdout == ""  # never overwrites
+    compose = yaml.safe_load((copy / "compose.yaml").read_text())
+    for secret in compose["secrets"].values():
+        path = copy / secret["file"]
+        assert path.exists(), path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for service in compose["services"].values():
+        assert (copy / service["build"]["context"] / service["build"]["dockerfile"]).exists()
+        for volume in service["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (copy / source).exists(), source
+    assert compose["networks"]["internal"]["internal"] is True
+    assert "outbound" not in compose["services"]["identifiable-node"]["networks"]
+
+
+def test_shipped_node_configurations_load() -> None:
+    ident = load_identifiable(ROOT / "deploy" / "identifiable.yaml")
+    anon = load_anonymised(ROOT / "deploy" / "anonymised.yaml")
+    assert ident.forward.url.startswith("https://anonymised-node:8443")
+    assert anon.intake.tls_cert is not None and not anon.intake.allow_plain_http
