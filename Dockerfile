@@ -1,5 +1,5 @@
-# The identifiable node. Build from the repository root: docker build -f identifiable_node/Dockerfile .
-FROM python:3.11-slim
+# Both nodes from one image recipe: `--target identifiable` or `--target anonymised`.
+FROM python:3.11-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 UPLOADER_DATA=/data
 
@@ -15,7 +15,14 @@ RUN pip install --no-cache-dir -c constraints.txt . \
 
 USER 10001
 VOLUME ["/data"]
-EXPOSE 11112
-HEALTHCHECK --interval=30s --timeout=10s --retries=3 CMD ["python", "/app/healthcheck.py"]
 STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=10s --retries=3 CMD ["python", "/app/healthcheck.py"]
+
+FROM base AS identifiable
+EXPOSE 11112
 CMD ["python", "-m", "identifiable_node", "--config", "/etc/uploader/identifiable.yaml"]
+
+FROM base AS anonymised
+EXPOSE 8443
+ENV UPLOADER_HEALTH_URL=https://127.0.0.1:8443/health
+CMD ["python", "-m", "anonymised_node", "--config", "/etc/uploader/anonymised.yaml"]
