@@ -69,6 +69,9 @@ class ScpSettings(_Section):
         default_factory=dict, description="called AE title -> protocol ID"
     )
     max_associations: int = Field(10, ge=1, description="concurrent associations")
+    timeout_s: float = Field(
+        60.0, gt=0, description="seconds of silence before an association is aborted"
+    )
     sop_classes: list[str] = Field(
         default_factory=list,
         description="storage SOP class UIDs accepted (empty: every storage class)",

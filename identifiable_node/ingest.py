@@ -7,13 +7,16 @@ the spool and its row is committed. A file that is not DICOM goes to quarantine 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import cast
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
+from uploader.dicom_header import scan, text
 from uploader.errors import NotDicomError
 from uploader.store.db import Store
 from uploader.store.spool import Spool
@@ -42,12 +45,51 @@ class Header:
     other_ids: str
 
 
+_FAST_TAGS = {
+    "study": 0x0020000D,
+    "series": 0x0020000E,
+    "sop": 0x00080018,
+    "modality": 0x00080060,
+    "patient": 0x00100020,
+    "others": 0x00101000,
+}
+_FAST_WANTED = frozenset(_FAST_TAGS.values())
+
+
+def fast_header(data: bytes) -> Header | None:
+    """The header by a walk of the element headers (``dicom_header``), or ``None`` when the walk
+    cannot be certain (then pydicom reads it)."""
+    found = scan(data, _FAST_WANTED)
+    if found is None:
+        return None
+    values = {
+        key: text(found.get(tag), each=key in ("patient", "others"))
+        for key, tag in _FAST_TAGS.items()
+    }
+    if any(v is None for v in values.values()) or "\\" in (values["patient"] or ""):
+        return None
+    if not values["study"] or not values["sop"]:
+        return None
+    return Header(
+        study_uid=values["study"] or "",
+        series_uid=values["series"] or "",
+        sop_uid=values["sop"] or "",
+        modality=values["modality"] or "OT",
+        patient_id=values["patient"] or "",
+        other_ids=values["others"] or "",
+    )
+
+
 def read_header(source: bytes | Path) -> Header:
     """Read the identifying header of an instance.
 
     Raises:
         NotDicomError: not DICOM, or no Study/SOP Instance UID.
     """
+    if isinstance(source, bytes):
+        header = fast_header(source)
+        if header is not None:
+            return header
     try:
         fp = BytesIO(source) if isinstance(source, bytes) else source
         ds = dcmread(fp, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
@@ -75,14 +117,23 @@ class Ingestor:
         self.store = store
         self.spool = spool
 
-    def take_bytes(self, data: bytes, *, source: str, protocol: str | None) -> bool:
-        """Store and index one instance; return False for a duplicate (stored once).
+    def take_bytes(
+        self, data: bytes | Sequence[bytes | memoryview], *, source: str, protocol: str | None
+    ) -> bool:
+        """Store and index one instance (the file's bytes, or its parts in order: the header
+        is then read from the first two, file meta and the start of the data set); return False
+        for a duplicate (stored once).
 
         Raises:
             NotDicomError: the bytes are not a DICOM instance (nothing stored).
             OSError, RetriableError: the disk or database refused (nothing acknowledged).
         """
-        header = read_header(data)
+        header = None
+        if not isinstance(data, bytes):
+            header = fast_header(b"".join(data[:2])) if len(data) > 2 else None
+            data = data if header is not None else b"".join(data)
+        if header is None:
+            header = read_header(cast(bytes, data))
         path = self.spool.path_for(header.sop_uid)
         if not path.exists():
             self.spool.store(header.sop_uid, data)

@@ -22,7 +22,7 @@ from identifiable_node.pipeline import Pipeline
 from identifiable_node.trials import Trials
 from uploader.deid.pseudonyms import read_key
 from uploader.dicomnet import quiet_pynetdicom
-from uploader.dicomnet.scp import Received, make_ae, start_scp
+from uploader.dicomnet.scp import Received, ScpOptions, start_scp
 from uploader.store.db import Store
 from uploader.store.spool import Spool, durable_write
 from uploader.transport.stowrs import StowClient
@@ -97,21 +97,22 @@ def run(config_path: Path) -> int:
     ready: dict[str, object] = {"pid": os.getpid()}
     if config.scp.enabled:
         scp = config.scp
-        ae = make_ae(
+        options = ScpOptions(
             scp.ae_title,
-            scp.allowed_calling_aets,
-            scp.max_associations,
-            scp.sop_classes,
-            scp.transfer_syntaxes,
+            allowed_calling=scp.allowed_calling_aets,
+            max_associations=scp.max_associations,
+            sop_classes=scp.sop_classes,
+            transfer_syntaxes=scp.transfer_syntaxes,
+            timeout_s=scp.timeout_s,
         )
 
         def store_fn(received: Received) -> None:
             protocol = scp.protocols_by_called_aet.get(received.called_aet)
             ingestor.take_bytes(
-                received.data, source=f"scp:{received.calling_aet}", protocol=protocol
+                received.parts, source=f"scp:{received.calling_aet}", protocol=protocol
             )
 
-        server = start_scp(ae, scp.host, scp.port, store_fn)
+        server = start_scp(options, scp.host, scp.port, store_fn)
         ready["scp_port"] = server.server_address[1]
         log.info("C-STORE SCP %s listening on port %s", scp.ae_title, ready["scp_port"])
     if config.folder.enabled:

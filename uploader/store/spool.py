@@ -8,10 +8,12 @@ patient data.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
-import tempfile
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -23,23 +25,36 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def durable_write(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` atomically and durably.
+_partial_names = itertools.count()
+
+
+def durable_write(target: Path, data: bytes | Sequence[bytes | memoryview]) -> None:
+    """Write ``data`` (bytes, or a sequence of buffers) to ``target`` atomically and durably.
 
     Raises:
         OSError: the disk refused (full, read-only...): the caller reports a storage failure.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=target.parent)
+    # Plain os calls: this runs once per received instance, before its acknowledgement.
+    tmp = target.parent / f".partial-{os.getpid()}-{threading.get_ident()}-{next(_partial_names)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).replace(target)
+        fd = os.open(tmp, flags, 0o600)
+    except FileNotFoundError:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o600)
+    try:
+        try:
+            for part in [data] if isinstance(data, bytes) else data:
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(target)
         _fsync_dir(target.parent)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -65,7 +80,7 @@ class Spool:
         name = name_for(sop_uid)
         return self.spool / name[:2] / name
 
-    def store(self, sop_uid: str, data: bytes) -> Path:
+    def store(self, sop_uid: str, data: bytes | Sequence[bytes | memoryview]) -> Path:
         """Store received bytes durably; return the path."""
         path = self.path_for(sop_uid)
         durable_write(path, data)
