@@ -120,6 +120,7 @@ def main() -> int:
                 folder__enabled=False,
                 node__default_protocol="BENCH",
                 study__quiet_period_s=0.5,
+                scp__journal_mb=512,  # the default
             )
             (work / "node" / "protocols" / "bench.yaml").write_text(
                 "id: BENCH\nmodalities: {required: [CT]}\n"

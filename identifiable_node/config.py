@@ -72,6 +72,11 @@ class ScpSettings(_Section):
     timeout_s: float = Field(
         60.0, gt=0, description="seconds of silence before an association is aborted"
     )
+    journal_mb: int = Field(
+        512,
+        ge=0,
+        description="size of the ingest journal under data_dir (0: a durable file per instance)",
+    )
     sop_classes: list[str] = Field(
         default_factory=list,
         description="storage SOP class UIDs accepted (empty: every storage class)",

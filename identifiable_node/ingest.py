@@ -7,6 +7,9 @@ the spool and its row is committed. A file that is not DICOM goes to quarantine 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -19,7 +22,8 @@ from pydicom.errors import InvalidDicomError
 from uploader.dicom_header import scan, text
 from uploader.errors import NotDicomError
 from uploader.store.db import Store
-from uploader.store.spool import Spool
+from uploader.store.journal import Journal, Record
+from uploader.store.spool import Spool, durable_write, fsync_files, quick_write
 
 log = logging.getLogger(__name__)
 
@@ -110,19 +114,154 @@ def read_header(source: bytes | Path) -> Header:
     )
 
 
-class Ingestor:
-    """Stores instances durably and indexes them."""
+@dataclass
+class _Pending:
+    """A journaled instance whose spool file is still to be written."""
 
-    def __init__(self, store: Store, spool: Spool) -> None:
+    record: Record
+    path: Path
+    study_uid: str
+
+
+class Ingestor:
+    """Stores instances durably and indexes them.
+
+    With a journal (the node's C-STORE path), an instance is durable once journaled. A writer
+    thread (``start``/``stop``) writes the spool files from the journal once arrivals pause for
+    ``write_delay_s`` (or the journal is a quarter full), so that it does not compete with the
+    receiver for the CPU, and checkpoints the journal. Without a journal, each instance is a
+    durable file of its own before ``take_bytes`` returns.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        spool: Spool,
+        journal: Journal | None = None,
+        *,
+        write_delay_s: float = 0.2,
+        checkpoint_idle_s: float = 1.0,
+    ) -> None:
         self.store = store
         self.spool = spool
+        self.journal = journal
+        self.write_delay_s = write_delay_s
+        self.checkpoint_idle_s = checkpoint_idle_s
+        self._cond = threading.Condition()
+        self._pending: deque[_Pending] = deque()
+        self._pending_bytes = 0
+        self._waiting: Counter[str] = Counter()  # study UID -> instances without a spool file
+        self._unsynced: list[Path] = []
+        self._last_append = 0.0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
 
+    # -- the journal's writer -------------------------------------------------------------
+    def recover(self) -> int:
+        """Write out (durably) and index every journaled instance a crash left (start-up)."""
+        if self.journal is None:
+            return 0
+        n = 0
+        for meta, payload in self.journal.recover():
+            path = self.spool.root / str(meta.get("path") or "")
+            try:
+                header = read_header(payload)
+            except NotDicomError:
+                continue
+            if path != self.spool.path_for(header.sop_uid):
+                continue  # not ours to write
+            durable_write(path, payload)
+            self._index(header, path, str(meta.get("source") or "journal"), meta.get("protocol"))
+            n += 1
+        self.journal.checkpoint(self.journal.last_seq)
+        if n:
+            log.warning("start-up: %d journaled instance(s) written to the spool again", n)
+        return n
+
+    def start(self) -> None:
+        """Start the writer thread (with a journal)."""
+        if self.journal is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._writer, name="spool-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is pending, checkpoint the journal as clean, stop the writer."""
+        if self._thread is not None:
+            with self._cond:
+                self._stopping = True
+                self._cond.notify()
+            self._thread.join()
+            self._thread = None
+
+    def busy(self, study_uid: str) -> bool:
+        """True while some of the study's instances have no spool file yet."""
+        with self._cond:
+            return self._waiting[study_uid] > 0
+
+    def _writer(self) -> None:
+        journal = self.journal
+        assert journal is not None
+        while True:
+            with self._cond:
+                self._cond.wait(timeout=self.write_delay_s)
+                stopping = self._stopping
+                quiet = time.monotonic() - self._last_append >= self.write_delay_s
+                full = self._pending_bytes > journal.capacity // 4
+                batch: list[_Pending] = []
+                if stopping or quiet or full:
+                    batch, self._pending = list(self._pending), deque()
+                    self._pending_bytes = 0
+            for item in batch:
+                self._write_out(item)
+            idle = time.monotonic() - self._last_append >= self.checkpoint_idle_s
+            if self._unsynced and (stopping or idle or journal.used() > journal.capacity // 2):
+                self._checkpoint(clean=stopping)
+            if stopping:
+                return
+
+    def _write_out(self, item: _Pending) -> None:
+        journal = self.journal
+        assert journal is not None
+        while True:
+            try:
+                quick_write(item.path, [journal.read(item.record)])
+                break
+            except OSError as exc:  # the journal keeps it: try again
+                log.error("spool write failed, retrying: %s", type(exc).__name__)  # noqa: TRY400 - expected, no traceback
+                time.sleep(1.0)
+        item.record.written = True
+        with self._cond:
+            self._unsynced.append(item.path)
+            self._waiting[item.study_uid] -= 1
+            if self._waiting[item.study_uid] <= 0:
+                del self._waiting[item.study_uid]
+
+    def _checkpoint(self, *, clean: bool = False) -> None:
+        if self.journal is None:
+            return
+        with self._cond:
+            paths, self._unsynced = self._unsynced, []
+        seq = self.journal.checkpointable()
+        try:
+            fsync_files(paths)
+            self.journal.checkpoint(seq, clean=clean and seq == self.journal.last_seq)
+        except OSError as exc:
+            log.error("journal checkpoint failed, will retry: %s", type(exc).__name__)  # noqa: TRY400 - expected, no traceback
+            with self._cond:
+                self._unsynced = paths + self._unsynced
+
+    # -- taking instances -----------------------------------------------------------------
     def take_bytes(
-        self, data: bytes | Sequence[bytes | memoryview], *, source: str, protocol: str | None
+        self,
+        data: bytes | Sequence[bytes | memoryview],
+        *,
+        source: str,
+        protocol: str | None,
+        crc: int | None = None,
     ) -> bool:
         """Store and index one instance (the file's bytes, or its parts in order: the header
         is then read from the first two, file meta and the start of the data set); return False
-        for a duplicate (stored once).
+        for a duplicate (stored once). ``crc``: the CRC-32 of the parts, if known.
 
         Raises:
             NotDicomError: the bytes are not a DICOM instance (nothing stored).
@@ -131,13 +270,38 @@ class Ingestor:
         header = None
         if not isinstance(data, bytes):
             header = fast_header(b"".join(data[:2])) if len(data) > 2 else None
-            data = data if header is not None else b"".join(data)
+            if header is None:
+                data, crc = b"".join(data), None
         if header is None:
             header = read_header(cast(bytes, data))
         path = self.spool.path_for(header.sop_uid)
         if not path.exists():
-            self.spool.store(header.sop_uid, data)
+            parts = [data] if isinstance(data, bytes) else data
+            if not self._journal(header, path, parts, crc, (source, protocol)):
+                self.spool.store(header.sop_uid, data)
         return self._index(header, path, source, protocol)
+
+    def _journal(
+        self,
+        header: Header,
+        path: Path,
+        parts: Sequence[bytes | memoryview],
+        crc: int | None,
+        origin: tuple[str, str | None],
+    ) -> bool:
+        """Journal the instance and queue its spool file; False: store it the slow way."""
+        if self.journal is None or self._thread is None:
+            return False
+        meta = {"path": str(path.relative_to(self.spool.root)), "source": origin[0]}
+        record = self.journal.append({**meta, "protocol": origin[1]}, parts, crc)
+        if record is None:
+            return False  # the journal is full until the next checkpoint
+        with self._cond:
+            self._last_append = time.monotonic()
+            self._waiting[header.study_uid] += 1
+            self._pending.append(_Pending(record, path, header.study_uid))
+            self._pending_bytes += record.size
+        return True
 
     def take_file(self, path: Path, *, source: str, protocol: str | None) -> bool:
         """Store a file from the watched folder (the caller releases it afterwards).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 
@@ -49,9 +50,12 @@ class Pipeline:
         optout: OptOut,
         forwarder: StowClient | None,
         owner: str,
+        busy: Callable[[str], bool] | None = None,
     ) -> None:
         self.config, self.store, self.spool = config, store, spool
         self.trials, self.optout, self.forwarder, self.owner = trials, optout, forwarder, owner
+        # True while a study's journaled instances still lack their spool files
+        self.busy = busy or (lambda _study_uid: False)
 
     def step(self) -> bool:
         """Do one unit of work; return False when there was nothing to do."""
@@ -81,8 +85,8 @@ class Pipeline:
     def _receiving(self, study: Study) -> None:
         now = time.time()
         quiet = self.config.study.quiet_period_s - (now - study.last_received)
-        if quiet > 0:
-            self.store.release(study.id, "receiving", self.owner, retry_in=quiet)
+        if quiet > 0 or self.busy(study.study_uid):
+            self.store.release(study.id, "receiving", self.owner, retry_in=max(quiet, 0.2))
             return
         pid = self._protocol_id(study)
         protocol = self.trials.get(pid) if pid else None

@@ -23,7 +23,9 @@ from identifiable_node.trials import Trials
 from uploader.deid.pseudonyms import read_key
 from uploader.dicomnet import quiet_pynetdicom
 from uploader.dicomnet.scp import Received, ScpOptions, start_scp
+from uploader.errors import ConfigError
 from uploader.store.db import Store
+from uploader.store.journal import Journal, JournalBusyError
 from uploader.store.spool import Spool, durable_write
 from uploader.transport.stowrs import StowClient
 
@@ -49,8 +51,9 @@ def _forwarder(config: Config) -> StowClient:
 
 
 def _workers(
-    config: Config, store: Store, spool: Spool, trials: Trials, stop: threading.Event
+    config: Config, ingestor: Ingestor, trials: Trials, stop: threading.Event
 ) -> threading.Thread:
+    store, spool = ingestor.store, ingestor.spool
     pipeline = Pipeline(
         config,
         store=store,
@@ -59,6 +62,7 @@ def _workers(
         optout=OptOut(config.optout.file, config.optout.mode),
         forwarder=_forwarder(config),
         owner=f"worker-{os.getpid()}",
+        busy=ingestor.busy,
     )
 
     def loop() -> None:
@@ -75,8 +79,16 @@ def run(config_path: Path) -> int:
     logging.getLogger().setLevel(config.node.log_level)
     quiet_pynetdicom()
     store, spool = open_store(config)
-    ingestor = Ingestor(store, spool)
+    journal = None
+    if config.scp.enabled and config.scp.journal_mb:
+        try:
+            journal = Journal(config.node.data_dir / "journal", config.scp.journal_mb << 20)
+        except JournalBusyError as exc:
+            raise ConfigError(f"{exc}: is another node running on this data_dir?") from exc
+    ingestor = Ingestor(store, spool, journal)
+    ingestor.recover()
     ingestor.rescan()
+    ingestor.start()
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -92,7 +104,7 @@ def run(config_path: Path) -> int:
         config.node.site_script,
         dict(config.manual_ids),
     )
-    threads = [_workers(config, store, spool, trials, stop)]
+    threads = [_workers(config, ingestor, trials, stop)]
     server = None
     ready: dict[str, object] = {"pid": os.getpid()}
     if config.scp.enabled:
@@ -109,7 +121,10 @@ def run(config_path: Path) -> int:
         def store_fn(received: Received) -> None:
             protocol = scp.protocols_by_called_aet.get(received.called_aet)
             ingestor.take_bytes(
-                received.parts, source=f"scp:{received.calling_aet}", protocol=protocol
+                received.parts,
+                source=f"scp:{received.calling_aet}",
+                protocol=protocol,
+                crc=received.crc32,
             )
 
         server = start_scp(options, scp.host, scp.port, store_fn)
@@ -126,6 +141,9 @@ def run(config_path: Path) -> int:
     stop.wait()
     if server is not None:
         server.shutdown()
+    ingestor.stop()
+    if journal is not None:
+        journal.close()
     for t in threads:
         t.join(timeout=30)
     (config.node.data_dir / "node.ready").unlink(missing_ok=True)

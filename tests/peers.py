@@ -253,7 +253,13 @@ def node_config(tmp: Path, forward_url: str, ca: Path | None, **overrides: Any) 
             "poll_interval_s": 0.5,
             "stable_s": 0.5,
         },
-        "scp": {"enabled": True, "ae_title": "UPLOADER", "host": "127.0.0.1", "port": 0},
+        "scp": {
+            "enabled": True,
+            "ae_title": "UPLOADER",
+            "host": "127.0.0.1",
+            "port": 0,
+            "journal_mb": 32,
+        },
         "study": {"quiet_period_s": 1.0, "complete_timeout_s": 5.0},
         "forward": {
             "url": forward_url,

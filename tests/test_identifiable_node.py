@@ -165,6 +165,7 @@ def test_kill_9_loses_and_duplicates_nothing(tmp_path: Path, moment: str) -> Non
                 wait_for(
                     lambda: "pseudonymised" in n.states(), 30, "forwarding to be retried", 0.05
                 )
+            spooled = len(list((n.data / "spool").rglob("*.dcm")))
             n.proc.kill()  # kill -9: no chance to tidy up
             n.proc.wait(10)
             assert n.status()["counts"]["forwarded"] == 0
@@ -174,6 +175,9 @@ def test_kill_9_loses_and_duplicates_nothing(tmp_path: Path, moment: str) -> Non
             again.wait_state("forwarded", timeout=90)
             assert len(pacs.instances()) == 9
             assert again.status()["counts"]["forwarded"] == 1
+        if spooled < 9:  # killed before the spool files were written: the journal had them
+            log = (config.parent / "node.log").read_text()
+            assert f"start-up: {9 - spooled} journaled instance(s) written" in log, log[-3000:]
 
 
 def test_calling_aet_filter_called_aet_trial_manual_ids_and_link_export(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import logging
 import socket
 import struct
 import threading
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -59,6 +60,7 @@ class Received:
     parts: tuple[Buffer, ...]
     calling_aet: str
     called_aet: str
+    crc32: int  # of the parts in order, computed as they arrived (for the ingest journal)
 
     @property
     def data(self) -> bytes:
@@ -183,7 +185,9 @@ class _Message:
     context_id: int
     command: list[bytes] = field(default_factory=list)
     fields: dict[int, bytes] | None = None
+    meta: bytes = b""  # a C-STORE's file meta, made when its command set is whole
     data: list[memoryview] = field(default_factory=list)
+    crc: int = 0  # of meta and data so far
 
 
 class _Association:
@@ -374,8 +378,7 @@ class _Association:
                 message = None
         return message
 
-    @staticmethod
-    def _fragment(message: _Message, fragment: memoryview, control: int) -> bool:
+    def _fragment(self, message: _Message, fragment: memoryview, control: int) -> bool:
         """Add a PDV's fragment to the message; return True when the message is whole."""
         if control & 1:  # command
             if message.fields is not None:
@@ -383,11 +386,20 @@ class _Association:
             message.command.append(bytes(fragment))
             if not control & 2:
                 return False
-            message.fields = parse_command(b"".join(message.command))
-            return _us(message.fields.get(0x0800)) == _NO_DATA_SET
+            fields = message.fields = parse_command(b"".join(message.command))
+            if _us(fields.get(0x0100)) == _C_STORE_RQ:
+                message.meta = file_meta(
+                    _text(fields.get(0x0002)),
+                    _text(fields.get(0x1000)),
+                    self.contexts[message.context_id].transfer_syntax,
+                    self.calling,
+                )
+                message.crc = zlib.crc32(message.meta)
+            return _us(fields.get(0x0800)) == _NO_DATA_SET
         if message.fields is None:
             raise _AbortError("data set fragment before the command set")
         message.data.append(fragment)  # a view of this PDU's own buffer
+        message.crc = zlib.crc32(fragment, message.crc)  # while the next PDU is on its way
         return bool(control & 2)
 
     def _dispatch(self, message: _Message) -> None:
@@ -403,7 +415,7 @@ class _Association:
         if command == _C_ECHO_RQ:
             status = SUCCESS
         elif command == _C_STORE_RQ:
-            status = self._store(context, fields, message.data)
+            status = self._store(context, message)
         reply = [
             (0x0100, struct.pack("<H", (command | 0x8000) & 0xFFFF)),
             (0x0120, msg_id),
@@ -416,12 +428,12 @@ class _Association:
             reply.append((0x1000, fields[0x1000]))
         self._send_command(message.context_id, encode_command(reply))
 
-    def _store(self, context: _Context, fields: dict[int, bytes], data: list[memoryview]) -> int:
-        sop_class, sop_instance = _text(fields.get(0x0002)), _text(fields.get(0x1000))
+    def _store(self, context: _Context, message: _Message) -> int:
+        sop_class = _text((message.fields or {}).get(0x0002))
         if sop_class != context.abstract_syntax or context.abstract_syntax == VERIFICATION:
             return SOP_CLASS_NOT_SUPPORTED
-        meta = file_meta(sop_class, sop_instance, context.transfer_syntax, self.calling)
-        return store_status(self.server.store, Received((meta, *data), self.calling, self.called))
+        received = Received((message.meta, *message.data), self.calling, self.called, message.crc)
+        return store_status(self.server.store, received)
 
 
 def store_status(store: StoreFn, received: Received) -> int:

@@ -34,6 +34,20 @@ def durable_write(target: Path, data: bytes | Sequence[bytes | memoryview]) -> N
     Raises:
         OSError: the disk refused (full, read-only...): the caller reports a storage failure.
     """
+    _write(target, data, durable=True)
+
+
+def quick_write(target: Path, data: bytes | Sequence[bytes | memoryview]) -> None:
+    """Write ``data`` to ``target`` atomically but not durably: for a copy whose original is
+    durable elsewhere (the ingest journal), fsynced later in batches.
+
+    Raises:
+        OSError: the disk refused.
+    """
+    _write(target, data, durable=False)
+
+
+def _write(target: Path, data: bytes | Sequence[bytes | memoryview], *, durable: bool) -> None:
     # Plain os calls: this runs once per received instance, before its acknowledgement.
     tmp = target.parent / f".partial-{os.getpid()}-{threading.get_ident()}-{next(_partial_names)}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -48,14 +62,35 @@ def durable_write(target: Path, data: bytes | Sequence[bytes | memoryview]) -> N
                 view = memoryview(part)
                 while view:
                     view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         tmp.replace(target)
-        _fsync_dir(target.parent)
+        if durable:
+            _fsync_dir(target.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def fsync_files(paths: Sequence[Path]) -> None:
+    """Make files written by ``quick_write`` durable, with their folders.
+
+    Raises:
+        OSError: the disk refused.
+    """
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # removed since (purged): nothing to keep
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for folder in {p.parent for p in paths}:
+        _fsync_dir(folder)
 
 
 def name_for(key: str) -> str:
