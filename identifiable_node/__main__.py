@@ -4,4 +4,5 @@ import sys
 
 from uploader.cli import main
 
-sys.exit(main(["identifiable", *sys.argv[1:]]))
+if __name__ == "__main__":  # worker processes import this module again: do nothing then
+    sys.exit(main(["identifiable", *sys.argv[1:]]))

@@ -145,6 +145,11 @@ class WorkerSettings(_Section):
 
     lease_s: float = Field(300.0, gt=0, description="a claimed study is reclaimed after this long")
     idle_s: float = Field(1.0, gt=0, description="sleep when there is nothing to do")
+    deid_processes: int = Field(
+        0,
+        ge=0,
+        description="processes de-identifying a large study (0: one per CPU, at most 4)",
+    )
 
 
 class Config(_Section):

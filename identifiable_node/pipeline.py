@@ -13,25 +13,23 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from io import BytesIO
+from dataclasses import replace
 from pathlib import Path
 
 from identifiable_node.config import Config
+from identifiable_node.deidpool import Done, Task, deid_file, run
 from identifiable_node.optout import OptOut
 from identifiable_node.trials import Trials
-from uploader.deid.batch import modality_label, read_dicom
-from uploader.deid.engine import deidentify
+from uploader.deid.batch import modality_label
 from uploader.errors import (
     ConfigError,
     PermanentError,
     RetriableError,
-    VerificationError,
-    WithheldError,
 )
 from uploader.protocols.study import study_from_files
 from uploader.protocols.validate import validate_study
 from uploader.store.db import Store, Study
-from uploader.store.spool import Spool, durable_write, name_for
+from uploader.store.spool import Spool, fsync_files, name_for
 from uploader.transport.stowrs import StowClient
 
 log = logging.getLogger(__name__)
@@ -51,11 +49,13 @@ class Pipeline:
         forwarder: StowClient | None,
         owner: str,
         busy: Callable[[str], bool] | None = None,
+        deid_processes: int = 1,
     ) -> None:
         self.config, self.store, self.spool = config, store, spool
         self.trials, self.optout, self.forwarder, self.owner = trials, optout, forwarder, owner
         # True while a study's journaled instances still lack their spool files
         self.busy = busy or (lambda _study_uid: False)
+        self.deid_processes = deid_processes  # worker processes for a large study
 
     def step(self) -> bool:
         """Do one unit of work; return False when there was nothing to do."""
@@ -157,33 +157,39 @@ class Pipeline:
             return
         instances = self.store.instances(study.id)
         label = modality_label({i.modality for i in instances})
-        folder = self.spool.outbox / str(study.id)
+        todo = [(i.sop_uid, Path(i.path)) for i in instances if i.out_path is None]
+        task = Task(
+            self.spool.outbox / str(study.id),
+            settings,
+            label,
+            subject,
+            study.decided.get("session"),
+        )
         session, withheld = study.session or "", 0
-        for inst in instances:
-            if inst.out_path is not None:
-                continue
-            try:
-                ds = read_dicom(Path(inst.path))
-                outcome = deidentify(ds, settings, label, subject, study.decided.get("session"))
-            except WithheldError as exc:
+        done: list[Done] = []
+        if todo:  # the first here: its subject holds for the whole study
+            first = deid_file(*todo[0], task)
+            done.append(first)
+            if first.status == "written":
+                task = replace(task, subject=first.subject)
+            stage = settings.scripts
+            shared = bool(stage and stage.numbers_sessions)  # visit numbers: one process
+            done.extend(run(todo[1:], task, 1 if shared else self.deid_processes))
+        bad = next((d for d in done if d.status == "unverified"), None)
+        if bad is not None:
+            self.store.release(
+                study.id, "quarantined", self.owner, reason=f"verification failed: {bad.detail}"
+            )
+            return
+        written = [d for d in done if d.status == "written"]
+        fsync_files([Path(d.out_path) for d in written])
+        self.store.set_outputs([(d.sop_uid, d.out_path, d.out_sop_uid) for d in done])
+        for d in done:
+            if d.status == "withheld":
                 withheld += 1
-                self.store.set_output(inst.sop_uid, "", "")
-                self.store.audit(study.id, self.owner, "instance withheld", exc.code)
-                continue
-            except VerificationError as exc:
-                self.store.release(
-                    study.id,
-                    "quarantined",
-                    self.owner,
-                    reason=f"verification failed: {'; '.join(exc.problems[:5])}",
-                )
-                return
-            buf = BytesIO()
-            outcome.dataset.save_as(buf, enforce_file_format=True)
-            target = folder / name_for(str(outcome.dataset.SOPInstanceUID))
-            durable_write(target, buf.getvalue())
-            self.store.set_output(inst.sop_uid, str(target), str(outcome.dataset.SOPInstanceUID))
-            subject, session = outcome.subject, outcome.session
+                self.store.audit(study.id, self.owner, "instance withheld", d.detail)
+        if written:
+            subject, session = written[0].subject, written[0].session
         if subject and session:
             self.store.link(pid, study.patient_id, study.study_uid, subject, session)
         self.store.release(

@@ -63,6 +63,7 @@ def _workers(
         forwarder=_forwarder(config),
         owner=f"worker-{os.getpid()}",
         busy=ingestor.busy,
+        deid_processes=config.workers.deid_processes or min(4, os.cpu_count() or 1),
     )
 
     def loop() -> None:

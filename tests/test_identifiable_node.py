@@ -19,24 +19,29 @@ pytestmark = pytest.mark.integration
 
 def test_a_study_sent_by_storescu_arrives_pseudonymised_in_the_repository(tmp_path: Path) -> None:
     study = tmp_path / "study"
-    write_study(study, slices=4, rois=["prostate", "Rectum", "Bladder", "PTV_1"])
+    # 20 slices: enough for the de-identification worker processes to take the study
+    write_study(study, slices=20, rois=["prostate", "Rectum", "Bladder", "PTV_1"])
     (next(study.rglob("README.txt"))).unlink()
     with orthanc(tmp_path / "orthanc") as pacs:
         config = node_config(tmp_path / "node", pacs.https, pacs.ca)
         with node(config) as n:
             sent = storescu(n.scp_port, study)
             assert sent.returncode == 0, sent.stderr
-            n.wait_state("forwarded")
+            n.wait_state("forwarded", timeout=60)
             instances = pacs.instances()
-            assert len(instances) == 7
+            assert len(instances) == 23
+            subjects, studies = set(), set()
             for inst in instances:
                 tags = pacs.tags(inst)
+                subjects.add(tags["PatientID"])
+                studies.add(tags["StudyInstanceUID"])
                 assert tags["PatientID"].startswith("PACE-C-RXH-")
                 assert "MÜLLER" not in json.dumps(tags, ensure_ascii=False)
                 assert tags["PatientIdentityRemoved"] == "YES"
             rois = [t for t in map(pacs.tags, instances) if t.get("Modality") == "RTSTRUCT"]
             names = [r["ROIName"] for r in rois[0]["StructureSetROISequence"]]
             assert names == ["Prostate", "Rectum", "Bladder", "PTV_1"]  # the synonym relabelled
+            assert len(subjects) == len(studies) == 1
             n.proc.send_signal(signal.SIGTERM)
             assert n.proc.wait(15) == 0
 

@@ -297,12 +297,13 @@ class Store(Database):
         )
         return [Instance(**dict(r)) for r in rows]
 
-    def set_output(self, sop_uid: str, out_path: str, out_sop_uid: str) -> None:
-        """Record an instance's de-identified file."""
+    def set_outputs(self, outputs: list[tuple[str, str, str]]) -> None:
+        """Record many instances' de-identified files: (sop_uid, out_path, out_sop_uid); an
+        empty path records a withheld instance."""
         with self.tx() as c:
-            c.execute(
+            c.executemany(
                 "UPDATE instances SET out_path=?, out_sop_uid=? WHERE sop_uid=?",
-                (out_path, out_sop_uid, sop_uid),
+                [(out, out_uid, sop) for sop, out, out_uid in outputs],
             )
 
     def mark_forwarded(self, sop_uids: list[str]) -> None:

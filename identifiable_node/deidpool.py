@@ -1,0 +1,95 @@
+"""De-identification of a study's instances, in worker processes when the study is large.
+
+De-identification is Python work that holds the interpreter lock, so a study is split across
+processes (``forkserver``: the node has threads, and a fork of a threaded process may inherit a
+held lock). Each output is written without an fsync; the caller fsyncs them all at once before
+it records them, so a crash before that redoes the study (outputs are deterministic).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+from uploader.deid.batch import read_dicom
+from uploader.deid.engine import Settings, deidentify
+from uploader.errors import VerificationError, WithheldError
+from uploader.store.spool import name_for, quick_write
+
+#: Below this many instances the start of the worker processes costs more than it saves.
+MIN_PARALLEL = 16
+
+
+@dataclass(frozen=True)
+class Task:
+    """The same for every instance of a study."""
+
+    folder: Path  # where outputs go
+    settings: Settings
+    label: str  # the study's modality label
+    subject: str | None
+    session: str | None
+
+
+@dataclass(frozen=True)
+class Done:
+    """What became of one instance."""
+
+    sop_uid: str
+    status: str  # written | withheld | unverified
+    out_path: str = ""
+    out_sop_uid: str = ""
+    subject: str = ""
+    session: str = ""
+    detail: str = ""  # the withholding code, or the verification problems (no values)
+
+
+def deid_file(sop_uid: str, path: Path, task: Task) -> Done:
+    """De-identify one instance and write its output (not yet durable).
+
+    Raises:
+        OSError, pydicom errors: the input cannot be read (the caller retries the study later).
+    """
+    ds = read_dicom(path)
+    try:
+        outcome = deidentify(ds, task.settings, task.label, task.subject, task.session)
+    except WithheldError as exc:
+        return Done(sop_uid, "withheld", detail=exc.code)
+    except VerificationError as exc:
+        return Done(sop_uid, "unverified", detail="; ".join(exc.problems[:5]))
+    buf = BytesIO()
+    outcome.dataset.save_as(buf, enforce_file_format=True)
+    out_uid = str(outcome.dataset.SOPInstanceUID)
+    target = task.folder / name_for(out_uid)
+    quick_write(target, [buf.getbuffer()])
+    return Done(sop_uid, "written", str(target), out_uid, outcome.subject, outcome.session)
+
+
+_TASK: Task | None = None
+
+
+def _init(task: Task) -> None:
+    global _TASK  # noqa: PLW0603 - per-process state of a pool worker, set once at its start
+    _TASK = task
+
+
+def _work(item: tuple[str, Path]) -> Done:
+    assert _TASK is not None
+    return deid_file(item[0], item[1], _TASK)
+
+
+def run(items: list[tuple[str, Path]], task: Task, processes: int) -> Iterator[Done]:
+    """De-identify ``(sop_uid, path)`` items in order; in ``processes`` workers when there
+    are enough of them (``processes`` <= 1: here, one after the other)."""
+    if processes <= 1 or len(items) < MIN_PARALLEL:
+        for sop_uid, path in items:
+            yield deid_file(sop_uid, path, task)
+        return
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["identifiable_node.deidpool"])
+    with ProcessPoolExecutor(processes, ctx, initializer=_init, initargs=(task,)) as pool:
+        yield from pool.map(_work, items, chunksize=4)

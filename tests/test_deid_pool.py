@@ -1,0 +1,30 @@
+"""A large study de-identified in worker processes gives exactly the files one process gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydicom import dcmread
+
+from identifiable_node.deidpool import MIN_PARALLEL, Task, run
+from uploader.runconfig import build_settings
+from uploader.sample import write_study
+
+from .conftest import KEY
+
+PROTOCOL = Path(__file__).resolve().parent.parent / "protocols" / "example-prostate.yaml"
+
+
+def test_worker_processes_write_what_one_process_writes(tmp_path: Path) -> None:
+    files = write_study(tmp_path / "study", slices=MIN_PARALLEL + 4)
+    items = [(str(dcmread(p, stop_before_pixels=True).SOPInstanceUID), p) for p in files]
+    settings = build_settings(KEY, PROTOCOL, "SITE01", None)
+    outputs = {}
+    for processes in (1, 2):
+        task = Task(tmp_path / f"out{processes}", settings, "CT", None, None)
+        done = list(run(items, task, processes))
+        assert [d.sop_uid for d in done] == [sop for sop, _ in items]  # in order
+        assert {d.status for d in done} == {"written"}
+        outputs[processes] = {Path(d.out_path).name: Path(d.out_path).read_bytes() for d in done}
+    assert outputs[1] == outputs[2]
+    assert len(outputs[2]) == len(files)
