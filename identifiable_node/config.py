@@ -72,6 +72,9 @@ class ScpSettings(_Section):
     timeout_s: float = Field(
         60.0, gt=0, description="seconds of silence before an association is aborted"
     )
+    max_instance_mb: int = Field(
+        1024, ge=1, description="a larger instance aborts its association (a memory guard)"
+    )
     journal_mb: int = Field(
         512,
         ge=0,

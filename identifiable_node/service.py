@@ -117,6 +117,7 @@ def run(config_path: Path) -> int:
             sop_classes=scp.sop_classes,
             transfer_syntaxes=scp.transfer_syntaxes,
             timeout_s=scp.timeout_s,
+            max_instance_bytes=scp.max_instance_mb << 20,
         )
 
         def store_fn(received: Received) -> None:

@@ -8,6 +8,7 @@ says; what arrives is byte for byte the data set that was sent.
 from __future__ import annotations
 
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -262,3 +263,92 @@ def test_shutdown_ends_open_associations(tmp_path: Path) -> None:
     assert not assoc.is_established
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=1).close()
+
+
+def test_an_instance_over_the_size_limit_aborts_its_association(tmp_path: Path) -> None:
+    quiet_pynetdicom()
+    study = _study(tmp_path, slices=1)  # a 64x64 CT slice: about 9 KiB
+    ct = next(dcmread(p) for p in study.rglob("*") if p.is_file() and dcmread(p).Modality == "CT")
+    kept: list[Received] = []
+    with serving(kept.append, max_instance_bytes=4096) as server:
+        ae = AE(ae_title="PYNET")
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate("127.0.0.1", server.server_address[1], ae_title="UPLOADER")
+        assert assoc.is_established
+        status = assoc.send_c_store(ct)
+        assert not status  # no response: the association was aborted
+        deadline = time.monotonic() + 5
+        while assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not assoc.is_established
+    assert kept == []
+
+
+def _associate_rq(user: bytes | None = None, called: str = "UPLOADER") -> bytes:
+    def item(kind: int, body: bytes) -> bytes:
+        return struct.pack(">BxH", kind, len(body)) + body
+
+    context = item(
+        0x20,
+        bytes([1, 0, 0, 0])
+        + item(0x30, CTImageStorage.encode())
+        + item(0x40, b"1.2.840.10008.1.2.1"),
+    )
+    if user is None:
+        user = item(0x51, struct.pack(">I", 16384))
+    body = (
+        struct.pack(">HH", 1, 0)
+        + called.ljust(16).encode()
+        + b"RAW".ljust(16)
+        + bytes(32)
+        + item(0x10, b"1.2.840.10008.3.1.1.1")
+        + context
+        + item(0x50, user)
+    )
+    return struct.pack(">BxI", 1, len(body)) + body
+
+
+def _reply(sock: socket.socket) -> int:
+    head = sock.recv(6)
+    return head[0] if head else 0
+
+
+def test_malformed_requests_get_an_abort_and_silent_crowds_are_capped(tmp_path: Path) -> None:
+    import threading
+
+    with serving(lambda _r: None, max_associations=2, timeout_s=2) as server:
+        port = server.server_address[1]
+        truncated_max_length = b"\x51\x00\x00\x04\x00\x40"  # says 4 bytes, holds 2
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(_associate_rq(truncated_max_length))
+            assert _reply(sock) == 0x07
+        tiny_pdu = b"\x51\x00\x00\x04" + struct.pack(">I", 6)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(_associate_rq(tiny_pdu))
+            assert _reply(sock) == 0x07
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(_associate_rq())
+            assert _reply(sock) == 0x02  # accepted
+            sock.recv(65536)
+            command = b"".join(
+                struct.pack("<HHI", 0, e, len(v)) + v
+                for e, v in [
+                    (0x0002, CTImageStorage.encode()),
+                    (0x0100, struct.pack("<H", 1)),
+                    (0x0110, struct.pack("<H", 1)),
+                    (0x0800, struct.pack("<H", 0)),
+                    (0x1000, "1.2.3.ü".encode()),  # not a UID
+                ]
+            )
+            pdv = struct.pack(">IBB", len(command) + 2, 1, 0x03) + command
+            sock.sendall(struct.pack(">BxI", 4, len(pdv)) + pdv)
+            assert _reply(sock) == 0x07
+        before = threading.active_count()
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        time.sleep(0.5)
+        assert threading.active_count() - before <= 4  # twice max_associations at most
+        for sock in silent:
+            sock.close()
+        time.sleep(0.5)
+        ok = _dcmtk("echoscu", "-aec", "UPLOADER", "127.0.0.1", str(port))
+        assert ok.returncode == 0, ok.stderr  # still serving

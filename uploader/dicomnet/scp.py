@@ -19,6 +19,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ _C_CANCEL_RQ = 0x0FFF
 _NO_DATA_SET = 0x0101
 _MAX_PDU = 1 << 20  # what we accept per PDU (advertised); larger PDUs abort the association
 _MAX_REQUEST = 1 << 16  # an A-ASSOCIATE-RQ larger than this is not a real request
+_MAX_COMMAND = 1 << 16  # a command set larger than this is not a real one
+_MIN_PEER_PDU = 256  # a peer that cannot take a C-STORE response is not a real peer
 
 
 Buffer = bytes | memoryview
@@ -94,7 +97,9 @@ class ScpOptions:
     max_associations: int = 10
     sop_classes: list[str] = field(default_factory=list)  # empty: every storage class
     transfer_syntaxes: list[str] = field(default_factory=list)  # empty: all
-    timeout_s: float = 60.0  # silence before an association is aborted
+    timeout_s: float = 60.0  # silence before an association is aborted; also the time a PDU
+    # (and the association request) may take to arrive once begun
+    max_instance_bytes: int = 1 << 30  # a larger data set aborts the association
 
 
 class _AbortError(Exception):
@@ -156,8 +161,29 @@ def parse_command(data: bytes) -> dict[int, bytes]:
     return out
 
 
+def _items(data: memoryview) -> list[tuple[int, memoryview]]:
+    """The items of an A-ASSOCIATE-RQ's variable field (or of an item): (type, value)."""
+    out: list[tuple[int, memoryview]] = []
+    pos = 0
+    while pos + 4 <= len(data):
+        kind, length = data[pos], struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        if pos + 4 + length > len(data):
+            raise _AbortError("truncated A-ASSOCIATE-RQ item")
+        out.append((kind, data[pos + 4 : pos + 4 + length]))
+        pos += 4 + length
+    return out
+
+
 def _text(value: bytes | None) -> str:
     return (value or b"").rstrip(b"\0 ").decode("ascii", "replace")
+
+
+def _uid_text(value: bytes | None) -> str:
+    """A UID of the command set; a peer that sends anything but a UID breaks the protocol."""
+    text = (value or b"").rstrip(b"\0 ").decode("ascii", "replace")
+    if not text or len(text) > 64 or any(c not in "0123456789." for c in text):
+        raise _AbortError("a command set with an invalid UID")
+    return text
 
 
 def _us(value: bytes | None) -> int:
@@ -188,6 +214,7 @@ class _Message:
     meta: bytes = b""  # a C-STORE's file meta, made when its command set is whole
     data: list[memoryview] = field(default_factory=list)
     crc: int = 0  # of meta and data so far
+    size: int = 0  # bytes held so far
 
 
 class _Association:
@@ -203,11 +230,18 @@ class _Association:
         self.stored = 0
 
     # -- reading ------------------------------------------------------------------------
-    def _read_exact(self, n: int) -> memoryview:
+    def _read_exact(self, n: int, deadline: float | None) -> memoryview:
+        """``n`` bytes; by ``deadline`` (monotonic) if given, else within the idle timeout."""
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
+        timeout = self.server.options.timeout_s
         while got < n:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _AbortError("a PDU took longer than the timeout to arrive")
+                self.sock.settimeout(min(left, timeout))
             try:
                 k = self.sock.recv_into(view[got:], n - got)
             except TimeoutError as exc:
@@ -219,12 +253,18 @@ class _Association:
             got += k
         return view
 
-    def _read_pdu(self, limit: int) -> tuple[int, memoryview]:
-        head = self._read_exact(6)
+    def _read_pdu(self, limit: int, *, first: bool = False) -> tuple[int, memoryview]:
+        """A whole PDU: it must arrive within the timeout once its first byte has (the first
+        PDU, the association request, within the timeout of the connection)."""
+        timeout = self.server.options.timeout_s
+        deadline = time.monotonic() + timeout if first else None
+        self.sock.settimeout(timeout)
+        head = self._read_exact(6, deadline)
+        deadline = deadline or time.monotonic() + timeout
         kind, length = head[0], struct.unpack(">I", head[2:6])[0]
         if length > limit:
             raise _AbortError(f"PDU of {length} bytes exceeds {limit}")
-        return kind, self._read_exact(length)
+        return kind, self._read_exact(length, deadline)
 
     # -- sending ------------------------------------------------------------------------
     def _send(self, data: bytes) -> None:
@@ -238,7 +278,8 @@ class _Association:
             self.sock.sendall(_pdu(7, struct.pack(">xxBB", source, reason)))
 
     def _send_command(self, context_id: int, command: bytes) -> None:
-        # PDV length = control header + context id + fragment; respect the peer's maximum.
+        # PDV length = control header + context id + fragment; respect the peer's maximum
+        # (at least _MIN_PEER_PDU: checked at association).
         room = (self.peer_max_pdu or len(command) + 6) - 6
         chunks = [command[i : i + room] for i in range(0, len(command), room)] or [b""]
         for i, chunk in enumerate(chunks):
@@ -256,6 +297,9 @@ class _Association:
             self._send_abort()
         except _ClosedError:
             log.info("association from %s: connection closed", self.calling or "?")
+        except Exception as exc:  # a defect here must not take the thread down silently
+            log.exception("association from %s failed: %s", self.calling or "?", type(exc).__name__)
+            self._send_abort()
         finally:
             self.server.leave(self)
             self.sock.close()
@@ -269,7 +313,7 @@ class _Association:
 
     def _associate(self) -> bool:
         """Negotiate; return True once accepted (False: rejected)."""
-        kind, body = self._read_pdu(_MAX_REQUEST)
+        kind, body = self._read_pdu(_MAX_REQUEST, first=True)
         if kind != 1 or len(body) < 68:
             raise _AbortError("expected an A-ASSOCIATE-RQ")
         version = struct.unpack(">H", body[0:2])[0]
@@ -286,6 +330,8 @@ class _Association:
         if not self.server.admit(self):
             return self._reject(2, 3, 2, "too many associations")
         self.peer_max_pdu = user.get(0x51, 0)
+        if 0 < self.peer_max_pdu < _MIN_PEER_PDU:
+            raise _AbortError(f"the peer's maximum PDU length {self.peer_max_pdu} is too small")
         items = [_item(0x10, APPLICATION_CONTEXT.encode())]
         for context_id, abstract, syntaxes in proposed:
             result, chosen = self.server.negotiate(abstract, syntaxes)
@@ -310,36 +356,20 @@ class _Association:
         app_context = ""
         proposed: list[tuple[int, str, list[str]]] = []
         user: dict[int, int] = {}
-        pos = 0
-        while pos + 4 <= len(data):
-            kind, length = data[pos], struct.unpack(">H", data[pos + 2 : pos + 4])[0]
-            value = data[pos + 4 : pos + 4 + length]
-            if len(value) != length:
-                raise _AbortError("truncated A-ASSOCIATE-RQ item")
-            pos += 4 + length
+        for kind, value in _items(data):
             if kind == 0x10:
                 app_context = _text(bytes(value))
             elif kind == 0x20:
-                if length < 4:
+                if len(value) < 4:
                     raise _AbortError("truncated presentation context")
-                abstract, syntaxes = "", []
-                sub = 4
-                while sub + 4 <= length:
-                    sk, sl = value[sub], struct.unpack(">H", value[sub + 2 : sub + 4])[0]
-                    text = _text(bytes(value[sub + 4 : sub + 4 + sl]))
-                    if sk == 0x30:
-                        abstract = text
-                    elif sk == 0x40:
-                        syntaxes.append(text)
-                    sub += 4 + sl
+                subs = _items(value[4:])
+                abstract = next((_text(bytes(v)) for k, v in subs if k == 0x30), "")
+                syntaxes = [_text(bytes(v)) for k, v in subs if k == 0x40]
                 proposed.append((value[0], abstract, syntaxes))
             elif kind == 0x50:
-                sub = 0
-                while sub + 4 <= length:
-                    sk, sl = value[sub], struct.unpack(">H", value[sub + 2 : sub + 4])[0]
-                    if sk == 0x51 and sl == 4:
-                        user[0x51] = struct.unpack(">I", value[sub + 4 : sub + 8])[0]
-                    sub += 4 + sl
+                for sub, v in _items(value):
+                    if sub == 0x51 and len(v) == 4:
+                        user[0x51] = struct.unpack(">I", v)[0]
         return app_context, proposed, user
 
     def _serve(self) -> None:
@@ -384,13 +414,16 @@ class _Association:
             if message.fields is not None:
                 raise _AbortError("command fragment after the command set")
             message.command.append(bytes(fragment))
+            message.size += len(fragment)
+            if message.size > _MAX_COMMAND:
+                raise _AbortError("a command set larger than 64 KiB")
             if not control & 2:
                 return False
             fields = message.fields = parse_command(b"".join(message.command))
             if _us(fields.get(0x0100)) == _C_STORE_RQ:
                 message.meta = file_meta(
-                    _text(fields.get(0x0002)),
-                    _text(fields.get(0x1000)),
+                    _uid_text(fields.get(0x0002)),
+                    _uid_text(fields.get(0x1000)),
                     self.contexts[message.context_id].transfer_syntax,
                     self.calling,
                 )
@@ -398,6 +431,9 @@ class _Association:
             return _us(fields.get(0x0800)) == _NO_DATA_SET
         if message.fields is None:
             raise _AbortError("data set fragment before the command set")
+        message.size += len(fragment)
+        if message.size > self.server.options.max_instance_bytes:
+            raise _AbortError("a data set larger than the configured maximum")
         message.data.append(fragment)  # a view of this PDU's own buffer
         message.crc = zlib.crc32(fragment, message.crc)  # while the next PDU is on its way
         return bool(control & 2)
@@ -455,7 +491,11 @@ def store_status(store: StoreFn, received: Received) -> int:
 
 
 class StoreServer:
-    """Listens, accepts associations (each in its own thread), and stops on ``shutdown()``."""
+    """Listens, accepts associations (each in its own thread), and stops on ``shutdown()``.
+
+    Connections are capped at twice ``max_associations`` from the moment they are accepted
+    (the others are closed at once), so that silent connections cannot pile up threads.
+    """
 
     def __init__(self, options: ScpOptions, host: str, port: int, store: StoreFn) -> None:
         self.options = options
@@ -463,8 +503,8 @@ class StoreServer:
         self._classes = set(options.sop_classes or default_sop_classes()) | {VERIFICATION}
         self._syntaxes = set(options.transfer_syntaxes or default_transfer_syntaxes())
         self._lock = threading.Lock()
-        self._active: set[_Association] = set()
-        self._threads: list[threading.Thread] = []
+        self._active: set[_Association] = set()  # negotiated associations
+        self._connections: dict[_Association, threading.Thread] = {}
         self._stopping = threading.Event()
         self._listener = socket.create_server((host, port))
         self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
@@ -492,36 +532,60 @@ class StoreServer:
     def leave(self, assoc: _Association) -> None:
         with self._lock:
             self._active.discard(assoc)
+            self._connections.pop(assoc, None)
 
     def _accept_loop(self) -> None:
         while not self._stopping.is_set():
             try:
                 conn, _address = self._listener.accept()
             except OSError:
-                break
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(self.options.timeout_s)
-            thread = threading.Thread(
-                target=_Association(self, conn).run, name="scp-association", daemon=True
-            )
+                if self._stopping.is_set():
+                    break
+                time.sleep(0.1)  # out of descriptors, say: keep listening
+                continue
+            try:
+                self._start(conn)
+            except Exception as exc:  # no thread to be had: refuse this one, keep listening
+                log.error("connection refused: %s", type(exc).__name__)  # noqa: TRY400 - expected, no traceback
+                conn.close()
+
+    def _start(self, conn: socket.socket) -> None:
+        with self._lock:
+            full = len(self._connections) >= 2 * self.options.max_associations
+        if full:
+            log.warning("connection refused: too many connections")
+            conn.close()
+            return
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.settimeout(self.options.timeout_s)
+        assoc = _Association(self, conn)
+        thread = threading.Thread(target=assoc.run, name="scp-association", daemon=True)
+        with self._lock:
+            self._connections[assoc] = thread
+        try:
             thread.start()
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        except BaseException:
+            with self._lock:
+                self._connections.pop(assoc, None)
+            raise
 
     def shutdown(self, wait_s: float = 10.0) -> None:
-        """Stop listening; end open associations (an instance being stored is finished first:
-        its sender sees the connection close and sends it again if it got no answer)."""
+        """Stop listening; end every connection (an instance being stored is finished first:
+        its sender sees the connection close and sends it again if it got no answer). Waits at
+        most ``wait_s`` in all."""
+        deadline = time.monotonic() + wait_s
         self._stopping.set()
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self._thread.join(timeout=wait_s)
         with self._lock:
-            active = list(self._active)
-        for assoc in active:
+            connections = list(self._connections.items())
+        for assoc, _thread in connections:
             with contextlib.suppress(OSError):
                 assoc.sock.shutdown(socket.SHUT_RD)
-        for thread in self._threads:
-            thread.join(timeout=wait_s)
+        for _assoc, thread in connections:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def start_scp(options: ScpOptions, host: str, port: int, store: StoreFn) -> StoreServer:
