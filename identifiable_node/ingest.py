@@ -153,7 +153,9 @@ class Ingestor:
         self._waiting: Counter[str] = Counter()  # study UID -> instances without a spool file
         self._unsynced: list[Path] = []
         self._last_append = 0.0
-        self._stopping = False
+        self._stopping = False  # no new journal appends
+        self._closing = False  # the writer's last pass
+        self._inflight = 0  # journal appends under way
         self._thread: threading.Thread | None = None
 
     # -- the journal's writer -------------------------------------------------------------
@@ -184,14 +186,18 @@ class Ingestor:
             self._thread = threading.Thread(target=self._writer, name="spool-writer", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
-        """Write what is pending, checkpoint the journal as clean, stop the writer."""
-        if self._thread is not None:
-            with self._cond:
-                self._stopping = True
-                self._cond.notify()
-            self._thread.join()
-            self._thread = None
+    def stop(self, wait_s: float = 30.0) -> None:
+        """Refuse new journal appends (they are stored the slow way), wait for those under
+        way, write what is pending, checkpoint the journal (clean if it can be), stop."""
+        if self._thread is None:
+            return
+        with self._cond:
+            self._stopping = True
+            self._cond.wait_for(lambda: self._inflight == 0, timeout=wait_s)
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout=wait_s)
+        self._thread = None
 
     def busy(self, study_uid: str) -> bool:
         """True while some of the study's instances have no spool file yet."""
@@ -201,40 +207,47 @@ class Ingestor:
     def _writer(self) -> None:
         journal = self.journal
         assert journal is not None
+        failing = False
         while True:
             with self._cond:
-                self._cond.wait(timeout=self.write_delay_s)
-                stopping = self._stopping
+                self._cond.wait(timeout=1.0 if failing else self.write_delay_s)
+                closing = self._closing
                 quiet = time.monotonic() - self._last_append >= self.write_delay_s
                 full = self._pending_bytes > journal.capacity // 4
                 batch: list[_Pending] = []
-                if stopping or quiet or full:
+                if closing or quiet or full:
                     batch, self._pending = list(self._pending), deque()
                     self._pending_bytes = 0
-            for item in batch:
-                self._write_out(item)
+            failed = [item for item in batch if not self._write_out(item)]
+            failing = bool(failed)
+            if failed and not closing:  # the journal keeps them: try again in a while
+                with self._cond:
+                    self._pending.extendleft(reversed(failed))
+                    self._pending_bytes += sum(item.record.size for item in failed)
             idle = time.monotonic() - self._last_append >= self.checkpoint_idle_s
-            if self._unsynced and (stopping or idle or journal.used() > journal.capacity // 2):
-                self._checkpoint(clean=stopping)
-            if stopping:
-                return
+            if self._unsynced and (closing or idle or journal.used() > journal.capacity // 2):
+                self._checkpoint(clean=closing)
+            elif closing:
+                self._checkpoint(clean=True)
+            if closing:
+                return  # anything not written stays in the journal for the next start
 
-    def _write_out(self, item: _Pending) -> None:
+    def _write_out(self, item: _Pending) -> bool:
+        """Write one spool file from the journal; False if the disk refused."""
         journal = self.journal
         assert journal is not None
-        while True:
-            try:
-                quick_write(item.path, [journal.read(item.record)])
-                break
-            except OSError as exc:  # the journal keeps it: try again
-                log.error("spool write failed, retrying: %s", type(exc).__name__)  # noqa: TRY400 - expected, no traceback
-                time.sleep(1.0)
+        try:
+            quick_write(item.path, [journal.read(item.record)])
+        except OSError as exc:
+            log.error("spool write failed, will retry: %s", type(exc).__name__)  # noqa: TRY400 - expected, no traceback
+            return False
         item.record.written = True
         with self._cond:
             self._unsynced.append(item.path)
             self._waiting[item.study_uid] -= 1
             if self._waiting[item.study_uid] <= 0:
                 del self._waiting[item.study_uid]
+        return True
 
     def _checkpoint(self, *, clean: bool = False) -> None:
         if self.journal is None:
@@ -244,7 +257,7 @@ class Ingestor:
         seq = self.journal.checkpointable()
         try:
             fsync_files(paths)
-            self.journal.checkpoint(seq, clean=clean and seq == self.journal.last_seq)
+            self.journal.checkpoint(seq, clean=clean)
         except OSError as exc:
             log.error("journal checkpoint failed, will retry: %s", type(exc).__name__)  # noqa: TRY400 - expected, no traceback
             with self._cond:
@@ -292,16 +305,25 @@ class Ingestor:
         """Journal the instance and queue its spool file; False: store it the slow way."""
         if self.journal is None or self._thread is None:
             return False
-        meta = {"path": str(path.relative_to(self.spool.root)), "source": origin[0]}
-        record = self.journal.append({**meta, "protocol": origin[1]}, parts, crc)
-        if record is None:
-            return False  # the journal is full until the next checkpoint
         with self._cond:
-            self._last_append = time.monotonic()
-            self._waiting[header.study_uid] += 1
-            self._pending.append(_Pending(record, path, header.study_uid))
-            self._pending_bytes += record.size
-        return True
+            if self._stopping:
+                return False
+            self._inflight += 1
+        try:
+            meta = {"path": str(path.relative_to(self.spool.root)), "source": origin[0]}
+            record = self.journal.append({**meta, "protocol": origin[1]}, parts, crc)
+            if record is None:
+                return False  # the journal is full until the next checkpoint
+            with self._cond:
+                self._last_append = time.monotonic()
+                self._waiting[header.study_uid] += 1
+                self._pending.append(_Pending(record, path, header.study_uid))
+                self._pending_bytes += record.size
+            return True
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                self._cond.notify_all()
 
     def take_file(self, path: Path, *, source: str, protocol: str | None) -> bool:
         """Store a file from the watched folder (the caller releases it afterwards).

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from identifiable_node.config import Config
 from identifiable_node.deidpool import Done, Task, deid_file, run
@@ -57,6 +58,11 @@ class Pipeline:
         self.busy = busy or (lambda _study_uid: False)
         self.deid_processes = deid_processes  # worker processes for a large study
 
+    def _release(self, study_id: int, state: str, actor: str, detail: str = "", **kw: Any) -> None:
+        """Release our claim; if a late instance reopened the study meanwhile, leave it be."""
+        if not self.store.release(study_id, state, actor, detail, lease=self.owner, **kw):
+            log.info("study %d changed while being worked on: the step will be redone", study_id)
+
     def step(self) -> bool:
         """Do one unit of work; return False when there was nothing to do."""
         study = self.store.claim(self.owner, self.config.workers.lease_s)
@@ -71,10 +77,10 @@ class Pipeline:
         try:
             handler(study)
         except ConfigError as exc:
-            self.store.release(study.id, "needs_review", self.owner, reason=str(exc))
+            self._release(study.id, "needs_review", self.owner, reason=str(exc))
         except Exception as exc:
             log.exception("study %d: %s failed", study.id, study.state)
-            self.store.release(
+            self._release(
                 study.id, study.state, self.owner, f"error: {type(exc).__name__}", retry_in=30.0
             )
         return True
@@ -86,7 +92,7 @@ class Pipeline:
         now = time.time()
         quiet = self.config.study.quiet_period_s - (now - study.last_received)
         if quiet > 0 or self.busy(study.study_uid):
-            self.store.release(study.id, "receiving", self.owner, retry_in=max(quiet, 0.2))
+            self._release(study.id, "receiving", self.owner, retry_in=max(quiet, 0.2))
             return
         pid = self._protocol_id(study)
         protocol = self.trials.get(pid) if pid else None
@@ -94,36 +100,38 @@ class Pipeline:
         missing = set(protocol.modalities.required) - have if protocol else set()
         waited = now - study.first_seen
         if missing and waited < self.config.study.complete_timeout_s:
-            self.store.release(
+            self._release(
                 study.id,
                 "receiving",
                 self.owner,
                 retry_in=min(self.config.study.quiet_period_s or 1, 30),
             )
             return
-        self.store.release(study.id, "complete", self.owner, f"{len(have)} modality(ies)")
+        self._release(study.id, "complete", self.owner, f"{len(have)} modality(ies)")
 
     def _complete(self, study: Study) -> None:
+        if self._back_to_receiving(study):
+            return
         ids = [study.patient_id, *study.other_ids.split("\\")]
         if self.optout.blocked([i for i in ids if i]):
-            self.store.release(
+            self._release(
                 study.id, "opted_out", self.owner, reason="patient on the data opt-out list"
             )
             return
         pid = self._protocol_id(study)
         if pid is None:
-            self.store.release(study.id, "needs_review", self.owner, reason="no trial assigned")
+            self._release(study.id, "needs_review", self.owner, reason="no trial assigned")
             return
         protocol = self.trials.get(pid)
         if protocol is None:
-            self.store.release(study.id, "needs_review", self.owner, reason=f"unknown trial {pid}")
+            self._release(study.id, "needs_review", self.owner, reason=f"unknown trial {pid}")
             return
         files = [(Path(i.path), name_for(i.sop_uid)) for i in self.store.instances(study.id)]
         report = validate_study(protocol, study_from_files(Path(self.spool.spool), files))
         doc = json.dumps(report.as_dict())
         if not report.passed and not study.decided.get("override"):
             fails = sum(c.status == "fail" for c in report.checks)
-            self.store.release(
+            self._release(
                 study.id,
                 "needs_review",
                 self.owner,
@@ -132,7 +140,7 @@ class Pipeline:
                 protocol=pid,
             )
             return
-        self.store.release(
+        self._release(
             study.id,
             "validated",
             self.owner,
@@ -141,7 +149,16 @@ class Pipeline:
             protocol=pid,
         )
 
+    def _back_to_receiving(self, study: Study) -> bool:
+        """True (and the study back to receiving) while instances are only in the journal."""
+        if not self.busy(study.study_uid):
+            return False
+        self._release(study.id, "receiving", self.owner, "instances still arriving", retry_in=0.2)
+        return True
+
     def _pseudonymise(self, study: Study) -> None:
+        if self._back_to_receiving(study):
+            return
         pid = self._protocol_id(study) or ""
         relabel = {
             **json.loads(study.report or "{}").get("relabel", {}),
@@ -151,7 +168,7 @@ class Pipeline:
         manual, subject = self.trials.manual_subject(pid, study.patient_id)
         subject = study.decided.get("subject") or subject
         if manual and not subject:
-            self.store.release(
+            self._release(
                 study.id, "needs_review", self.owner, reason="no manual subject ID for this patient"
             )
             return
@@ -177,7 +194,7 @@ class Pipeline:
             done.extend(run(todo[1:], task, 1 if shared else self.deid_processes))
         bad = next((d for d in done if d.status == "unverified"), None)
         if bad is not None:
-            self.store.release(
+            self._release(
                 study.id, "quarantined", self.owner, reason=f"verification failed: {bad.detail}"
             )
             return
@@ -192,7 +209,7 @@ class Pipeline:
             subject, session = written[0].subject, written[0].session
         if subject and session:
             self.store.link(pid, study.patient_id, study.study_uid, subject, session)
-        self.store.release(
+        self._release(
             study.id,
             "pseudonymised",
             self.owner,
@@ -203,7 +220,7 @@ class Pipeline:
 
     def _forward(self, study: Study) -> None:
         if self.forwarder is None:
-            self.store.release(study.id, "pseudonymised", self.owner, retry_in=60.0)
+            self._release(study.id, "pseudonymised", self.owner, retry_in=60.0)
             return
         try:
             self._send_all(study)
@@ -211,7 +228,7 @@ class Pipeline:
         except RetriableError as exc:
             attempts = study.attempts + 1
             if attempts >= self.config.forward.max_attempts:
-                self.store.release(
+                self._release(
                     study.id,
                     "needs_review",
                     self.owner,
@@ -220,7 +237,7 @@ class Pipeline:
                 )
             else:
                 delay = self.config.forward.backoff_s * 2 ** (attempts - 1)
-                self.store.release(
+                self._release(
                     study.id,
                     "pseudonymised",
                     self.owner,
@@ -230,12 +247,10 @@ class Pipeline:
                 )
             return
         except PermanentError as exc:
-            self.store.release(
-                study.id, "needs_review", self.owner, reason=f"forwarding refused: {exc}"
-            )
+            self._release(study.id, "needs_review", self.owner, reason=f"forwarding refused: {exc}")
             return
         sent = sum(1 for i in self.store.instances(study.id) if i.forwarded)
-        self.store.release(
+        self._release(
             study.id, "forwarded", self.owner, f"{sent} instance(s) acknowledged", attempts=0
         )
 

@@ -141,13 +141,14 @@ def run(config_path: Path) -> int:
         t.start()
     durable_write(config.node.data_dir / "node.ready", json.dumps(ready).encode())
     stop.wait()
+    # producers first (the SCP, the folder watcher), then the journal's writer
     if server is not None:
         server.shutdown()
+    for t in threads:
+        t.join(timeout=30)
     ingestor.stop()
     if journal is not None:
         journal.close()
-    for t in threads:
-        t.join(timeout=30)
     (config.node.data_dir / "node.ready").unlink(missing_ok=True)
     log.info("stopped")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -56,8 +57,11 @@ def test_records_survive_until_checkpointed_and_torn_ones_are_skipped(tmp_path: 
 
 def test_a_clean_stop_skips_the_scan_but_the_next_crash_is_recovered(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j", 2 * MiB)
-    journal.append({"path": "a"}, [b"a" * 100])
-    journal.checkpoint(journal.last_seq, clean=True)
+    record = journal.append({"path": "a"}, [b"a" * 100])
+    assert record is not None
+    assert not journal.checkpoint(journal.last_seq, clean=True)  # its spool file is not written
+    record.written = True
+    assert journal.checkpoint(journal.last_seq, clean=True)
     journal.close()
     assert json.loads((tmp_path / "j" / "checkpoint.json").read_text())["clean"] is True
     journal = Journal(tmp_path / "j", 2 * MiB)  # opening marks it unclean again at once
@@ -107,16 +111,12 @@ def test_acknowledged_instances_survive_a_power_cut_before_their_spool_files(
     data = _instances(tmp_path)
     root = tmp_path / "node"
     ingestor = _ingestor(root, 16 * MiB)
-    ingestor.start()
-    ingestor._stopping = True  # the writer exits at its next turn without writing: a crash
-    ingestor._cond.acquire()  # and cannot take the lock until we have journaled everything
-    try:
-        for d in data:
-            assert ingestor.take_bytes([d[:1000], d[1000:]], source="scp:X", protocol="PACE-C")
-        assert not list(ingestor.spool.files())  # journaled only
-        assert ingestor.busy(ingestor.store.query("SELECT study_uid FROM studies")[0][0])
-    finally:
-        ingestor._cond.release()
+    ingestor._thread = threading.Thread(target=lambda: None)  # a writer that never runs: the
+    # node dies after acknowledging, before any spool file is written
+    for d in data:
+        assert ingestor.take_bytes([d[:1000], d[1000:]], source="scp:X", protocol="PACE-C")
+    assert not list(ingestor.spool.files())  # journaled only
+    assert ingestor.busy(ingestor.store.query("SELECT study_uid FROM studies")[0][0])
     assert ingestor.journal is not None
     ingestor.journal.close()
     for row in ingestor.store.query("SELECT path FROM instances"):  # the power cut
@@ -138,9 +138,11 @@ def test_the_writer_writes_spool_files_and_checkpoints_and_a_full_journal_falls_
     data = _instances(tmp_path, slices=6)
     root = tmp_path / "node"
     ingestor = _ingestor(root, 200 * 1024)  # room for a few 32 KiB instances only
-    ingestor.start()
+    ingestor._thread = threading.Thread(target=lambda: None)  # the writer has no turn yet
     for d in data:
         ingestor.take_bytes(d, source="scp:X", protocol=None)
+    ingestor._thread = None
+    ingestor.start()
     ingestor.stop()
     assert {p.read_bytes() for p in ingestor.spool.files()} == set(data)
     assert ingestor.journal is not None
@@ -151,3 +153,100 @@ def test_the_writer_writes_spool_files_and_checkpoints_and_a_full_journal_falls_
     ingestor.journal.close()
     assert not any(p.name.startswith(".partial-") for p in (root / "spool").rglob("*"))
     assert os.stat(root / "journal" / "ring").st_size == 200 * 1024 // 4096 * 4096
+
+
+def test_a_record_planted_inside_an_instance_is_not_believed(tmp_path: Path) -> None:
+    """A sender could put bytes shaped like a journal record, page-aligned, into pixel data:
+    without the ring's own random identity they are never taken for a record."""
+    import struct
+    import zlib
+
+    journal = Journal(tmp_path / "j", 1 * MiB)
+    fake_meta = json.dumps({"path": "spool/aa/victim.dcm"}).encode()
+    payload = b"FORGED"
+    for ring_id in (bytes(16), os.urandom(16)):
+        head = struct.pack(
+            "<8s16sQQII",
+            b"UPLJRNL1",
+            ring_id,
+            2**64 - 1,
+            len(payload),
+            len(fake_meta),
+            zlib.crc32(fake_meta, zlib.crc32(payload)),
+        )
+        forged = head + struct.pack("<I", zlib.crc32(head)) + payload + fake_meta
+        # the instance's bytes start 52 bytes into the record: pad so the fake lands on a page
+        carrier = b"\0" * (4096 - 52) + forged
+        assert journal.append({"path": "x"}, [carrier]) is not None
+    journal.close()
+    journal = Journal(tmp_path / "j", 1 * MiB)
+    found = list(journal.recover())
+    assert [m["path"] for m, _ in found] == ["x", "x"]  # only the real records
+    assert journal.last_seq == 2  # and no sequence number was adopted from the fakes
+    record = journal.append({"path": "y"}, [b"ok"])
+    assert record is not None and record.seq == 3
+
+
+def test_a_failed_fdatasync_retires_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uploader.store.journal as journal_module
+
+    journal = Journal(tmp_path / "j", 1 * MiB)
+    first = journal.append({"path": "a"}, [b"a"])
+    assert first is not None
+    first.written = True
+
+    def failing(_fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(journal_module.os, "fdatasync", failing)
+    with pytest.raises(OSError):
+        journal.append({"path": "b"}, [b"b"])
+    monkeypatch.undo()
+    assert journal.append({"path": "c"}, [b"c"]) is None  # retired: store the slow way
+    assert journal.checkpointable() == 2  # the failed record does not hold checkpoints back
+
+
+def test_a_spool_disk_failure_neither_loses_nor_hangs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import identifiable_node.ingest as ingest_module
+
+    data = _instances(tmp_path, slices=2)
+    root = tmp_path / "node"
+    ingestor = _ingestor(root, 16 * MiB)
+
+    def full(_target: Path, _data: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ingest_module, "quick_write", full)
+    ingestor.start()
+    for d in data:
+        assert ingestor.take_bytes(d, source="scp:X", protocol=None)  # durable in the journal
+    import time
+
+    time.sleep(0.3)
+    start = time.monotonic()
+    ingestor.stop()
+    assert time.monotonic() - start < 5  # no endless retry at stop
+    assert ingestor.journal is not None
+    ingestor.journal.close()
+    assert not list(ingestor.spool.files())
+    monkeypatch.undo()
+    again = _ingestor(root, 16 * MiB)  # the next start writes them out
+    assert again.recover() == len(data)
+    assert {p.read_bytes() for p in again.spool.files()} == set(data)
+
+
+def test_appends_after_stop_take_the_slow_way(tmp_path: Path) -> None:
+    data = _instances(tmp_path, slices=1)
+    root = tmp_path / "node"
+    ingestor = _ingestor(root, 16 * MiB)
+    ingestor.start()
+    ingestor.stop()
+    for d in data:  # a straggler after the writer's last pass: a durable file of its own
+        assert ingestor.take_bytes(d, source="scp:X", protocol=None)
+    assert {p.read_bytes() for p in ingestor.spool.files()} == set(data)
+    assert ingestor.journal is not None
+    assert ingestor.journal.last_seq == 0

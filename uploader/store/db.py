@@ -254,16 +254,25 @@ class Store(Database):
         *,
         reason: str = "",
         retry_in: float = 0.0,
+        lease: str | None = None,
         **fields: Any,
-    ) -> None:
-        """End a claim: set the state (and fields), free the lease, write the audit row."""
+    ) -> bool:
+        """End a claim: set the state (and fields), free the lease, write the audit row.
+
+        ``lease``: the claim's owner; if the study is no longer leased to it (a late instance
+        reopened it meanwhile), nothing changes and False is returned: the step is redone.
+        """
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}")
         now = time.time()
         sets = ", ".join(f"{k}=?" for k in fields)
         extra = f", {sets}" if sets else ""
         with self.tx() as c:
-            before = c.execute("SELECT state FROM studies WHERE id=?", (study_id,)).fetchone()
+            before = c.execute(
+                "SELECT state, lease_owner FROM studies WHERE id=?", (study_id,)
+            ).fetchone()
+            if lease is not None and (before is None or before["lease_owner"] != lease):
+                return False
             c.execute(
                 f"UPDATE studies SET state=?, reason=?, lease_owner=NULL, lease_until=0, "  # noqa: S608 - column names are ours
                 f"next_attempt=?, updated=?{extra} WHERE id=?",
@@ -273,6 +282,7 @@ class Store(Database):
                 _audit(
                     c, study_id, actor, f"{before['state'] if before else '?'} -> {state}", detail
                 )
+        return True
 
     def study(self, study_id: int) -> Study | None:
         """Return one study by row id."""

@@ -12,9 +12,17 @@ is written again to the spool (the power may have been cut before the spool file
 disk). The ring is one file of a fixed size; when it is full, instances are stored the slow way
 (a durable file each) until a checkpoint frees space. One process owns the ring (a lock).
 
-Record, at a 4096-byte boundary: a header (magic, sequence number, lengths, CRC-32 of the rest),
-the instance's bytes, and a small JSON description (spool path, source, protocol). The CRC runs
-over the instance's bytes first, so that the receiver can compute it while fragments arrive.
+Record, at a 4096-byte boundary: a header (magic, the ring's random identity, sequence number,
+lengths, CRC-32 of the body, CRC-32 of the header), the instance's bytes, and a small JSON
+description (spool path, source, protocol). The body's CRC runs over the instance's bytes first,
+so that the receiver can compute it while fragments arrive. The ring's identity (16 random bytes,
+kept beside the checkpoint, never sent anywhere) means that a sender cannot plant a record inside
+an instance's bytes: at start-up only headers carrying it, with a sequence number the ring can
+hold, are believed.
+
+All appenders share one descriptor: a write-back error is reported by ``fdatasync`` to one caller
+only, so the calls are serialised and the first error retires the ring (appends then return
+None and instances are stored the slow way) until the node restarts.
 """
 
 from __future__ import annotations
@@ -36,7 +44,10 @@ from uploader.store.spool import durable_write
 log = logging.getLogger(__name__)
 
 MAGIC = b"UPLJRNL1"
-_HEAD = struct.Struct("<8sQQII")  # magic, sequence, payload length, CRC-32, description length
+# magic, ring identity, sequence, payload length, description length, body CRC; then header CRC
+_HEAD = struct.Struct("<8s16sQQII")
+_HEAD_CRC = struct.Struct("<I")
+_HEAD_SIZE = _HEAD.size + _HEAD_CRC.size
 _PAGE = 4096
 _ZEROS = b"\0" * (8 << 20)
 
@@ -89,12 +100,17 @@ class Journal:
         state = self._read_checkpoint()
         self.checkpoint_seq = int(state["seq"])
         self._clean = bool(state["clean"])
-        if self._clean:  # from now on records may be written: a crash must be recovered
-            self._write_checkpoint(self.checkpoint_seq, clean=False)
+        self.ring_id = bytes.fromhex(str(state["ring"]))
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._broken = False
         self._live: deque[Record] = deque()
         self._head = 0
         self._next_seq = self.checkpoint_seq + 1
+        # from now on records may be written: a crash must be recovered (and a new ring's
+        # identity must be on disk before any record carries it)
+        if self._clean or not self.checkpoint_path.exists():
+            self._write_checkpoint(self.checkpoint_seq, clean=False)
 
     # -- the ring file --------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -115,15 +131,25 @@ class Journal:
         finally:
             os.close(dfd)
 
-    def _read_checkpoint(self) -> dict[str, int | bool]:
-        """The last checkpoint (none yet: sequence 0, not clean)."""
+    def _read_checkpoint(self) -> dict[str, int | bool | str]:
+        """The last checkpoint (none yet: sequence 0, not clean, a new ring identity)."""
+        unreadable = f"{self.checkpoint_path}: unreadable journal checkpoint"
         try:
             state = json.loads(self.checkpoint_path.read_text())
-            return {"seq": int(state["seq"]), "clean": bool(state.get("clean", False))}
+            ring = str(state["ring"])
+            checked: dict[str, int | bool | str] = {
+                "seq": int(state["seq"]),
+                "clean": bool(state["clean"]),
+                "ring": ring,
+            }
+            size = len(bytes.fromhex(ring))
         except FileNotFoundError:
-            return {"seq": 0, "clean": False}
+            return {"seq": 0, "clean": False, "ring": os.urandom(16).hex()}
         except (ValueError, KeyError, TypeError) as exc:
-            raise OSError(f"{self.checkpoint_path}: unreadable journal checkpoint") from exc
+            raise OSError(unreadable) from exc
+        if size != 16:
+            raise OSError(unreadable)
+        return checked
 
     def close(self) -> None:
         os.close(self._fd)
@@ -154,8 +180,10 @@ class Journal:
         description = json.dumps(meta).encode()
         length = sum(len(p) for p in parts)
         body = [*parts, description]
-        total = _HEAD.size + len(description) + length
+        total = _HEAD_SIZE + len(description) + length
         with self._lock:
+            if self._broken:
+                return None
             offset = self._place(_round(total))
             if offset is None:
                 return None
@@ -163,18 +191,36 @@ class Journal:
             self._next_seq += 1
             self._head = offset + record.size
             self._live.append(record)
-        crc = zlib.crc32(description, crc32(parts) if crc is None else crc)
-        head = _HEAD.pack(MAGIC, record.seq, length, crc, len(description))
         try:
+            crc = zlib.crc32(description, crc32(parts) if crc is None else crc)
+            head = _HEAD.pack(MAGIC, self.ring_id, record.seq, length, len(description), crc)
+            head += _HEAD_CRC.pack(zlib.crc32(head))
             # to the end of the last page: a partly written page not in memory would be read
             # from the disk first, on the acknowledgement's path
             self._write([head, *body, _ZEROS[: record.size - total]], offset)
-            os.fdatasync(self._fd)
-        except OSError:
+            self._sync()
+        except BaseException:
             record.written = True  # nothing to write out: let checkpoints pass it
             record.meta = {}
             raise
         return record
+
+    def _sync(self) -> None:
+        """fdatasync, one caller at a time; after a failure, every caller fails.
+
+        Raises:
+            OSError: the data may not be on disk.
+        """
+        with self._sync_lock:
+            if not self._broken:
+                try:
+                    os.fdatasync(self._fd)
+                except OSError:
+                    self._broken = True
+                    log.error("the ingest journal's disk failed: storing without it")  # noqa: TRY400 - expected, no traceback
+                    raise
+            if self._broken:  # someone else's fdatasync may have taken our error
+                raise OSError(f"{self.ring_path}: the journal failed")
 
     def _write(self, parts: list[Buffer], offset: int) -> None:
         views = [memoryview(p).cast("B") for p in parts]
@@ -193,7 +239,7 @@ class Journal:
         Raises:
             OSError: the disk refused.
         """
-        data = os.pread(self._fd, record.length, record.offset + _HEAD.size)
+        data = os.pread(self._fd, record.length, record.offset + _HEAD_SIZE)
         if len(data) != record.length:
             raise OSError(f"{self.ring_path}: short read of record {record.seq}")
         return data
@@ -214,22 +260,32 @@ class Journal:
                 seq = record.seq
             return seq
 
-    def checkpoint(self, seq: int, *, clean: bool = False) -> None:
+    def checkpoint(self, seq: int, *, clean: bool = False) -> bool:
         """Declare every record up to ``seq`` safe in the spool (the caller fsynced the files).
+        ``clean``: the node is stopping; the checkpoint says so only if ``seq`` is the last
+        record and no append is under way (then start-up need not read the ring). Returns
+        whether it was written as clean.
 
         Raises:
             OSError: the checkpoint could not be written (the records stay live).
         """
-        self._write_checkpoint(seq, clean=clean)
+        with self._lock:  # held while writing a clean one: no append may slip in after it
+            clean = clean and seq == self._next_seq - 1 and all(r.written for r in self._live)
+            if clean:
+                self._write_checkpoint(seq, clean=True)
+        if not clean:
+            self._write_checkpoint(seq, clean=False)
         with self._lock:
             while self._live and self._live[0].seq <= seq:
                 self._live.popleft()
             self.checkpoint_seq = seq
             if not self._live and clean:
                 self._head = 0
+        return clean
 
     def _write_checkpoint(self, seq: int, *, clean: bool) -> None:
-        durable_write(self.checkpoint_path, json.dumps({"seq": seq, "clean": clean}).encode())
+        state = {"seq": seq, "clean": clean, "ring": self.ring_id.hex()}
+        durable_write(self.checkpoint_path, json.dumps(state).encode())
 
     @property
     def last_seq(self) -> int:
@@ -242,24 +298,27 @@ class Journal:
         append). A clean shutdown left none: the ring is not read then."""
         if self._clean:
             return
-        found: list[tuple[int, int, int, int]] = []  # seq, offset, length, description length
+        most = self.checkpoint_seq + self.capacity // _PAGE  # the ring holds no more records
+        found: list[tuple[int, int, int, int, int]] = []  # seq, offset, lengths, body CRC
         offset = 0
         while offset < self.capacity:
             chunk = os.pread(self._fd, min(len(_ZEROS), self.capacity - offset), offset)
             at = chunk.find(MAGIC)
             while at != -1:
-                if at % _PAGE == 0 and at + _HEAD.size <= len(chunk):
-                    _magic, seq, length, _crc32, dlen = _HEAD.unpack_from(chunk, at)
-                    if seq > self.checkpoint_seq:
-                        found.append((seq, offset + at, length, dlen))
+                if at % _PAGE == 0 and at + _HEAD_SIZE <= len(chunk):
+                    head = chunk[at : at + _HEAD.size]
+                    (head_crc,) = _HEAD_CRC.unpack_from(chunk, at + _HEAD.size)
+                    _magic, ring, seq, length, dlen, crc = _HEAD.unpack(head)
+                    ours = ring == self.ring_id and zlib.crc32(head) == head_crc
+                    if ours and self.checkpoint_seq < seq <= most:
+                        found.append((seq, offset + at, length, dlen, crc))
                 at = chunk.find(MAGIC, at + 1)
             offset += len(chunk)
-        for seq, at, length, dlen in sorted(found):
+        for seq, at, length, dlen, crc in sorted(found):
             self._next_seq = max(self._next_seq, seq + 1)  # torn ones too: never reuse a number
-            crc = _HEAD.unpack(os.pread(self._fd, _HEAD.size, at))[3]
             size = dlen + length
-            fits = at + _HEAD.size + size <= self.capacity  # a damaged header's length may not
-            body = os.pread(self._fd, size, at + _HEAD.size) if fits else b""
+            fits = at + _HEAD_SIZE + size <= self.capacity
+            body = os.pread(self._fd, size, at + _HEAD_SIZE) if fits else b""
             if len(body) != size or zlib.crc32(body) != crc:
                 log.warning("journal record %d is incomplete (never acknowledged): skipped", seq)
                 continue

@@ -55,6 +55,7 @@ def _write(target: Path, data: bytes | Sequence[bytes | memoryview], *, durable:
         fd = os.open(tmp, flags, 0o600)
     except FileNotFoundError:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(target.parent.parent)  # the new folder's own entry, once
         fd = os.open(tmp, flags, 0o600)
     try:
         try:
