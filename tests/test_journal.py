@@ -250,3 +250,32 @@ def test_appends_after_stop_take_the_slow_way(tmp_path: Path) -> None:
     assert {p.read_bytes() for p in ingestor.spool.files()} == set(data)
     assert ingestor.journal is not None
     assert ingestor.journal.last_seq == 0
+
+
+def test_a_late_instance_reopening_a_study_wins_over_the_step_in_flight(tmp_path: Path) -> None:
+    store = Store(tmp_path / "node.sqlite")
+
+    def add(sop: str) -> None:
+        store.add_instance(
+            study_uid="1.2.3",
+            sop_uid=sop,
+            series_uid="1.2.3.1",
+            modality="CT",
+            path=f"/spool/{sop}",
+            patient_id="P",
+            other_ids="",
+            protocol=None,
+            source="scp:X",
+        )
+
+    add("1.2.3.1.1")
+    claimed = store.claim("worker-1", 60.0)
+    assert claimed is not None
+    assert store.release(claimed.id, "complete", "worker-1", lease="worker-1")
+    claimed = store.claim("worker-1", 60.0)
+    assert claimed is not None and claimed.state == "complete"
+    add("1.2.3.1.2")  # arrives while the worker validates: the study is reopened
+    assert not store.release(claimed.id, "validated", "worker-1", lease="worker-1")
+    study = store.study(claimed.id)
+    assert study is not None and study.state == "receiving"
+    assert len(store.instances(claimed.id)) == 2
