@@ -29,6 +29,7 @@ from anonymised_node.config import Target
 from anonymised_node.store import AnonStudy
 from identifiable_node.config import read_secret
 from uploader.errors import PermanentError, RetriableError
+from uploader.transport.stowrs import tls_error
 
 _RETRIABLE = {408, 429, 500, 502, 503, 504}
 
@@ -56,9 +57,7 @@ class Xnat:
                 method, f"{self.base}{path}", verify=self.verify, timeout=self.timeout, **kwargs
             )
         except requests.exceptions.SSLError as exc:
-            raise PermanentError(
-                f"TLS to {self.base} failed: the certificate is not trusted"
-            ) from exc
+            raise tls_error(self.base, exc) from exc
         except requests.exceptions.RequestException as exc:
             raise RetriableError(f"cannot reach {self.base}: {type(exc).__name__}") from exc
         if r.status_code in (401, 403):

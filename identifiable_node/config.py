@@ -119,6 +119,7 @@ class ForwardSettings(_Section):
     allow_plain_http: bool = Field(False, description="permit an http:// URL (tests only)")
     manifest_url: str | None = Field(None, description="URL the study manifest is POSTed to")
     batch_size: int = Field(20, ge=1, description="instances per STOW-RS request")
+    concurrency: int = Field(2, ge=1, description="STOW-RS requests in flight at once")
     timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
     max_attempts: int = Field(8, ge=1, description="attempts before a study waits for staff")
     backoff_s: float = Field(2.0, ge=0, description="first retry delay; doubles each time")

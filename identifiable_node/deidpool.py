@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
+from pydicom.errors import InvalidDicomError
+
 from uploader.deid.batch import read_dicom
 from uploader.deid.engine import Settings, deidentify
 from uploader.errors import VerificationError, WithheldError
@@ -40,7 +42,7 @@ class Done:
     """What became of one instance."""
 
     sop_uid: str
-    status: str  # written | withheld | unverified
+    status: str  # written | withheld | unverified | failed (unreadable, or not writable)
     out_path: str = ""
     out_sop_uid: str = ""
     subject: str = ""
@@ -49,11 +51,15 @@ class Done:
 
 
 def deid_file(sop_uid: str, path: Path, task: Task) -> Done:
-    """De-identify one instance and write its output (not yet durable).
+    """De-identify one instance and write its output (not yet durable); every outcome is a
+    result, never an exception (one bad instance must not undo the rest of the study)."""
+    try:
+        return _deid_file(sop_uid, path, task)
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError) as exc:
+        return Done(sop_uid, "failed", detail=type(exc).__name__)
 
-    Raises:
-        OSError, pydicom errors: the input cannot be read (the caller retries the study later).
-    """
+
+def _deid_file(sop_uid: str, path: Path, task: Task) -> Done:
     ds = read_dicom(path)
     try:
         outcome = deidentify(ds, task.settings, task.label, task.subject, task.session)

@@ -121,6 +121,8 @@ class _Pending:
     record: Record
     path: Path
     study_uid: str
+    failures: int = 0  # spool writes that failed
+    retry_at: float = 0.0  # monotonic time of the next try
 
 
 class Ingestor:
@@ -156,6 +158,7 @@ class Ingestor:
         self._stopping = False  # no new journal appends
         self._closing = False  # the writer's last pass
         self._inflight = 0  # journal appends under way
+        self._checkpoints_stopped = False  # after a failed spool fsync, until restart
         self._thread: threading.Thread | None = None
 
     # -- the journal's writer -------------------------------------------------------------
@@ -205,32 +208,44 @@ class Ingestor:
             return self._waiting[study_uid] > 0
 
     def _writer(self) -> None:
+        while True:
+            try:
+                if self._writer_turn():
+                    return
+            except Exception as exc:  # a defect must not leave the journal undrained
+                log.exception("spool writer: %s", type(exc).__name__)
+                time.sleep(1.0)
+
+    def _writer_turn(self) -> bool:
+        """One turn of the writer; True when it is done (the node is stopping)."""
         journal = self.journal
         assert journal is not None
-        failing = False
-        while True:
+        with self._cond:
+            self._cond.wait(timeout=self.write_delay_s)
+            closing = self._closing
+            now = time.monotonic()
+            quiet = now - self._last_append >= self.write_delay_s
+            full = self._pending_bytes > journal.capacity // 4
+            batch: list[_Pending] = []
+            if closing or quiet or full:  # items that failed wait for their own time
+                batch = [i for i in self._pending if i.retry_at <= now or closing]
+                taken = {id(i) for i in batch}
+                self._pending = deque(i for i in self._pending if id(i) not in taken)
+                self._pending_bytes = sum(i.record.size for i in self._pending)
+        failed = [item for item in batch if not self._write_out(item)]
+        if failed and not closing:  # the journal keeps them: try again later, less often
             with self._cond:
-                self._cond.wait(timeout=1.0 if failing else self.write_delay_s)
-                closing = self._closing
-                quiet = time.monotonic() - self._last_append >= self.write_delay_s
-                full = self._pending_bytes > journal.capacity // 4
-                batch: list[_Pending] = []
-                if closing or quiet or full:
-                    batch, self._pending = list(self._pending), deque()
-                    self._pending_bytes = 0
-            failed = [item for item in batch if not self._write_out(item)]
-            failing = bool(failed)
-            if failed and not closing:  # the journal keeps them: try again in a while
-                with self._cond:
-                    self._pending.extendleft(reversed(failed))
-                    self._pending_bytes += sum(item.record.size for item in failed)
-            idle = time.monotonic() - self._last_append >= self.checkpoint_idle_s
-            if self._unsynced and (closing or idle or journal.used() > journal.capacity // 2):
-                self._checkpoint(clean=closing)
-            elif closing:
-                self._checkpoint(clean=True)
-            if closing:
-                return  # anything not written stays in the journal for the next start
+                for item in failed:
+                    item.failures += 1
+                    item.retry_at = time.monotonic() + min(60.0, 2.0**item.failures)
+                self._pending.extendleft(reversed(failed))
+                self._pending_bytes += sum(item.record.size for item in failed)
+        idle = time.monotonic() - self._last_append >= self.checkpoint_idle_s
+        if self._unsynced and (closing or idle or journal.used() > journal.capacity // 2):
+            self._checkpoint(clean=closing)
+        elif closing:
+            self._checkpoint(clean=True)
+        return closing  # anything not written stays in the journal for the next start
 
     def _write_out(self, item: _Pending) -> bool:
         """Write one spool file from the journal; False if the disk refused."""
@@ -239,7 +254,12 @@ class Ingestor:
         try:
             quick_write(item.path, [journal.read(item.record)])
         except OSError as exc:
-            log.error("spool write failed, will retry: %s", type(exc).__name__)  # noqa: TRY400 - expected, no traceback
+            if item.failures in (0, 3) or item.failures % 10 == 0:  # not a line per retry
+                log.error(  # noqa: TRY400 - expected, no traceback
+                    "spool write failed (%d time(s)), the journal keeps it: %s",
+                    item.failures + 1,
+                    type(exc).__name__,
+                )
             return False
         item.record.written = True
         with self._cond:
@@ -250,18 +270,27 @@ class Ingestor:
         return True
 
     def _checkpoint(self, *, clean: bool = False) -> None:
-        if self.journal is None:
+        """fsync the spool files written since the last checkpoint, then checkpoint. If an
+        fsync fails, checkpoints stop until the node restarts: a retried fsync can succeed
+        without the data having reached the disk, and the journal still holds it."""
+        if self.journal is None or self._checkpoints_stopped:
             return
         with self._cond:
             paths, self._unsynced = self._unsynced, []
         seq = self.journal.checkpointable()
         try:
             fsync_files(paths)
+        except OSError as exc:
+            self._checkpoints_stopped = True
+            log.error(  # noqa: TRY400 - expected, no traceback
+                "spool fsync failed (%s): the journal keeps everything until a restart",
+                type(exc).__name__,
+            )
+            return
+        try:
             self.journal.checkpoint(seq, clean=clean)
         except OSError as exc:
             log.error("journal checkpoint failed, will retry: %s", type(exc).__name__)  # noqa: TRY400 - expected, no traceback
-            with self._cond:
-                self._unsynced = paths + self._unsynced
 
     # -- taking instances -----------------------------------------------------------------
     def take_bytes(
@@ -303,7 +332,7 @@ class Ingestor:
         origin: tuple[str, str | None],
     ) -> bool:
         """Journal the instance and queue its spool file; False: store it the slow way."""
-        if self.journal is None or self._thread is None:
+        if self.journal is None or self._thread is None or not self._thread.is_alive():
             return False
         with self._cond:
             if self._stopping:

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from uploader.errors import (
 )
 from uploader.protocols.study import study_from_files
 from uploader.protocols.validate import validate_study
-from uploader.store.db import Store, Study
+from uploader.store.db import Instance, Store, Study
 from uploader.store.spool import Spool, fsync_files, name_for
 from uploader.transport.stowrs import StowClient
 
@@ -200,11 +201,22 @@ class Pipeline:
             return
         written = [d for d in done if d.status == "written"]
         fsync_files([Path(d.out_path) for d in written])
-        self.store.set_outputs([(d.sop_uid, d.out_path, d.out_sop_uid) for d in done])
+        kept = [d for d in done if d.status in ("written", "withheld")]
+        self.store.set_outputs([(d.sop_uid, d.out_path, d.out_sop_uid) for d in kept])
         for d in done:
             if d.status == "withheld":
                 withheld += 1
                 self.store.audit(study.id, self.owner, "instance withheld", d.detail)
+        failed = [d for d in done if d.status == "failed"]
+        if failed:  # the rest is kept; staff see why (`uploader review`), approving retries
+            self._release(
+                study.id,
+                "needs_review",
+                self.owner,
+                reason=f"{len(failed)} instance(s) could not be read or written "
+                f"({failed[0].detail})",
+            )
+            return
         if written:
             subject, session = written[0].subject, written[0].session
         if subject and session:
@@ -255,24 +267,42 @@ class Pipeline:
         )
 
     def _send_all(self, study: Study) -> None:
-        """Send every pseudonymised instance not yet acknowledged, in batches.
+        """Send every pseudonymised instance not yet acknowledged, in batches, with
+        ``forward.concurrency`` requests in flight (the receiver stores one batch while the next
+        is on its way).
 
         Raises:
             RetriableError: some instance was not acknowledged (the rest are recorded).
+            PermanentError: the target refused for good.
         """
-        assert self.forwarder is not None
+        forwarder = self.forwarder
+        assert forwarder is not None
         todo = [i for i in self.store.instances(study.id) if i.out_path and not i.forwarded]
         batch = self.config.forward.batch_size
-        for start in range(0, len(todo), batch):
-            chunk = todo[start : start + batch]
+        chunks = [todo[start : start + batch] for start in range(0, len(todo), batch)]
+
+        def send(chunk: list[Instance]) -> int:
             by_out = {i.out_sop_uid or "": i.sop_uid for i in chunk}
-            result = self.forwarder.store(
-                [(i.out_sop_uid or "", Path(i.out_path or "")) for i in chunk]
-            )
+            result = forwarder.store([(i.out_sop_uid or "", Path(i.out_path or "")) for i in chunk])
             self.store.mark_forwarded([by_out[s] for s in result.stored if s in by_out])
-            if result.failed or len(result.stored) < len(chunk):
-                missing = len(chunk) - len(result.stored)
-                raise RetriableError(f"{missing} instance(s) not acknowledged")
+            return len(chunk) - len([s for s in result.stored if s in by_out])
+
+        workers = min(self.config.forward.concurrency, len(chunks))
+        if workers <= 1:
+            missing = sum(send(chunk) for chunk in chunks)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="forward") as pool:
+                futures = [pool.submit(send, chunk) for chunk in chunks]
+                missing, failure = 0, None
+                for future in futures:
+                    try:
+                        missing += future.result()
+                    except (RetriableError, PermanentError) as exc:
+                        failure = failure or exc
+                if failure is not None:
+                    raise failure
+        if missing:
+            raise RetriableError(f"{missing} instance(s) not acknowledged")
 
     def _manifest(self, study: Study) -> None:
         url = self.config.forward.manifest_url

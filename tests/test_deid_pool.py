@@ -28,3 +28,14 @@ def test_worker_processes_write_what_one_process_writes(tmp_path: Path) -> None:
         outputs[processes] = {Path(d.out_path).name: Path(d.out_path).read_bytes() for d in done}
     assert outputs[1] == outputs[2]
     assert len(outputs[2]) == len(files)
+
+
+def test_a_missing_instance_fails_alone(tmp_path: Path) -> None:
+    files = write_study(tmp_path / "study", slices=MIN_PARALLEL + 2)
+    items = [(str(dcmread(p, stop_before_pixels=True).SOPInstanceUID), p) for p in files]
+    items.insert(5, ("1.2.3.4.5", tmp_path / "gone.dcm"))  # its spool file was lost
+    settings = build_settings(KEY, PROTOCOL, "SITE01", None)
+    done = list(run(items, Task(tmp_path / "out", settings, "CT", None, None), 2))
+    assert [d.status for d in done].count("failed") == 1
+    assert done[5].status == "failed" and done[5].sop_uid == "1.2.3.4.5"
+    assert sum(d.status == "written" for d in done) == len(files)

@@ -62,6 +62,7 @@ def test_a_clean_stop_skips_the_scan_but_the_next_crash_is_recovered(tmp_path: P
     assert not journal.checkpoint(journal.last_seq, clean=True)  # its spool file is not written
     record.written = True
     assert journal.checkpoint(journal.last_seq, clean=True)
+    assert journal.append({"path": "late"}, [b"x"]) is None  # closed: the slow way from now
     journal.close()
     assert json.loads((tmp_path / "j" / "checkpoint.json").read_text())["clean"] is True
     journal = Journal(tmp_path / "j", 2 * MiB)  # opening marks it unclean again at once
@@ -96,6 +97,14 @@ def test_one_process_owns_the_journal(tmp_path: Path) -> None:
     Journal(tmp_path / "j", 1 * MiB).close()
 
 
+def _stalled_writer() -> threading.Thread:
+    """A thread standing in for the spool writer, alive but doing nothing (ends with the test
+    process)."""
+    thread = threading.Thread(target=threading.Event().wait, daemon=True)
+    thread.start()
+    return thread
+
+
 def _ingestor(root: Path, size: int) -> Ingestor:
     return Ingestor(
         Store(root / "node.sqlite"),
@@ -111,8 +120,8 @@ def test_acknowledged_instances_survive_a_power_cut_before_their_spool_files(
     data = _instances(tmp_path)
     root = tmp_path / "node"
     ingestor = _ingestor(root, 16 * MiB)
-    ingestor._thread = threading.Thread(target=lambda: None)  # a writer that never runs: the
-    # node dies after acknowledging, before any spool file is written
+    ingestor._thread = _stalled_writer()  # a writer that never writes: the node dies after
+    # acknowledging, before any spool file is written
     for d in data:
         assert ingestor.take_bytes([d[:1000], d[1000:]], source="scp:X", protocol="PACE-C")
     assert not list(ingestor.spool.files())  # journaled only
@@ -138,7 +147,7 @@ def test_the_writer_writes_spool_files_and_checkpoints_and_a_full_journal_falls_
     data = _instances(tmp_path, slices=6)
     root = tmp_path / "node"
     ingestor = _ingestor(root, 200 * 1024)  # room for a few 32 KiB instances only
-    ingestor._thread = threading.Thread(target=lambda: None)  # the writer has no turn yet
+    ingestor._thread = _stalled_writer()  # the writer has no turn yet
     for d in data:
         ingestor.take_bytes(d, source="scp:X", protocol=None)
     ingestor._thread = None
@@ -217,7 +226,10 @@ def test_a_spool_disk_failure_neither_loses_nor_hangs(
     root = tmp_path / "node"
     ingestor = _ingestor(root, 16 * MiB)
 
-    def full(_target: Path, _data: object) -> None:
+    attempts: list[Path] = []
+
+    def full(target: Path, _data: object) -> None:
+        attempts.append(target)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ingest_module, "quick_write", full)
@@ -230,6 +242,7 @@ def test_a_spool_disk_failure_neither_loses_nor_hangs(
     start = time.monotonic()
     ingestor.stop()
     assert time.monotonic() - start < 5  # no endless retry at stop
+    assert len(attempts) <= 3 * len(data)  # retried with a back-off, not at every wake-up
     assert ingestor.journal is not None
     ingestor.journal.close()
     assert not list(ingestor.spool.files())
@@ -279,3 +292,35 @@ def test_a_late_instance_reopening_a_study_wins_over_the_step_in_flight(tmp_path
     study = store.study(claimed.id)
     assert study is not None and study.state == "receiving"
     assert len(store.instances(claimed.id)) == 2
+    again = store.claim("worker-2", 60.0)  # at once, not when the old lease runs out
+    assert again is not None and again.id == claimed.id
+    store.decide(again.id, "staff", subject="SUBJ-042")  # staff decide mid-step: they win
+    assert not store.release(again.id, "pseudonymised", "worker-2", lease="worker-2")
+    decided = store.study(again.id)
+    assert decided is not None and decided.state == "complete"
+
+
+def test_a_failed_spool_fsync_stops_checkpoints_until_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retried fsync can succeed without the data on disk: the journal keeps it instead."""
+    import identifiable_node.ingest as ingest_module
+
+    data = _instances(tmp_path, slices=2)
+    root = tmp_path / "node"
+    ingestor = _ingestor(root, 16 * MiB)
+
+    def broken(_paths: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(ingest_module, "fsync_files", broken)
+    ingestor.start()
+    for d in data:
+        ingestor.take_bytes(d, source="scp:X", protocol=None)
+    ingestor.stop()
+    assert ingestor.journal is not None
+    assert ingestor.journal.checkpoint_seq == 0  # nothing declared safe
+    ingestor.journal.close()
+    monkeypatch.undo()
+    again = _ingestor(root, 16 * MiB)
+    assert again.recover() == len(data)  # written again, durably, at the next start

@@ -352,3 +352,51 @@ def test_malformed_requests_get_an_abort_and_silent_crowds_are_capped(tmp_path: 
         time.sleep(0.5)
         ok = _dcmtk("echoscu", "-aec", "UPLOADER", "127.0.0.1", str(port))
         assert ok.returncode == 0, ok.stderr  # still serving
+
+
+def test_a_slow_sender_is_served_and_a_trickle_is_not(tmp_path: Path) -> None:
+    kept: list[Received] = []
+    study = _study(tmp_path, slices=1)  # a 64x64 CT slice: about 9 KiB
+    ct = next(dcmread(p) for p in study.rglob("*") if p.is_file() and dcmread(p).Modality == "CT")
+    from io import BytesIO
+
+    buf = BytesIO()
+    ct.save_as(buf, enforce_file_format=True)
+    data_set = buf.getvalue()[132 + 12 + int.from_bytes(buf.getvalue()[140:144], "little") :]
+    command = b"".join(
+        struct.pack("<HHI", 0, e, len(v)) + v
+        for e, v in [
+            (0x0002, CTImageStorage.encode()),
+            (0x0100, struct.pack("<H", 1)),
+            (0x0110, struct.pack("<H", 7)),
+            (0x0800, struct.pack("<H", 0)),
+            (0x1000, str(ct.SOPInstanceUID).encode() + b"\0" * (len(ct.SOPInstanceUID) % 2)),
+        ]
+    )
+    with serving(kept.append, timeout_s=1.0) as server:
+        port = server.server_address[1]
+        for pause, bytes_per_step, served in ((0.25, 2048, True), (0.5, 16, False)):
+            before = len(kept)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(_associate_rq())
+                assert _reply(sock) == 0x02
+                sock.recv(65536)
+                pdv = struct.pack(">IBB", len(command) + 2, 1, 0x03) + command
+                sock.sendall(struct.pack(">BxI", 4, len(pdv)) + pdv)
+                pdv = struct.pack(">IBB", len(data_set) + 2, 1, 0x02) + data_set
+                pdu = struct.pack(">BxI", 4, len(pdv)) + pdv
+                # the slow one: ~8 KiB/s, over a second in all; the trickle: 32 B/s for 3 s
+                deadline = time.monotonic() + (30.0 if served else 3.0)
+                sent = 0
+                try:
+                    while sent < len(pdu) and time.monotonic() < deadline:
+                        sock.sendall(pdu[sent : sent + bytes_per_step])
+                        sent += bytes_per_step
+                        time.sleep(pause)
+                    if sent >= len(pdu):
+                        assert _reply(sock) == 0x04  # the C-STORE response
+                    else:
+                        assert _reply(sock) == 0x07  # A-ABORT: too slow
+                except (BrokenPipeError, ConnectionResetError):
+                    assert not served
+            assert len(kept) - before == (1 if served else 0)

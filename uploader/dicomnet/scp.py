@@ -50,6 +50,10 @@ _MAX_PDU = 1 << 20  # what we accept per PDU (advertised); larger PDUs abort the
 _MAX_REQUEST = 1 << 16  # an A-ASSOCIATE-RQ larger than this is not a real request
 _MAX_COMMAND = 1 << 16  # a command set larger than this is not a real one
 _MIN_PEER_PDU = 256  # a peer that cannot take a C-STORE response is not a real peer
+_FRAGMENT_COST = 256  # bytes a fragment is counted as, at least: empty ones are not free
+_REQUEST_WAIT_S = 10.0  # the association request must arrive within this (ARTIM), at most
+_MIN_RATE = 1024  # bytes a PDU under way must bring per timeout, or the association ends
+_WAITING_PER_HOST = 4  # connections one host may hold before its association request
 
 
 Buffer = bytes | memoryview
@@ -220,9 +224,10 @@ class _Message:
 class _Association:
     """One accepted connection, from A-ASSOCIATE-RQ to release or abort."""
 
-    def __init__(self, server: StoreServer, sock: socket.socket) -> None:
+    def __init__(self, server: StoreServer, sock: socket.socket, host: str = "") -> None:
         self.server = server
         self.sock = sock
+        self.host = host
         self.calling = ""
         self.called = ""
         self.contexts: dict[int, _Context] = {}
@@ -231,17 +236,23 @@ class _Association:
 
     # -- reading ------------------------------------------------------------------------
     def _read_exact(self, n: int, deadline: float | None) -> memoryview:
-        """``n`` bytes; by ``deadline`` (monotonic) if given, else within the idle timeout."""
+        """``n`` bytes: by ``deadline`` (monotonic) if given; else each timeout must bring at
+        least ``_MIN_RATE`` bytes (a slow link is fine, a trickle that holds a slot is not)."""
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
         timeout = self.server.options.timeout_s
+        window, window_start = 0, time.monotonic()
         while got < n:
+            now = time.monotonic()
             if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise _AbortError("a PDU took longer than the timeout to arrive")
-                self.sock.settimeout(min(left, timeout))
+                if deadline <= now:
+                    raise _AbortError("the association request did not arrive in time")
+                self.sock.settimeout(min(deadline - now, timeout))
+            elif now - window_start >= timeout:
+                if window < _MIN_RATE:
+                    raise _AbortError("the peer sends too slowly")
+                window, window_start = 0, now
             try:
                 k = self.sock.recv_into(view[got:], n - got)
             except TimeoutError as exc:
@@ -251,20 +262,21 @@ class _Association:
             if k == 0:
                 raise _ClosedError
             got += k
+            window += k
         return view
 
     def _read_pdu(self, limit: int, *, first: bool = False) -> tuple[int, memoryview]:
-        """A whole PDU: it must arrive within the timeout once its first byte has (the first
-        PDU, the association request, within the timeout of the connection)."""
+        """A whole PDU (the first, the association request, within a short deadline)."""
         timeout = self.server.options.timeout_s
-        deadline = time.monotonic() + timeout if first else None
+        deadline = time.monotonic() + min(timeout, _REQUEST_WAIT_S) if first else None
         self.sock.settimeout(timeout)
         head = self._read_exact(6, deadline)
-        deadline = deadline or time.monotonic() + timeout
         kind, length = head[0], struct.unpack(">I", head[2:6])[0]
         if length > limit:
             raise _AbortError(f"PDU of {length} bytes exceeds {limit}")
-        return kind, self._read_exact(length, deadline)
+        body = self._read_exact(length, deadline)
+        self.sock.settimeout(timeout)  # for what we send next
+        return kind, body
 
     # -- sending ------------------------------------------------------------------------
     def _send(self, data: bytes) -> None:
@@ -414,7 +426,7 @@ class _Association:
             if message.fields is not None:
                 raise _AbortError("command fragment after the command set")
             message.command.append(bytes(fragment))
-            message.size += len(fragment)
+            message.size += max(len(fragment), _FRAGMENT_COST)
             if message.size > _MAX_COMMAND:
                 raise _AbortError("a command set larger than 64 KiB")
             if not control & 2:
@@ -431,7 +443,7 @@ class _Association:
             return _us(fields.get(0x0800)) == _NO_DATA_SET
         if message.fields is None:
             raise _AbortError("data set fragment before the command set")
-        message.size += len(fragment)
+        message.size += max(len(fragment), _FRAGMENT_COST)
         if message.size > self.server.options.max_instance_bytes:
             raise _AbortError("a data set larger than the configured maximum")
         message.data.append(fragment)  # a view of this PDU's own buffer
@@ -494,7 +506,9 @@ class StoreServer:
     """Listens, accepts associations (each in its own thread), and stops on ``shutdown()``.
 
     Connections are capped at twice ``max_associations`` from the moment they are accepted
-    (the others are closed at once), so that silent connections cannot pile up threads.
+    (the others are closed at once), so that silent connections cannot pile up threads, and one
+    host may hold at most four connections that have not yet asked for an association (which
+    must come within 10 s), so that one host cannot lock the others out.
     """
 
     def __init__(self, options: ScpOptions, host: str, port: int, store: StoreFn) -> None:
@@ -537,28 +551,30 @@ class StoreServer:
     def _accept_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                conn, _address = self._listener.accept()
+                conn, address = self._listener.accept()
             except OSError:
                 if self._stopping.is_set():
                     break
                 time.sleep(0.1)  # out of descriptors, say: keep listening
                 continue
             try:
-                self._start(conn)
+                self._start(conn, address)
             except Exception as exc:  # no thread to be had: refuse this one, keep listening
                 log.error("connection refused: %s", type(exc).__name__)  # noqa: TRY400 - expected, no traceback
                 conn.close()
 
-    def _start(self, conn: socket.socket) -> None:
+    def _start(self, conn: socket.socket, address: tuple[str, int]) -> None:
+        host = address[0]
         with self._lock:
             full = len(self._connections) >= 2 * self.options.max_associations
-        if full:
+            waiting = sum(1 for a in self._connections if a.host == host and a not in self._active)
+        if full or waiting >= _WAITING_PER_HOST:  # silent connections from one host: capped
             log.warning("connection refused: too many connections")
             conn.close()
             return
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(self.options.timeout_s)
-        assoc = _Association(self, conn)
+        assoc = _Association(self, conn, host)
         thread = threading.Thread(target=assoc.run, name="scp-association", daemon=True)
         with self._lock:
             self._connections[assoc] = thread

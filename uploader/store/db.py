@@ -200,7 +200,8 @@ class Store(Database):
             )
             if row is not None and row["state"] not in ("receiving", "opted_out", "quarantined"):
                 c.execute(
-                    "UPDATE studies SET state='receiving', reason='', lease_owner=NULL WHERE id=?",
+                    "UPDATE studies SET state='receiving', reason='', lease_owner=NULL,"
+                    " lease_until=0 WHERE id=?",
                     (study_id,),
                 )
                 _audit(c, study_id, "ingest", "reopened by a late instance", row["state"])
@@ -363,7 +364,7 @@ class Store(Database):
             merged = {**json.loads(row["decisions"] or "{}"), **decisions}
             c.execute(
                 "UPDATE studies SET decisions=?, state='complete', reason='', next_attempt=0,"
-                " lease_until=0, updated=? WHERE id=?",
+                " lease_owner=NULL, lease_until=0, updated=? WHERE id=?",  # a step in flight loses
                 (json.dumps(merged), time.time(), study_id),
             )
             _audit(

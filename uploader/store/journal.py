@@ -104,6 +104,7 @@ class Journal:
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._broken = False
+        self._closed = False
         self._live: deque[Record] = deque()
         self._head = 0
         self._next_seq = self.checkpoint_seq + 1
@@ -182,7 +183,7 @@ class Journal:
         body = [*parts, description]
         total = _HEAD_SIZE + len(description) + length
         with self._lock:
-            if self._broken:
+            if self._broken or self._closed:
                 return None
             offset = self._place(_round(total))
             if offset is None:
@@ -273,6 +274,7 @@ class Journal:
             clean = clean and seq == self._next_seq - 1 and all(r.written for r in self._live)
             if clean:
                 self._write_checkpoint(seq, clean=True)
+                self._closed = True  # nothing may be appended after a clean checkpoint
         if not clean:
             self._write_checkpoint(seq, clean=False)
         with self._lock:

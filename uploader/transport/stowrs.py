@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,11 +50,21 @@ class StowClient:
         self.base = base_url.rstrip("/")
         self.verify: str | bool = str(ca_bundle) if ca_bundle else True
         self.timeout = timeout_s
-        self.session = requests.Session()
-        self.session.trust_env = False  # our CA bundle, not the environment's
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+        self._token = token
+        self._local = threading.local()  # a session per thread: requests' are not thread-safe
         self.auth = auth
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's HTTP session (kept: its connections are reused)."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # our CA bundle, not the environment's
+            if self._token:
+                session.headers["Authorization"] = f"Bearer {self._token}"
+            self._local.session = session
+        return session
 
     def store(self, files: list[tuple[str, Path]]) -> StowResult:
         """Send (sop_uid, path) pairs in one request; return what the server acknowledged.
@@ -86,9 +98,7 @@ class StowClient:
                 auth=self.auth,
             )
         except requests.exceptions.SSLError as exc:
-            raise PermanentError(
-                f"TLS to {self.base} failed: the certificate is not trusted"
-            ) from exc
+            raise tls_error(self.base, exc) from exc
         except requests.exceptions.RequestException as exc:
             raise RetriableError(f"cannot reach {self.base}: {type(exc).__name__}") from exc
         except OSError as exc:  # requests raises it for a CA bundle it cannot read
@@ -119,9 +129,7 @@ class StowClient:
                 auth=self.auth,
             )
         except requests.exceptions.SSLError as exc:
-            raise PermanentError(
-                f"TLS to {self.base} failed: the certificate is not trusted"
-            ) from exc
+            raise tls_error(self.base, exc) from exc
         except requests.exceptions.RequestException as exc:
             raise RetriableError(f"cannot reach {self.base}: {type(exc).__name__}") from exc
         except OSError as exc:
@@ -151,6 +159,31 @@ def _sop_uids(items: Any) -> list[str]:
         if value:
             out.append(str(value[0]))
     return out
+
+
+def certificate_refused(exc: BaseException) -> bool:
+    """True if a TLS failure is the peer's certificate not being trusted (permanent), not a
+    connection broken during the handshake or a transfer (worth retrying)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return True
+        if "CERTIFICATE_VERIFY_FAILED" in str(item) or "hostname mismatch" in str(item):
+            return True
+        todo.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
+    return False
+
+
+def tls_error(base: str, exc: BaseException) -> PermanentError | RetriableError:
+    """The error to raise for a TLS failure talking to ``base``."""
+    if certificate_refused(exc):
+        return PermanentError(f"TLS to {base} failed: the certificate is not trusted")
+    return RetriableError(f"TLS to {base} broke off: {type(exc).__name__}")
 
 
 def _result(response: requests.Response, sent: list[str]) -> StowResult:
