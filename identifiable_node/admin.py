@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store, _spool = open_store(config)
     if args.command == "status":
-        return _status(store, args.json)
+        return _status(store, args.json, _journal_status(config.node.data_dir))
     if args.command == "review":
         return _review(store, args)
     if args.command == "purge":
@@ -35,14 +35,44 @@ def run(args: argparse.Namespace) -> int:
     return _links(store, args.protocol)
 
 
-def _status(store: Store, as_json: bool) -> int:
+def _journal_status(data_dir: Path) -> dict[str, object] | None:
+    """The running node's ingest journal state (None when the node is not running)."""
+    if not (data_dir / "node.ready").exists():
+        return None
+    try:
+        state: dict[str, object] = json.loads((data_dir / "journal" / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state
+
+
+def _journal_problems(journal: dict[str, object] | None) -> list[str]:
+    if not journal:
+        return []
+    problems = []
+    if journal.get("failing_spool_writes"):
+        problems.append(
+            f"{journal['failing_spool_writes']} received instance(s) cannot be written to the "
+            "spool (disk full or failing?): they are safe in the journal, retried"
+        )
+    if journal.get("checkpoints_stopped"):
+        problems.append("a spool fsync failed: fix the disk, then restart the node")
+    if journal.get("retired"):
+        problems.append("the journal's disk failed: instances are stored the slow way; restart")
+    return problems
+
+
+def _status(store: Store, as_json: bool, journal: dict[str, object] | None = None) -> int:
     counts = store.counts()
     waiting = [s for s in store.studies() if s.state in ATTENTION]
+    problems = _journal_problems(journal)
     if as_json:
         print(
             json.dumps(
                 {
                     "counts": counts,
+                    "journal": journal,
+                    "problems": problems,
                     "attention": [
                         {
                             "study": s.id,
@@ -61,6 +91,8 @@ def _status(store: Store, as_json: bool) -> int:
         print(f"{state:14s} {n}")
     for s in waiting:
         print(f"study {s.id}: {s.state} ({s.protocol or 'no trial'}): {s.reason}")
+    for problem in problems:
+        print(f"journal: {problem}")
     return 0
 
 

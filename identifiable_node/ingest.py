@@ -6,6 +6,8 @@ the spool and its row is committed. A file that is not DICOM goes to quarantine 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
 import time
@@ -159,6 +161,7 @@ class Ingestor:
         self._closing = False  # the writer's last pass
         self._inflight = 0  # journal appends under way
         self._checkpoints_stopped = False  # after a failed spool fsync, until restart
+        self._published: dict[str, object] = {}
         self._thread: threading.Thread | None = None
 
     # -- the journal's writer -------------------------------------------------------------
@@ -245,7 +248,34 @@ class Ingestor:
             self._checkpoint(clean=closing)
         elif closing:
             self._checkpoint(clean=True)
+        self._publish()
         return closing  # anything not written stays in the journal for the next start
+
+    def status(self) -> dict[str, object]:
+        """The journal's state for `uploader status` (no identifiers)."""
+        journal = self.journal
+        with self._cond:
+            waiting = len(self._pending)
+            failing = sum(1 for i in self._pending if i.failures)
+        return {
+            "waiting_for_spool_files": waiting,
+            "failing_spool_writes": failing,
+            "checkpoints_stopped": self._checkpoints_stopped,
+            "retired": bool(journal and journal.retired),
+            "used_mb": round((journal.used() if journal else 0) / (1 << 20), 1),
+        }
+
+    def _publish(self) -> None:
+        """Write the status beside the journal when it changed (read by `uploader status`)."""
+        if self.journal is None:
+            return
+        state = self.status()
+        if state != self._published:
+            target = self.journal.folder / "status.json"
+            with contextlib.suppress(OSError):  # only a report: never in the way
+                target.with_suffix(".tmp").write_text(json.dumps(state))
+                target.with_suffix(".tmp").replace(target)
+                self._published = state
 
     def _write_out(self, item: _Pending) -> bool:
         """Write one spool file from the journal; False if the disk refused."""

@@ -239,6 +239,11 @@ def test_a_spool_disk_failure_neither_loses_nor_hangs(
     import time
 
     time.sleep(0.3)
+    state = json.loads((root / "journal" / "status.json").read_text())  # for `uploader status`
+    assert state["failing_spool_writes"] == state["waiting_for_spool_files"] == len(data)
+    from identifiable_node.admin import _journal_problems
+
+    assert "cannot be written to the spool" in _journal_problems(state)[0]
     start = time.monotonic()
     ingestor.stop()
     assert time.monotonic() - start < 5  # no endless retry at stop

@@ -290,6 +290,11 @@ class Journal:
         durable_write(self.checkpoint_path, json.dumps(state).encode())
 
     @property
+    def retired(self) -> bool:
+        """True after a disk error: no more appends until the node restarts."""
+        return self._broken
+
+    @property
     def last_seq(self) -> int:
         """The sequence number of the last record written or found."""
         return self._next_seq - 1
