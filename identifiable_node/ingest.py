@@ -162,6 +162,7 @@ class Ingestor:
         self._inflight = 0  # journal appends under way
         self._checkpoints_stopped = False  # after a failed spool fsync, until restart
         self._published: dict[str, object] = {}
+        self._published_at = 0.0  # at most once a second
         self._thread: threading.Thread | None = None
 
     # -- the journal's writer -------------------------------------------------------------
@@ -267,10 +268,11 @@ class Ingestor:
 
     def _publish(self) -> None:
         """Write the status beside the journal when it changed (read by `uploader status`)."""
-        if self.journal is None:
+        if self.journal is None or time.monotonic() - self._published_at < 1.0:
             return
         state = self.status()
         if state != self._published:
+            self._published_at = time.monotonic()
             target = self.journal.folder / "status.json"
             with contextlib.suppress(OSError):  # only a report: never in the way
                 target.with_suffix(".tmp").write_text(json.dumps(state))
@@ -382,7 +384,8 @@ class Ingestor:
         finally:
             with self._cond:
                 self._inflight -= 1
-                self._cond.notify_all()
+                if self._stopping:  # stop() waits for the last one; otherwise let the writer
+                    self._cond.notify_all()  # sleep: waking it per instance costs the receiver
 
     def take_file(self, path: Path, *, source: str, protocol: str | None) -> bool:
         """Store a file from the watched folder (the caller releases it afterwards).

@@ -238,8 +238,12 @@ def test_a_spool_disk_failure_neither_loses_nor_hangs(
         assert ingestor.take_bytes(d, source="scp:X", protocol=None)  # durable in the journal
     import time
 
-    time.sleep(0.3)
-    state = json.loads((root / "journal" / "status.json").read_text())  # for `uploader status`
+    status = root / "journal" / "status.json"  # for `uploader status`, at most once a second
+    deadline = time.monotonic() + 5
+    state: dict[str, object] = {}
+    while time.monotonic() < deadline and state.get("failing_spool_writes") != len(data):
+        time.sleep(0.1)
+        state = json.loads(status.read_text()) if status.exists() else {}
     assert state["failing_spool_writes"] == state["waiting_for_spool_files"] == len(data)
     from identifiable_node.admin import _journal_problems
 
