@@ -155,6 +155,7 @@ class Ingestor:
         self._pending: deque[_Pending] = deque()
         self._pending_bytes = 0
         self._waiting: Counter[str] = Counter()  # study UID -> instances without a spool file
+        self._journaled: set[Path] = set()  # their spool paths (the first copy is the one kept)
         self._unsynced: list[Path] = []
         self._last_append = 0.0
         self._stopping = False  # no new journal appends
@@ -296,6 +297,7 @@ class Ingestor:
         item.record.written = True
         with self._cond:
             self._unsynced.append(item.path)
+            self._journaled.discard(item.path)
             self._waiting[item.study_uid] -= 1
             if self._waiting[item.study_uid] <= 0:
                 del self._waiting[item.study_uid]
@@ -349,7 +351,9 @@ class Ingestor:
         if header is None:
             header = read_header(cast(bytes, data))
         path = self.spool.path_for(header.sop_uid)
-        if not path.exists():
+        with self._cond:
+            journaled = path in self._journaled  # sent again before its spool file is written
+        if not path.exists() and not journaled:
             parts = [data] if isinstance(data, bytes) else data
             if not self._journal(header, path, parts, crc, (source, protocol)):
                 self.spool.store(header.sop_uid, data)
@@ -378,6 +382,7 @@ class Ingestor:
             with self._cond:
                 self._last_append = time.monotonic()
                 self._waiting[header.study_uid] += 1
+                self._journaled.add(path)
                 self._pending.append(_Pending(record, path, header.study_uid))
                 self._pending_bytes += record.size
             return True

@@ -3,6 +3,7 @@ never taken for an instance, space is reused, and a full journal falls back to d
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -333,3 +334,24 @@ def test_a_failed_spool_fsync_stops_checkpoints_until_restart(
     monkeypatch.undo()
     again = _ingestor(root, 16 * MiB)
     assert again.recover() == len(data)  # written again, durably, at the next start
+
+
+def test_an_instance_sent_twice_keeps_its_first_copy(tmp_path: Path) -> None:
+    """As without the journal: the first copy of a SOP Instance UID is the one kept, even when
+    the second arrives before the first's spool file is written."""
+    from pydicom import dcmread
+
+    first = _instances(tmp_path, slices=1)[0]
+    ds = dcmread(io.BytesIO(first))
+    ds.SeriesDescription = "a different copy"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    root = tmp_path / "node"
+    ingestor = _ingestor(root, 16 * MiB)
+    ingestor._thread = _stalled_writer()
+    assert ingestor.take_bytes(first, source="scp:X", protocol=None)
+    assert not ingestor.take_bytes(out.getvalue(), source="scp:X", protocol=None)
+    ingestor._thread = None
+    ingestor.start()
+    ingestor.stop()
+    assert [p.read_bytes() for p in ingestor.spool.files()] == [first]
