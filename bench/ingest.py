@@ -24,30 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.peers import free_port, node, node_config, orthanc, stop, wait_for
+from tests.peers import free_port, node, node_config, orthanc, stop, storescu, wait_for
 
 
 def send(port: int, folder: Path, called: str) -> float:
+    """Seconds storescu (TCP_NODELAY) takes to send the folder."""
     start = time.perf_counter()
-    result = subprocess.run(
-        [
-            "storescu",
-            "-aet",
-            "BENCH",
-            "-aec",
-            called,
-            "+sd",
-            "+r",
-            "-nh",
-            "127.0.0.1",
-            str(port),
-            str(folder),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TCP_NODELAY": "1"},
-        check=False,
-    )
+    result = storescu(port, folder, calling="BENCH", called=called)
     if result.returncode != 0:
         raise SystemExit(f"storescu failed: {result.stderr[-500:]}")
     return time.perf_counter() - start

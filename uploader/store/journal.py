@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from uploader.store.spool import durable_write
+from uploader.store.spool import durable_write, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +126,7 @@ class Journal:
         while left > 0:
             left -= os.write(self._fd, _ZEROS[: min(left, len(_ZEROS))])
         os.fsync(self._fd)
-        dfd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(self.folder)
 
     def _read_checkpoint(self) -> dict[str, int | bool | str]:
         """The last checkpoint (none yet: sequence 0, not clean, a new ring identity)."""

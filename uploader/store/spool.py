@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a folder's entries durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -55,7 +56,7 @@ def _write(target: Path, data: bytes | Sequence[bytes | memoryview], *, durable:
         fd = os.open(tmp, flags, 0o600)
     except FileNotFoundError:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(target.parent.parent)  # the new folder's own entry, once
+        fsync_dir(target.parent.parent)  # the new folder's own entry, once
         fd = os.open(tmp, flags, 0o600)
     try:
         try:
@@ -69,7 +70,7 @@ def _write(target: Path, data: bytes | Sequence[bytes | memoryview], *, durable:
             os.close(fd)
         tmp.replace(target)
         if durable:
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -91,7 +92,7 @@ def fsync_files(paths: Sequence[Path]) -> None:
         finally:
             os.close(fd)
     for folder in {p.parent for p in paths}:
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
 def name_for(key: str) -> str:

@@ -87,15 +87,11 @@ class StowClient:
         response = self._post(f"{self.base}/studies", bytes(body), headers)
         return _result(response, [uid for uid, _p in files])
 
-    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One HTTP request; transport failures as RetriableError or PermanentError."""
         try:
-            response = self.session.post(
-                url,
-                data=body,
-                headers=headers,
-                verify=self.verify,
-                timeout=self.timeout,
-                auth=self.auth,
+            return self.session.request(
+                method, url, verify=self.verify, timeout=self.timeout, auth=self.auth, **kwargs
             )
         except requests.exceptions.SSLError as exc:
             raise tls_error(self.base, exc) from exc
@@ -103,6 +99,9 @@ class StowClient:
             raise RetriableError(f"cannot reach {self.base}: {type(exc).__name__}") from exc
         except OSError as exc:  # requests raises it for a CA bundle it cannot read
             raise PermanentError(f"TLS to {self.base}: the CA bundle cannot be read") from exc
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+        response = self._request("POST", url, data=body, headers=headers)
         if response.status_code in (401, 403):
             raise PermanentError(
                 f"{self.base} refused our credentials (HTTP {response.status_code})"
@@ -120,20 +119,7 @@ class StowClient:
             RetriableError, PermanentError: as for ``store``.
         """
         url = f"{self.base}/studies/{study_uid}/instances"
-        try:
-            response = self.session.get(
-                url,
-                headers={"Accept": "application/dicom+json"},
-                verify=self.verify,
-                timeout=self.timeout,
-                auth=self.auth,
-            )
-        except requests.exceptions.SSLError as exc:
-            raise tls_error(self.base, exc) from exc
-        except requests.exceptions.RequestException as exc:
-            raise RetriableError(f"cannot reach {self.base}: {type(exc).__name__}") from exc
-        except OSError as exc:
-            raise PermanentError(f"TLS to {self.base}: the CA bundle cannot be read") from exc
+        response = self._request("GET", url, headers={"Accept": "application/dicom+json"})
         if response.status_code in (204, 404):
             return set()
         if response.status_code in _RETRIABLE:
