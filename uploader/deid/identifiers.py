@@ -283,10 +283,10 @@ def _add(found: Identifiers, tag: int, vr: str, values: list[str]) -> None:
     if vr in ("DA", "DT"):
         found.other_dates.update(v[:8] for v in values if len(v) >= 8)
         if vr == "DT":
-            found.times.update(v[8:14] for v in values if len(v) >= 12)
+            found.times.update(v[8:14] for v in values if len(v) >= 12 and v[8:14].strip("0"))
         return
     if vr == "TM":
-        found.times.update(v for v in values if len(v) >= 4)
+        found.times.update(v for v in values if len(v) >= 4 and v.strip("0:. "))
         return
     kind = _KIND_OF.get(tag)
     if kind == "id":
