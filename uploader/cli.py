@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     scp.add_argument("--site", default="SITE", help="site ID for {site} in patterns")
 
     _node_commands(sub)
+    from uploader.web.usercli import add_parsers as web_parsers
+
+    web_parsers(sub)
     d = sub.add_parser("demo", help="the quick start: sample study -> anonymise -> verify")
     d.add_argument("--workdir", type=Path, help="where to put it (default: a new temp folder)")
     return p
@@ -171,6 +174,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from anonymised_node.service import run as run_anonymised
 
         return run_anonymised(args.config)
+    if args.command in ("users", "audit"):
+        from uploader.web.usercli import run as web_command
+
+        return web_command(args, _node_database(args.config))
     if args.command == "qr":
         from identifiable_node.qrcli import run as qr_command
 
@@ -190,6 +197,19 @@ def _dispatch(args: argparse.Namespace) -> int:
     from uploader.protocols.cli import run as protocol_command
 
     return protocol_command(args)
+
+
+def _node_database(config: Path) -> Path:
+    """The SQLite file of the node a configuration describes (its web tables live there too)."""
+    if _is_anonymised(config):
+        from anonymised_node.config import load_config as load_anonymised
+        from anonymised_node.service import open_store as open_anonymised
+
+        return open_anonymised(load_anonymised(config)).path
+    from identifiable_node.config import load_config
+    from identifiable_node.service import open_store
+
+    return open_store(load_config(config))[0].path
 
 
 def _is_anonymised(config: Path) -> bool:

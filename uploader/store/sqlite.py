@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from uploader.errors import RetriableError
+from uploader.store.auditchain import append, ensure_chain
 
 
 class Database:
@@ -23,6 +24,7 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._conn().executescript(self.SCHEMA)  # idempotent; executescript manages its transaction
+        ensure_chain(self._conn())  # the audit table's hash chain (added to older files)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -64,8 +66,5 @@ class Database:
 def audit(
     c: sqlite3.Connection, study_id: int | None, actor: str, action: str, detail: str
 ) -> None:
-    """Write one audit row (both nodes' schemas have the same audit table)."""
-    c.execute(
-        "INSERT INTO audit (at, study_id, actor, action, detail) VALUES (?,?,?,?,?)",
-        (time.time(), study_id, actor, action, detail),
-    )
+    """Write one audit row, chained to the one before (both nodes have the same audit table)."""
+    append(c, time.time(), study_id, actor, action, detail)

@@ -1,0 +1,176 @@
+"""Images as PNGs on the server: window presets, thumbnails, slices with RT contours drawn.
+
+Pixels come from pydicom (with the modality LUT: RescaleSlope/Intercept), so any transfer
+syntax pydicom can decode here is shown; one it cannot decode raises ``NotRenderable`` with the
+reason, for the page to say. Rendered images are kept in a bounded in-memory cache.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageDraw
+
+from uploader.web.contours import Plane, Roi, on_plane, plane_of
+
+#: name -> (label, window centre, window width); "auto" stretches the 1st-99th percentile
+PRESETS: dict[str, tuple[str, float, float]] = {
+    "auto": ("Auto", 0.0, 0.0),
+    "soft": ("CT soft tissue", 40.0, 400.0),
+    "lung": ("CT lung", -600.0, 1500.0),
+    "bone": ("CT bone", 400.0, 1800.0),
+}
+VIEW_SIZE = 512  # slices are drawn at least this wide, so thin contours stay visible
+THUMB_SIZE = 96
+
+
+class NotRenderable(Exception):  # noqa: N818 - a value the page shows
+    """An image that cannot be shown here, with the reason."""
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One image to draw: its dataset (with pixels), its plane, its thickness for matching."""
+
+    ds: Any
+    plane: Plane | None
+    spacing: float  # between neighbouring slices (mm): contours within half of it belong here
+
+
+def default_preset(ds: Any) -> str:
+    """CT starts on soft tissue; everything else on auto."""
+    return "soft" if str(ds.get("Modality", "")) == "CT" else "auto"
+
+
+def pixels(ds: Any) -> npt.NDArray[np.float32]:
+    """The first frame's values after the modality LUT (float), or NotRenderable."""
+    if "PixelData" not in ds:
+        raise NotRenderable("this instance has no pixel data")
+    try:
+        from pydicom.pixels.processing import apply_modality_lut
+
+        arr = ds.pixel_array
+    except Exception as exc:  # pydicom raises several kinds for missing decoders
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", str(syntax or "unknown"))
+        raise NotRenderable(f"pixel data in {name} cannot be decoded here ({exc})") from exc
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        arr = arr[0]
+    if int(ds.get("SamplesPerPixel", 1) or 1) == 1:
+        arr = apply_modality_lut(arr, ds)
+    return np.asarray(arr, dtype=np.float32)
+
+
+def window(values: npt.NDArray[np.float32], preset: str, ds: Any) -> npt.NDArray[np.uint8]:
+    """Grey levels 0-255 for a preset (MONOCHROME1 is inverted)."""
+    if values.ndim == 3:  # colour: shown as it is
+        colour: npt.NDArray[np.uint8] = np.clip(values, 0, 255).astype(np.uint8)
+        return colour
+    _label, centre, width = PRESETS.get(preset, PRESETS["auto"])
+    if width <= 0:
+        low, high = (float(v) for v in np.percentile(values, (1, 99)))
+        if high <= low:
+            low, high = float(values.min()), float(values.max()) + 1.0
+    else:
+        low, high = centre - width / 2, centre + width / 2
+    out: npt.NDArray[np.uint8] = np.clip((values - low) * (255.0 / (high - low)), 0, 255).astype(
+        np.uint8
+    )
+    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        np.subtract(255, out, out=out)
+    return out
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)  # speed over size: this is loopback/LAN
+    return buf.getvalue()
+
+
+def thumbnail(ds: Any, preset: str | None = None) -> bytes:
+    """A small PNG of an image (its first frame)."""
+    grey = window(pixels(ds), preset or default_preset(ds), ds)
+    image = Image.fromarray(grey)
+    image.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    return _png(image)
+
+
+def render_slice(item: Slice, preset: str | None, rois: list[Roi]) -> bytes:
+    """A PNG of one slice, with every ROI contour that lies on it drawn in the ROI's colour."""
+    ds = item.ds
+    grey = window(pixels(ds), preset or default_preset(ds), ds)
+    rows, cols = grey.shape[:2]
+    scale = max(1, -(-VIEW_SIZE // max(cols, 1)))  # integer zoom: pixels stay square and sharp
+    image = Image.fromarray(grey).convert("RGB")
+    if scale > 1:
+        image = image.resize((cols * scale, rows * scale), Image.Resampling.NEAREST)
+    if item.plane is not None and rois:
+        draw = ImageDraw.Draw(image)
+        for roi, contours in on_plane(rois, item.plane, item.spacing / 2):
+            for points in contours:
+                xy = [((c + 0.5) * scale, (r + 0.5) * scale) for c, r in points]
+                if len(xy) >= 2:
+                    draw.line([*xy, xy[0]], fill=roi.color, width=2 if scale < 4 else 3)
+                else:
+                    draw.point(xy, fill=roi.color)
+    return _png(image)
+
+
+def sort_slices(datasets: list[Any]) -> list[Slice]:
+    """A series' images in order along the slice normal, with the spacing between them."""
+    planes = [(ds, plane_of(ds)) for ds in datasets]
+    placed = [(ds, p) for ds, p in planes if p is not None]
+    if len(placed) == len(planes) and placed:
+        placed.sort(key=lambda dp: dp[1].position)
+        positions = [p.position for _ds, p in placed]
+        gaps = [b - a for a, b in itertools.pairwise(positions) if b - a > 1e-3]
+        thickness = _thickness(placed[0][0])
+        spacing = float(np.median(gaps)) if gaps else thickness
+        return [Slice(ds, p, spacing) for ds, p in placed]
+    ordered = sorted(datasets, key=lambda ds: int(ds.get("InstanceNumber", 0) or 0))
+    return [Slice(ds, plane_of(ds), _thickness(ds)) for ds in ordered]
+
+
+def _thickness(ds: Any) -> float:
+    try:
+        return float(ds.SliceThickness) or 2.0
+    except (AttributeError, TypeError, ValueError):
+        return 2.0
+
+
+class RenderCache:
+    """Rendered PNGs by key, least recently used dropped past ``limit_bytes``."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self._items: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple[Any, ...], make: Callable[[], bytes]) -> bytes:
+        """The cached PNG for ``key``, made (outside the lock) when absent."""
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return found
+            self.misses += 1
+        made = make()
+        with self._lock:
+            if key not in self._items and len(made) <= self.limit:
+                self._items[key] = made
+                self._size += len(made)
+                while self._size > self.limit:
+                    _k, old = self._items.popitem(last=False)
+                    self._size -= len(old)
+        return made

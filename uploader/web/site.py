@@ -1,0 +1,233 @@
+"""The pages' frame: a FastAPI app with sign-in, sessions, CSRF and strict security headers.
+
+A node builds a ``Site`` and adds its pages with ``site.page`` (GET, signed in) and
+``site.action`` (POST, signed in, CSRF token checked before the handler runs, so no handler can
+forget it). Templates are Jinja2 with autoescaping on for every file: a DICOM value is always
+text. Static files (htmx, our CSS and script) come from the package: no CDN, no build step.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from uploader.web.accounts import Accounts, Role, Session, SignInRefused
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).resolve().parent
+HTMX = "htmx-2.0.11.min.js"
+MAX_FORM = 64 * 1024
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
+Handler = Callable[..., Awaitable[Response]]
+
+
+class SignInNeeded(Exception):  # noqa: N818 - control flow to the sign-in page
+    """No live session: go to the sign-in page."""
+
+
+class Forbidden(Exception):  # noqa: N818
+    """Signed in, but not allowed (role, or a missing or wrong CSRF token)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class _Headers(BaseHTTPMiddleware):
+    """Security headers on every response; pages and images are never cached."""
+
+    def __init__(self, app: Any, tls: bool) -> None:
+        super().__init__(app)
+        self.tls = tls
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        h = response.headers
+        h["Content-Security-Policy"] = CSP
+        h["X-Frame-Options"] = "DENY"
+        h["Referrer-Policy"] = "no-referrer"
+        h["X-Content-Type-Options"] = "nosniff"
+        h["Cross-Origin-Opener-Policy"] = "same-origin"
+        h["Cross-Origin-Resource-Policy"] = "same-origin"
+        if not request.url.path.startswith("/static/"):
+            h["Cache-Control"] = "no-store"
+        if self.tls:
+            h["Strict-Transport-Security"] = "max-age=31536000"
+        return response
+
+
+class Site:
+    """The staff pages of one node."""
+
+    def __init__(
+        self, accounts: Accounts, *, title: str, templates: Path | None, tls: bool = True
+    ) -> None:
+        self.accounts, self.title, self.tls = accounts, title, tls
+        self.cookie = "__Host-session" if tls else "session"
+        self.signin_cookie = "__Host-signin" if tls else "signin"
+        loaders = [FileSystemLoader(str(templates))] if templates else []
+        self.env = Environment(
+            loader=ChoiceLoader([*loaders, FileSystemLoader(str(HERE / "templates"))]),
+            autoescape=True,  # every template, whatever its name: DICOM values are text
+        )
+        self.env.globals.update(htmx=HTMX, site_title=title)
+        self.app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+        self.app.add_middleware(_Headers, tls=tls)
+        self.app.add_exception_handler(SignInNeeded, self._to_sign_in)  # type: ignore[arg-type]
+        self.app.add_exception_handler(Forbidden, self._forbidden)  # type: ignore[arg-type]
+        self._routes()
+
+    # -- what pages use ---------------------------------------------------------------------
+    def session(self, request: Request, role: Role | None = None) -> Session:
+        """The request's live session, or SignInNeeded; Forbidden if the role is not enough."""
+        found = self.accounts.session(request.cookies.get(self.cookie, ""))
+        if found is None:
+            raise SignInNeeded
+        if role is Role.ADMIN and found.user.role is not Role.ADMIN:
+            raise Forbidden("this page is for administrators")
+        return found
+
+    def render(
+        self, name: str, session: Session | None, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        """A rendered template (autoescaped)."""
+        html = self.env.get_template(name).render(session=session, **context)
+        return HTMLResponse(html, status_code=status)
+
+    def page(self, path: str, role: Role | None = None) -> Callable[[Handler], Handler]:
+        """Register a GET page for signed-in users; the handler gets (request, session, ...)."""
+
+        def register(handler: Handler) -> Handler:
+            async def endpoint(request: Request) -> Response:
+                session = self.session(request, role)
+                return await handler(request, session, **request.path_params)
+
+            self.app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
+            return handler
+
+        return register
+
+    def action(self, path: str, role: Role | None = None) -> Callable[[Handler], Handler]:
+        """Register a state-changing POST: signed in, CSRF token checked, form parsed first."""
+
+        def register(handler: Handler) -> Handler:
+            async def endpoint(request: Request) -> Response:
+                session = self.session(request, role)
+                form = await _form(request)
+                given = form.get("csrf") or request.headers.get("x-csrf-token", "")
+                if not hmac.compare_digest(given.encode(), session.csrf.encode()):
+                    raise Forbidden("the form's security token is missing or stale: reload")
+                return await handler(request, session, form, **request.path_params)
+
+            self.app.add_api_route(path, endpoint, methods=["POST"], include_in_schema=False)
+            return handler
+
+        return register
+
+    # -- sign-in, sign-out, static ----------------------------------------------------------
+    def _routes(self) -> None:
+        app = self.app
+
+        @app.get("/static/{name}", include_in_schema=False)
+        def static(name: str) -> Response:
+            path = HERE / "static" / name
+            if "/" in name or name.startswith(".") or not path.is_file():
+                return Response("not found", status_code=404, media_type="text/plain")
+            kind = _STATIC_TYPES.get(path.suffix, "application/octet-stream")
+            headers = {"Cache-Control": "public, max-age=86400"}
+            return Response(path.read_bytes(), media_type=kind, headers=headers)
+
+        @app.get("/signin", include_in_schema=False)
+        def sign_in_page(request: Request, next: str = "/") -> Response:
+            return self._sign_in_form(_safe_next(next), "")
+
+        @app.post("/signin", include_in_schema=False)
+        async def sign_in(request: Request) -> Response:
+            form = await _form(request)
+            given, pre = form.get("csrf", ""), request.cookies.get(self.signin_cookie, "")
+            nxt = _safe_next(form.get("next", "/"))
+            if not pre or not hmac.compare_digest(given.encode(), pre.encode()):
+                return self._sign_in_form(nxt, "The form expired: please sign in again.", 403)
+            address = request.client.host if request.client else "-"
+            try:
+                token, _session = self.accounts.sign_in(
+                    form.get("name", ""), form.get("password", ""), address
+                )
+            except SignInRefused as exc:
+                if exc.throttled:
+                    message = "Too many failed sign-ins: wait a few minutes and try again."
+                    return self._sign_in_form(nxt, message, 429)
+                return self._sign_in_form(nxt, "Wrong name or password.", 401)
+            response = RedirectResponse(nxt, status_code=303)
+            self._set_cookie(response, self.cookie, token)
+            response.delete_cookie(self.signin_cookie, path="/", secure=self.tls, httponly=True)
+            return response
+
+        @app.post("/signout", include_in_schema=False)
+        async def sign_out(request: Request) -> Response:
+            token = request.cookies.get(self.cookie, "")
+            session = self.accounts.session(token)
+            form = await _form(request)
+            if session is not None:
+                if not hmac.compare_digest(form.get("csrf", "").encode(), session.csrf.encode()):
+                    raise Forbidden("the form's security token is missing or stale: reload")
+                self.accounts.revoke(token)
+            response = RedirectResponse("/signin", status_code=303)
+            response.delete_cookie(self.cookie, path="/", secure=self.tls, httponly=True)
+            return response
+
+    def _sign_in_form(self, nxt: str, message: str, status: int = 200) -> Response:
+        pre = secrets.token_urlsafe(24)
+        response = self.render("signin.html", None, status, next=nxt, csrf=pre, message=message)
+        self._set_cookie(response, self.signin_cookie, pre)
+        return response
+
+    def _set_cookie(self, response: Response, name: str, value: str) -> None:
+        response.set_cookie(
+            name, value, path="/", secure=self.tls, httponly=True, samesite="strict"
+        )
+
+    async def _to_sign_in(self, request: Request, _exc: SignInNeeded) -> Response:
+        target = "/signin?next=" + quote(request.url.path, safe="/")
+        if request.headers.get("hx-request"):
+            return Response(status_code=401, headers={"HX-Redirect": target})
+        if request.method != "GET":
+            return self.render("error.html", None, 401, message="Please sign in again.")
+        return RedirectResponse(target, status_code=303)
+
+    async def _forbidden(self, request: Request, exc: Forbidden) -> Response:
+        session = self.accounts.session(request.cookies.get(self.cookie, ""))
+        return self.render("error.html", session, 403, message=exc.why)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An urlencoded form's fields (first value each); bounded in size."""
+    body = await request.body()
+    if len(body) > MAX_FORM:
+        raise Forbidden("the form is too large")
+    kind = request.headers.get("content-type", "")
+    if body and not kind.startswith("application/x-www-form-urlencoded"):
+        raise Forbidden("expected a form")
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[0] for k, v in fields.items()}
+
+
+def _safe_next(target: str) -> str:
+    """Only a path on this site (never //host or a scheme): no open redirect."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
