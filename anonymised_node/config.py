@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from identifiable_node.config import load_yaml_model
+from uploader.web.settings import WebSettings
 
 
 class _Section(BaseModel):
@@ -125,6 +126,7 @@ class Config(_Section):
     push: PushSettings = Field(default_factory=PushSettings, description="pushing")
     retention: RetentionSettings = Field(default_factory=RetentionSettings, description="retention")
     workers: WorkerSettings = Field(default_factory=WorkerSettings, description="workers")
+    web: WebSettings = Field(default_factory=WebSettings, description="staff pages")  # issue 15
 
     @model_validator(mode="after")
     def _targets_exist(self) -> Config:

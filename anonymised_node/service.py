@@ -18,6 +18,7 @@ from anonymised_node.config import Config, load_config
 from anonymised_node.intake import Verifier, make_app
 from anonymised_node.push import Pusher
 from anonymised_node.store import AnonStore
+from anonymised_node.web.server import web_server
 from identifiable_node.config import read_secret
 from uploader.protocols.loader import load_protocol
 from uploader.protocols.model import Protocol
@@ -65,6 +66,9 @@ def run(config_path: Path) -> int:
     )
     stop = threading.Event()
     pusher = Pusher(config, store, protocols)
+    pages = web_server(config, store)  # staff pages on web.listen; None when not configured
+    if pages is not None:
+        threading.Thread(target=pages.run, name="web", daemon=True).start()
 
     def work() -> None:
         while not stop.is_set():
@@ -77,7 +81,7 @@ def run(config_path: Path) -> int:
                 stop.wait(config.workers.idle_s)
 
     def announce() -> None:
-        while not server.started and not stop.is_set():
+        while not (server.started and (pages is None or pages.started)) and not stop.is_set():
             time.sleep(0.05)
         ready = {"pid": os.getpid(), "port": intake.port}
         durable_write(config.node.data_dir / "node.ready", json.dumps(ready).encode())
@@ -87,6 +91,8 @@ def run(config_path: Path) -> int:
     threading.Thread(target=announce, name="announce", daemon=True).start()
     server.run()  # returns on SIGTERM / SIGINT
     stop.set()
+    if pages is not None:
+        pages.should_exit = True
     worker.join(timeout=30)
     (config.node.data_dir / "node.ready").unlink(missing_ok=True)
     return 0

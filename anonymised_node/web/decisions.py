@@ -1,0 +1,49 @@
+"""Staff decisions from the pages, through the store's one audited state change.
+
+approve / reject: a study waiting for approval (reject needs a reason); retry: a failed push is
+queued again now; reopen (admins): a rejected study goes back to the queue.
+"""
+
+from __future__ import annotations
+
+from anonymised_node.store import AnonStore
+from uploader.web.accounts import Role, Session
+
+
+class Refused(Exception):  # noqa: N818 - a decision that is not allowed, shown as it is
+    """The decision does not apply to the study in its state (or to this user)."""
+
+
+def decide(store: AnonStore, study_id: int, decision: str, reason: str, who: Session) -> str:
+    """Apply a decision; return what happened, in words.
+
+    Raises:
+        Refused: unknown study, wrong state, missing reason, or not an admin for reopen.
+    """
+    study = store.study(study_id)
+    if study is None:
+        raise Refused("no such study")
+    name, reason = who.user.name, reason.strip()
+    if decision in ("approve", "reject") and study.state != "ready":
+        raise Refused(f"cannot {decision} a study that is {study.state}")
+    if decision == "approve":
+        store.set_state(study_id, "approved", name, "approved in the staff pages")
+        return "approved: the push starts"
+    if decision == "reject":
+        if not reason:
+            raise Refused("a rejection needs a reason")
+        store.set_state(study_id, "rejected", name, reason, reason=reason)
+        return "rejected"
+    if decision == "retry":
+        if study.state != "failed":
+            raise Refused(f"only a failed push can be retried (this study is {study.state})")
+        store.set_state(study_id, "approved", name, "push retried", next_attempt=0, attempts=0)
+        return "queued to push again"
+    if decision == "reopen":
+        if who.user.role is not Role.ADMIN:
+            raise Refused("only an administrator can re-open a rejected study")
+        if study.state != "rejected":
+            raise Refused(f"only a rejected study can be re-opened (this one is {study.state})")
+        store.set_state(study_id, "ready", name, reason or "re-opened", reason="")
+        return "re-opened: waiting for approval"
+    raise Refused(f"unknown decision {decision!r}")

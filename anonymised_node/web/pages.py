@@ -1,0 +1,263 @@
+"""The anonymised node's pages on the core's web layer: queue, study, images, decisions, audit."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import RedirectResponse, Response
+from pydicom import dcmread
+
+from anonymised_node.store import STATES, AnonStore
+from anonymised_node.web import queue
+from anonymised_node.web.decisions import Refused, decide
+from anonymised_node.web.studyfiles import StudyFiles, header_tree, rois_for
+from uploader.web.accounts import Accounts, Role, Session
+from uploader.web.render import PRESETS, NotRenderable, RenderCache, Slice, render_slice, thumbnail
+from uploader.web.site import Site
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+DONE = {
+    "approve": "Approved: the push starts.",
+    "reject": "Rejected.",
+    "retry": "Queued to push again.",
+    "reopen": "Re-opened: waiting for approval.",
+}
+
+
+def _when(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else ""
+
+
+def build_site(store: AnonStore, accounts: Accounts, *, tls: bool, cache_mb: int) -> Site:
+    """The staff pages of the anonymised node."""
+    site = Site(accounts, title="Review queue · anonymised node", templates=TEMPLATES, tls=tls)
+    site.env.filters["when"] = _when
+    files = StudyFiles(store)
+    cache = RenderCache(cache_mb * 1024 * 1024)
+    _queue_pages(site, store)
+    _study_pages(site, store, files)
+    _image_routes(site, files, cache)
+    _audit_pages(site, store)
+    return site
+
+
+def _queue_pages(site: Site, store: AnonStore) -> None:
+    def filters(request: Request) -> dict[str, str]:
+        q = request.query_params
+        state = q.get("state", "")
+        return {
+            "state": state if state in STATES else "",
+            "trial": q.get("trial", ""),
+            "sort": q.get("sort", "new") if q.get("sort") in queue.SORTS else "new",
+        }
+
+    @site.page("/")
+    async def home(request: Request, session: Session) -> Response:
+        chosen = filters(request)
+        rows = queue.rows(store, chosen["state"], chosen["trial"], chosen["sort"])
+        return site.render(
+            "queue.html",
+            session,
+            rows=rows,
+            chosen=chosen,
+            states=STATES,
+            labels=queue.LABEL,
+            trials=queue.trials(store),
+            refusals=queue.unmatched_refusals(store, rows) if not chosen["state"] else [],
+            query=request.url.query,
+        )
+
+    @site.page("/queue/rows")
+    async def rows_fragment(request: Request, session: Session) -> Response:
+        chosen = filters(request)
+        rows = queue.rows(store, chosen["state"], chosen["trial"], chosen["sort"])
+        return site.render("queue_rows.html", session, rows=rows, query=request.url.query)
+
+
+def _study_pages(site: Site, store: AnonStore, files: StudyFiles) -> None:
+    def row_of(study_id: str) -> queue.Row | None:
+        found = queue.rows(store, study_id=int(study_id)) if study_id.isdigit() else []
+        return found[0] if found else None
+
+    @site.page("/studies/{study_id}")
+    async def study(request: Request, session: Session, study_id: str) -> Response:
+        row = row_of(study_id)
+        if row is None:
+            return site.render("error.html", session, 404, message="No such study.")
+        view = files.view(row.id)
+        audit = store.query(
+            "SELECT at, actor, action, detail FROM audit WHERE study_id=? ORDER BY id", (row.id,)
+        )
+        done = DONE.get(request.query_params.get("done", ""), "")
+        return site.render(
+            "study.html",
+            session,
+            row=row,
+            view=view,
+            audit=audit,
+            done=done,
+            error="",
+            presets=PRESETS,
+            rois={s.uid: rois_for(view, s) for s in view.series},
+            instances=store.instances(row.id),
+            modality=queue.MODALITY,
+        )
+
+    @site.page("/studies/{study_id}/state")
+    async def state(request: Request, session: Session, study_id: str) -> Response:
+        row = row_of(study_id)
+        if row is None:
+            return site.render("error.html", session, 404, message="No such study.")
+        return site.render("study_state.html", session, row=row, error="", done="")
+
+    @site.action("/studies/{study_id}/decide")
+    async def decision(
+        request: Request, session: Session, form: dict[str, str], study_id: str
+    ) -> Response:
+        row = row_of(study_id)
+        if row is None:
+            return site.render("error.html", session, 404, message="No such study.")
+        choice = form.get("decision", "")
+        try:
+            decide(store, row.id, choice, form.get("reason", ""), session)
+        except Refused as exc:
+            return site.render("study_state.html", session, 409, row=row, error=str(exc), done="")
+        return RedirectResponse(f"/studies/{row.id}?done={choice}", status_code=303)
+
+    @site.page("/studies/{study_id}/instances/{sop_uid}/header")
+    async def header(request: Request, session: Session, study_id: str, sop_uid: str) -> Response:
+        path = files.path(int(study_id), sop_uid) if study_id.isdigit() else None
+        if path is None:
+            return site.render("error.html", session, 404, message="No such instance.")
+        query = request.query_params.get("q", "")
+        tree = header_tree(dcmread(path, stop_before_pixels=True), query)
+        return site.render(
+            "header.html", session, tree=tree, q=query, study_id=study_id, sop_uid=sop_uid
+        )
+
+
+def _image_routes(site: Site, files: StudyFiles, cache: RenderCache) -> None:
+    def pick(study_id: str, series_uid: str, request: Request) -> tuple[Any, int, str] | None:
+        series = files.series(int(study_id), series_uid) if study_id.isdigit() else None
+        if series is None or not series.slices:
+            return None
+        try:
+            index = int(request.query_params.get("i", len(series.slices) // 2))
+        except ValueError:
+            index = 0
+        index = max(0, min(index, len(series.slices) - 1))
+        preset = request.query_params.get("preset", "")
+        return series, index, preset if preset in PRESETS else ""
+
+    def full(series: Any, index: int) -> Slice:
+        item = series.slices[index]
+        sop = str(item.ds.SOPInstanceUID)
+        return Slice(dcmread(series.paths[sop]), item.plane, item.spacing)
+
+    def png(data: bytes) -> Response:
+        return Response(data, media_type="image/png")
+
+    @site.page("/studies/{study_id}/series/{series_uid}/viewer")
+    async def viewer(
+        request: Request, session: Session, study_id: str, series_uid: str
+    ) -> Response:
+        found = pick(study_id, series_uid, request)
+        if found is None:
+            return site.render("error.html", session, 404, message="No such series.")
+        series, index, preset = found
+        why = ""
+        try:
+            cache.get(("probe", series.uid, index), lambda: _probe(full(series, index)))
+        except NotRenderable as exc:
+            why = str(exc)
+        view = files.view(int(study_id))
+        return site.render(
+            "viewer.html",
+            session,
+            study_id=study_id,
+            series=series,
+            index=index,
+            preset=preset,
+            presets=PRESETS,
+            why=why,
+            rois=rois_for(view, series),
+        )
+
+    @site.page("/studies/{study_id}/series/{series_uid}/slice.png")
+    async def slice_png(
+        request: Request, session: Session, study_id: str, series_uid: str
+    ) -> Response:
+        found = pick(study_id, series_uid, request)
+        if found is None:
+            return Response("no such series", status_code=404, media_type="text/plain")
+        series, index, preset = found
+        rois = rois_for(files.view(int(study_id)), series)
+        key = ("slice", series.uid, index, preset, len(rois))
+        try:
+            return png(cache.get(key, lambda: render_slice(full(series, index), preset, rois)))
+        except NotRenderable as exc:
+            return Response(str(exc), status_code=415, media_type="text/plain")
+
+    @site.page("/studies/{study_id}/series/{series_uid}/thumb.png")
+    async def thumb(request: Request, session: Session, study_id: str, series_uid: str) -> Response:
+        found = pick(study_id, series_uid, request)
+        if found is None:
+            return Response("no such series", status_code=404, media_type="text/plain")
+        series, index, _preset = found
+        try:
+            return png(cache.get(("thumb", series.uid), lambda: thumbnail(full(series, index).ds)))
+        except NotRenderable as exc:
+            return Response(str(exc), status_code=415, media_type="text/plain")
+
+
+def _probe(item: Slice) -> bytes:
+    """Render nothing but check that the pixels decode (NotRenderable says why not)."""
+    from uploader.web.render import pixels
+
+    pixels(item.ds)
+    return b"ok"
+
+
+def _audit_pages(site: Site, store: AnonStore) -> None:
+    def select(request: Request) -> tuple[list[Any], str, str]:
+        study, user = request.query_params.get("study", ""), request.query_params.get("user", "")
+        where: list[str] = []
+        args: list[object] = []
+        if study.isdigit():
+            where.append("study_id=?")
+            args.append(int(study))
+        if user:
+            where.append("actor=?")
+            args.append(user)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = store.query(
+            "SELECT id, at, study_id, actor, action, detail, hash FROM audit"  # noqa: S608
+            f"{clause} ORDER BY id DESC LIMIT 2000",
+            tuple(args),
+        )
+        return rows, study, user
+
+    @site.page("/audit", role=Role.ADMIN)
+    async def audit(request: Request, session: Session) -> Response:
+        rows, study, user = select(request)
+        report = site.accounts.verify_audit()
+        return site.render(
+            "audit.html", session, rows=rows, study=study, user=user, report=report,
+            query=request.url.query,
+        )  # fmt: skip
+
+    @site.page("/audit.csv", role=Role.ADMIN)
+    async def audit_csv(request: Request, session: Session) -> Response:
+        rows, _study, _user = select(request)
+        buf = io.StringIO()
+        out = csv.writer(buf)
+        out.writerow(["id", "at", "study_id", "actor", "action", "detail", "hash"])
+        for r in rows:
+            out.writerow([r["id"], _when(r["at"]), *list(r)[2:]])
+        headers = {"Content-Disposition": 'attachment; filename="audit.csv"'}
+        return Response(buf.getvalue(), media_type="text/csv", headers=headers)

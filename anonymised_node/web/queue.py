@@ -1,0 +1,165 @@
+"""What the queue and study pages show, read from the node's store in a few queries.
+
+Refusals are matched to a study through its manifest's SOP Instance UIDs: an instance the second
+check refused is never stored, so that list is the only link between the two.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from anonymised_node.store import AnonStore
+
+MODALITY = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.2.1": "CT",
+    "1.2.840.10008.5.1.4.1.1.4": "MR",
+    "1.2.840.10008.5.1.4.1.1.4.1": "MR",
+    "1.2.840.10008.5.1.4.1.1.128": "PT",
+    "1.2.840.10008.5.1.4.1.1.481.1": "RTIMAGE",
+    "1.2.840.10008.5.1.4.1.1.481.2": "RTDOSE",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT",
+    "1.2.840.10008.5.1.4.1.1.481.5": "RTPLAN",
+    "1.2.840.10008.5.1.4.1.1.481.8": "RTPLAN",
+    "1.2.840.10008.5.1.4.1.1.7": "SC",
+}
+LABEL = {
+    "receiving": "receiving",
+    "ready": "waiting for approval",
+    "approved": "approved, queued to push",
+    "uploading": "pushing",
+    "uploaded": "confirmed at the repository",
+    "failed": "push failed",
+    "rejected": "rejected",
+}
+SORTS = {"new": "arrived DESC, s.id DESC", "old": "arrived ASC, s.id ASC"}
+
+
+@dataclass
+class Row:
+    """One study in the queue."""
+
+    id: int
+    protocol: str
+    subject: str
+    session: str
+    state: str
+    reason: str
+    attempts: int
+    expected: int | None
+    arrived: float
+    instances: int = 0
+    uploaded: int = 0
+    modalities: dict[str, int] = field(default_factory=dict)
+    refused: list[list[str]] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The state in words."""
+        return LABEL.get(self.state, self.state)
+
+    @property
+    def verdict(self) -> str:
+        """The second check's verdict on the study."""
+        if self.refused:
+            return f"{len(self.refused)} instance(s) refused"
+        return f"all {self.instances} passed" if self.instances else "nothing stored yet"
+
+
+def rows(
+    store: AnonStore, state: str = "", trial: str = "", sort: str = "new", study_id: int = 0
+) -> list[Row]:
+    """Studies for the queue (filtered, sorted), with their counts and refusals."""
+    where: list[str] = []
+    args: list[object] = []
+    if state:
+        where.append("s.state=?")
+        args.append(state)
+    if trial:
+        where.append("s.protocol=?")
+        args.append(trial)
+    if study_id:
+        where.append("s.id=?")
+        args.append(study_id)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    sql = (
+        "SELECT s.id, s.protocol, s.subject, s.session, s.state, s.reason, s.attempts,"
+        " s.expected, s.manifest, COALESCE(MIN(i.received), s.updated) arrived,"
+        " COUNT(i.sop_uid) n, COALESCE(SUM(i.uploaded), 0) up FROM studies s"
+        " LEFT JOIN instances i ON i.study_id=s.id "
+    )
+    order = SORTS.get(sort, SORTS["new"])  # our column names; values are placeholders
+    found = store.query(f"{sql}{clause} GROUP BY s.id ORDER BY {order}", tuple(args))
+    out = {
+        r["id"]: Row(
+            r["id"],
+            r["protocol"],
+            r["subject"],
+            r["session"],
+            r["state"],
+            r["reason"],
+            r["attempts"],
+            r["expected"],
+            r["arrived"],
+            r["n"],
+            r["up"],
+            manifest=_manifest(r["manifest"]),
+        )
+        for r in found
+    }
+    if not out:
+        return []
+    marks = ",".join("?" * len(out)) if len(out) < 900 else ""
+    sql = "SELECT study_id, sop_class, COUNT(*) n FROM instances"
+    sql += f" WHERE study_id IN ({marks})" if marks else ""
+    for r in store.query(sql + " GROUP BY study_id, sop_class", tuple(out) if marks else ()):
+        row = out.get(r["study_id"])
+        if row is not None:
+            name = MODALITY.get(r["sop_class"], "OT")
+            row.modalities[name] = row.modalities.get(name, 0) + int(r["n"])
+    refusals = refused_by_uid(store)
+    for row in out.values():
+        uids = row.manifest.get("sop_instance_uids") or []
+        row.refused = [refusals[u] for u in uids if u in refusals]
+    return list(out.values())
+
+
+def refused_by_uid(store: AnonStore) -> dict[str, list[str]]:
+    """Problems of each refused instance, by SOP Instance UID."""
+    out: dict[str, list[str]] = {}
+    for r in store.query("SELECT sop_uid, problems FROM refusals ORDER BY id"):
+        try:
+            out[str(r["sop_uid"])] = [str(p) for p in json.loads(r["problems"])]
+        except (TypeError, ValueError):
+            out[str(r["sop_uid"])] = [str(r["problems"])]
+    return out
+
+
+def unmatched_refusals(store: AnonStore, studies: list[Row]) -> list[tuple[float, list[str]]]:
+    """Refusals no study's manifest names (the whole study was refused, or no manifest came)."""
+    named = {u for row in studies for u in row.manifest.get("sop_instance_uids") or []}
+    out = []
+    for r in store.query("SELECT at, sop_uid, problems FROM refusals ORDER BY id DESC"):
+        if r["sop_uid"] not in named:
+            try:
+                problems = [str(p) for p in json.loads(r["problems"])]
+            except (TypeError, ValueError):
+                problems = [str(r["problems"])]
+            out.append((float(r["at"]), problems))
+    return out
+
+
+def trials(store: AnonStore) -> list[str]:
+    """Trials with studies here."""
+    return [r["protocol"] for r in store.query("SELECT DISTINCT protocol FROM studies ORDER BY 1")]
+
+
+def _manifest(text: str | None) -> dict[str, Any]:
+    try:
+        found = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
