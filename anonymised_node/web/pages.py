@@ -15,6 +15,7 @@ from pydicom import dcmread
 from anonymised_node.store import STATES, AnonStore
 from anonymised_node.web import queue
 from anonymised_node.web.decisions import Refused, decide
+from anonymised_node.web.dicomweb import add_dicomweb
 from anonymised_node.web.studyfiles import StudyFiles, header_tree, rois_for
 from uploader.web.accounts import Accounts, Role, Session
 from uploader.web.render import PRESETS, NotRenderable, RenderCache, Slice, render_slice, thumbnail
@@ -43,6 +44,7 @@ def build_site(store: AnonStore, accounts: Accounts, *, tls: bool, cache_mb: int
     _study_pages(site, store, files)
     _image_routes(site, files, cache)
     _audit_pages(site, store)
+    add_dicomweb(site, store, files)
     return site
 
 
