@@ -18,7 +18,7 @@ from anonymised_node.config import Config, load_config
 from anonymised_node.intake import Verifier, make_app
 from anonymised_node.push import Pusher
 from anonymised_node.store import AnonStore
-from anonymised_node.web.server import web_server
+from anonymised_node.web.server import PagesThread, web_server
 from identifiable_node.config import read_secret
 from uploader.protocols.loader import load_protocol
 from uploader.protocols.model import Protocol
@@ -67,8 +67,9 @@ def run(config_path: Path) -> int:
     stop = threading.Event()
     pusher = Pusher(config, store, protocols)
     pages = web_server(config, store)  # staff pages on web.listen; None when not configured
-    if pages is not None:
-        threading.Thread(target=pages.run, name="web", daemon=True).start()
+    pages_thread = PagesThread(pages, server) if pages is not None else None
+    if pages_thread is not None:
+        pages_thread.start()
 
     def work() -> None:
         while not stop.is_set():
@@ -91,8 +92,8 @@ def run(config_path: Path) -> int:
     threading.Thread(target=announce, name="announce", daemon=True).start()
     server.run()  # returns on SIGTERM / SIGINT
     stop.set()
-    if pages is not None:
-        pages.should_exit = True
+    if pages_thread is not None:
+        pages_thread.stop()
     worker.join(timeout=30)
     (config.node.data_dir / "node.ready").unlink(missing_ok=True)
-    return 0
+    return 1 if pages_thread is not None and pages_thread.failed else 0

@@ -161,3 +161,33 @@ def test_reject_needs_a_reason_and_an_admin_reopens_then_the_api_approves(
         csv_text = adam.get(f"{n.web}/audit.csv?user=rita", timeout=10).text
         assert "ready -> rejected" in csv_text and "adam" not in csv_text
         wait_for(lambda: "sign-in" in adam.get(f"{n.web}/audit.csv", timeout=10).text, 5, "audit")
+
+
+def test_pages_port_taken_stops_the_node_instead_of_running_without_pages(
+    tmp_path: Path,
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    from .peers import anon_config
+
+    config, _cert, _port = anon_config(tmp_path / "anon", {"type": "directory", "path": "/tmp/x"})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = yaml.safe_load(config.read_text())
+        settings["web"] = {"listen": f"127.0.0.1:{taken.getsockname()[1]}"}
+        config.write_text(yaml.safe_dump(settings))
+        done = subprocess.run(
+            [sys.executable, "-m", "anonymised_node", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode != 0
+    assert "the staff pages stopped" in done.stderr
+    assert not (tmp_path / "anon" / "data" / "node.ready").exists()

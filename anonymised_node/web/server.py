@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import uvicorn
 
 from anonymised_node.config import Config
@@ -9,6 +12,8 @@ from anonymised_node.store import AnonStore
 from anonymised_node.web.pages import build_site
 from uploader.errors import ConfigError
 from uploader.web.accounts import Accounts
+
+log = logging.getLogger(__name__)
 
 
 def web_server(config: Config, store: AnonStore) -> uvicorn.Server | None:
@@ -46,3 +51,31 @@ def web_server(config: Config, store: AnonStore) -> uvicorn.Server | None:
             access_log=False,
         )
     )
+
+
+class PagesThread(threading.Thread):
+    """Runs the pages' server; if it stops on its own (port taken, crash), the node stops too:
+    a node whose pages are gone must not look healthy."""
+
+    def __init__(self, pages: uvicorn.Server, intake: uvicorn.Server) -> None:
+        super().__init__(name="web", daemon=True)
+        self.pages, self.intake = pages, intake
+        self.failed = False
+        self.stopping = False
+
+    def run(self) -> None:
+        try:
+            self.pages.run()
+        except BaseException:  # uvicorn exits with SystemExit when it cannot bind
+            log.exception("the staff pages' server failed")
+        if not self.stopping:
+            self.failed = True
+            log.error(
+                "the staff pages stopped (web.listen %s): stopping the node", self.pages.config.port
+            )
+            self.intake.should_exit = True
+
+    def stop(self) -> None:
+        """Ask the pages' server to finish (the node is shutting down)."""
+        self.stopping = True
+        self.pages.should_exit = True

@@ -142,6 +142,10 @@ class Site:
     def _routes(self) -> None:
         app = self.app
 
+        @app.get("/health", include_in_schema=False)
+        def health() -> dict[str, str]:
+            return {"status": "ok"}
+
         @app.get("/static/{name}", include_in_schema=False)
         def static(name: str) -> Response:
             path = HERE / "static" / name
