@@ -80,14 +80,15 @@ def _review(store: AnonStore, args: argparse.Namespace) -> int:
 
 
 def _decide(store: AnonStore, study_id: int, state: str, args: argparse.Namespace) -> int:
-    if state != "ready":
-        raise ConfigError(f"study {study_id} is {state}, not ready for review")
+    """The same decision path as the staff pages (anonymised_node.web.decisions)."""
+    from anonymised_node.web.decisions import Refused, decide
+
     who = args.by or os.environ.get("USER", "staff")
-    if args.action == "approve":
-        store.set_state(study_id, "approved", who)
-    else:
-        if not args.reason:
-            raise ConfigError("a rejection needs --reason")
-        store.set_state(study_id, "rejected", who, args.reason, reason=args.reason)
+    if args.action == "reject" and not (args.reason or "").strip():
+        raise ConfigError("a rejection needs --reason")
+    try:
+        decide(store, study_id, args.action, args.reason or "", who, admin=True)
+    except Refused as exc:
+        raise ConfigError(f"study {study_id}: {exc}") from exc
     print(f"study {study_id}: {args.action}d by {who}")
     return 0

@@ -38,9 +38,12 @@ def _sign_in(driver: Any, n: WebNode, name: str, password: str | None = None) ->
 
 
 def _wait(driver: Any, predicate: Any, what: str, timeout: float = 30) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(
+    # htmx swaps the viewer: an element found a moment ago may be gone; look again
+    ignored = (StaleElementReferenceException,)
+    return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=ignored).until(
         predicate, message=f"waited for {what}"
     )
 

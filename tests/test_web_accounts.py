@@ -58,6 +58,10 @@ def test_users_commands_add_list_passwd_disable(tmp_path: Path) -> None:
     with pytest.raises(SignInRefused):
         accounts.sign_in("bob", PASSWORD, "10.0.0.1")
     token, _s = accounts.sign_in("bob", "another long password", "10.0.0.1")
+    ended = run_cli("users", "signout", "bob", "--config", config)
+    assert ended.returncode == 0 and "1 session(s) of bob ended" in ended.stdout
+    assert accounts.session(token) is None
+    token, _s = accounts.sign_in("bob", "another long password", "10.0.0.1")
     assert run_cli("users", "disable", "bob", "--config", config).returncode == 0
     assert accounts.session(token) is None
     with pytest.raises(SignInRefused) as refused:
@@ -182,3 +186,15 @@ def test_an_older_audit_table_is_chained_when_opened(tmp_path: Path) -> None:
         conn.execute("INSERT INTO audit (at, study_id, actor, action) VALUES (1.5, 1, 'x', 'y')")
     report = Accounts(db).verify_audit()
     assert report.ok and report.rows == 1
+
+
+def test_users_command_works_on_the_identifiable_node_too(tmp_path: Path) -> None:
+    from .peers import node_config
+
+    config = node_config(tmp_path, "https://127.0.0.1:1/dicom-web", None)
+    secret = tmp_path / "pw"
+    secret.write_text(PASSWORD + "\n")
+    added = run_cli("users", "add", "ida", "--password-file", secret, "--config", config)
+    assert added.returncode == 0, added.stderr
+    Accounts(tmp_path / "data" / "node.sqlite").sign_in("ida", PASSWORD, "127.0.0.1")
+    assert run_cli("audit", "verify", "--config", config).returncode == 0

@@ -7,27 +7,28 @@ queued again now; reopen (admins): a rejected study goes back to the queue.
 from __future__ import annotations
 
 from anonymised_node.store import AnonStore
-from uploader.web.accounts import Role, Session
 
 
 class Refused(Exception):  # noqa: N818 - a decision that is not allowed, shown as it is
     """The decision does not apply to the study in its state (or to this user)."""
 
 
-def decide(store: AnonStore, study_id: int, decision: str, reason: str, who: Session) -> str:
-    """Apply a decision; return what happened, in words.
+def decide(
+    store: AnonStore, study_id: int, decision: str, reason: str, name: str, *, admin: bool
+) -> str:
+    """Apply a decision by ``name`` (the pages, the ``review`` command); return what happened.
 
     Raises:
         Refused: unknown study, wrong state, missing reason, or not an admin for reopen.
     """
     study = store.study(study_id)
     if study is None:
-        raise Refused("no such study")
-    name, reason = who.user.name, reason.strip()
+        raise Refused(f"no study {study_id}")
+    reason = reason.strip()
     if decision in ("approve", "reject") and study.state != "ready":
         raise Refused(f"cannot {decision} a study that is {study.state}")
     if decision == "approve":
-        store.set_state(study_id, "approved", name, "approved in the staff pages")
+        store.set_state(study_id, "approved", name)
         return "approved: the push starts"
     if decision == "reject":
         if not reason:
@@ -40,7 +41,7 @@ def decide(store: AnonStore, study_id: int, decision: str, reason: str, who: Ses
         store.set_state(study_id, "approved", name, "push retried", next_attempt=0, attempts=0)
         return "queued to push again"
     if decision == "reopen":
-        if who.user.role is not Role.ADMIN:
+        if not admin:
             raise Refused("only an administrator can re-open a rejected study")
         if study.state != "rejected":
             raise Refused(f"only a rejected study can be re-opened (this one is {study.state})")

@@ -126,7 +126,8 @@ def _study_pages(site: Site, store: AnonStore, files: StudyFiles) -> None:
             return site.render("error.html", session, 404, message="No such study.")
         choice = form.get("decision", "")
         try:
-            decide(store, row.id, choice, form.get("reason", ""), session)
+            admin = session.user.role is Role.ADMIN
+            decide(store, row.id, choice, form.get("reason", ""), session.user.name, admin=admin)
         except Refused as exc:
             return site.render("study_state.html", session, 409, row=row, error=str(exc), done="")
         return RedirectResponse(f"/studies/{row.id}?done={choice}", status_code=303)

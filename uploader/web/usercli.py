@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from uploader.errors import ConfigError
-from uploader.web.accounts import Accounts, Role
+from uploader.web.accounts import Accounts, Role, check_name
 
 
 def add_parsers(sub: Any) -> None:
@@ -22,8 +22,8 @@ def add_parsers(sub: Any) -> None:
     us = sub.add_parser(
         "users", help="staff accounts of a node's pages", allow_abbrev=False
     )  # no --password abbreviating --password-file: a password is never an argument
-    us.add_argument("action", choices=["add", "passwd", "disable", "list"])
-    us.add_argument("name", nargs="?", help="the account (add, passwd, disable)")
+    us.add_argument("action", choices=["add", "passwd", "disable", "signout", "list"])
+    us.add_argument("name", nargs="?", help="the account (add, passwd, disable, signout)")
     us.add_argument("--config", type=Path, required=True, help="the node's YAML configuration")
     us.add_argument("--role", choices=[r.value for r in Role], default=Role.REVIEWER.value)
     us.add_argument(
@@ -64,6 +64,9 @@ def run(args: argparse.Namespace, database: Path) -> int:
     elif args.action == "passwd":
         accounts.set_password(args.name, _password(args.password_file))
         print(f"password of {args.name} changed; its sessions are signed out")
+    elif args.action == "signout":
+        ended = accounts.revoke_all(check_name(args.name))
+        print(f"{ended} session(s) of {args.name} ended")
     else:
         accounts.disable(args.name)
         print(f"account {args.name} disabled; its sessions are signed out")
