@@ -191,3 +191,43 @@ def test_pages_port_taken_stops_the_node_instead_of_running_without_pages(
     assert done.returncode != 0
     assert "the staff pages stopped" in done.stderr
     assert not (tmp_path / "anon" / "data" / "node.ready").exists()
+
+
+def test_study_page_shows_the_plan_and_draws_isodoses_on_the_ct(
+    tmp_path: Path, key_file: Path
+) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from uploader.web.dose import LEVELS
+
+    files = _deidentified(tmp_path, key_file, slices=3)
+    cts = sorted(
+        (dcmread(f) for f in files if dcmread(f).Modality == "CT"),
+        key=lambda d: d.ImagePositionPatient[2],
+    )
+    for f in files:
+        ds = dcmread(f)
+        if ds.Modality == "RTDOSE":  # move the sample's small grid onto the first two CT slices
+            ds.ImagePositionPatient = [-10.0, -10.0, float(cts[0].ImagePositionPatient[2])]
+            ds.save_as(f)
+    with web_node(tmp_path / "anon", {"type": "directory", "path": str(tmp_path / "out")}) as n:
+        _send(n.anon, files)
+        n.anon.wait_state("ready")
+        s = n.sign_in("rita")
+        page = s.get(f"{n.web}/studies/1", timeout=10).text
+        assert "RT plan PROST60" in page and "fractions: 20" in page
+        series = cts[0].SeriesInstanceUID
+        viewer = s.get(f"{n.web}/studies/1/series/{series}/viewer?i=0", timeout=10).text
+        assert 'id="isodoses"' in viewer and "95 %" in viewer
+        png = s.get(f"{n.web}/studies/1/series/{series}/slice.png?i=0", timeout=10)
+        arr = np.asarray(Image.open(io.BytesIO(png.content)).convert("RGB"))
+        found = [np.all(arr == np.array(c, dtype=np.uint8), axis=-1).any() for _p, c in LEVELS]
+        assert any(found)
+        far = s.get(f"{n.web}/studies/1/series/{series}/slice.png?i=2", timeout=10)
+        arr = np.asarray(Image.open(io.BytesIO(far.content)).convert("RGB"))
+        assert not any(
+            np.all(arr == np.array(c, dtype=np.uint8), axis=-1).any() for _p, c in LEVELS
+        )

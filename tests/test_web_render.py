@@ -180,3 +180,52 @@ def test_render_cache_keeps_a_bounded_number_of_bytes() -> None:
     cache.get(("c",), lambda: make("c"))  # 12 bytes > 10: "a" goes
     cache.get(("a",), lambda: make("a"))
     assert made == ["a", "b", "c", "a"] and cache.hits == 1
+
+
+def _dose(z: float) -> Dataset:
+    """An RTDOSE grid: 40x40 voxels of 5 mm from (-100, -100), two frames from z, a Gaussian
+    of 60 Gy peak centred on (0, 0)."""
+    ds = Dataset()
+    ds.Modality = "RTDOSE"
+    ds.ImagePositionPatient = [-100.0, -100.0, z]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [5.0, 5.0]
+    ds.Rows = ds.Columns = 40
+    ds.NumberOfFrames = 2
+    ds.GridFrameOffsetVector = [0.0, 2.5]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 32
+    ds.HighBit = 31
+    ds.PixelRepresentation = 0
+    ds.DoseGridScaling = 0.001
+    x = -100 + 5 * np.arange(40)
+    gy = 60 * np.exp(-(x[None, :] ** 2 + x[:, None] ** 2) / (2 * 30.0**2))
+    frames = np.stack([gy, gy]) / 0.001
+    ds.PixelData = frames.astype(np.uint32).tobytes()
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+def test_isodose_lines_are_drawn_where_the_dose_grid_covers_the_slice(tmp_path: Path) -> None:
+    from uploader.web.dose import LEVELS, read_dose
+
+    cts, _struct = _study(tmp_path)
+    grid = read_dose(_dose(float(cts[1].ImagePositionPatient[2])))
+    assert grid is not None and abs(grid.maximum - 60) < 0.1
+    slices = sort_slices(cts)
+    drawn = [_rgb(render_slice(s, "soft", [], grid)) for s in slices]
+    high, low = LEVELS[0][1], LEVELS[-1][1]
+    assert [int(_has(a, high).any()) for a in drawn] == [0, 1, 1, 0]  # frames on slices 1, 2
+    ys, xs = np.nonzero(_has(drawn[1], high))
+    # 95 % of a 30 mm Gaussian: a ring of ~10 mm around (0, 0) -> pixel (32 + 0.5) * 8 = 260
+    assert abs(xs.mean() - 260) < 8 and abs(ys.mean() - 260) < 8
+    assert np.hypot(xs - 260, ys - 260).max() < 24
+    ys, xs = np.nonzero(_has(drawn[1], low))
+    # 20 %: a wider ring at ~54 mm = 55 px, give or take a CT pixel (8 px) and a dose voxel
+    ring = np.hypot(xs - 260, ys - 260)
+    assert ring.min() > 36 and ring.max() < 72

@@ -16,8 +16,9 @@ from anonymised_node.store import STATES, AnonStore
 from anonymised_node.web import queue
 from anonymised_node.web.decisions import Refused, decide
 from anonymised_node.web.dicomweb import add_dicomweb
-from anonymised_node.web.studyfiles import StudyFiles, header_tree, rois_for
+from anonymised_node.web.studyfiles import StudyFiles, dose_for, header_tree, rois_for
 from uploader.web.accounts import Accounts, Role, Session
+from uploader.web.dose import LEVELS
 from uploader.web.render import PRESETS, NotRenderable, RenderCache, Slice, render_slice, thumbnail
 from uploader.web.site import Site
 
@@ -179,9 +180,11 @@ def _image_routes(site: Site, files: StudyFiles, cache: RenderCache) -> None:
         except NotRenderable as exc:
             why = str(exc)
         view = files.view(int(study_id))
+        dose = dose_for(view, series)
         return site.render(
             "viewer.html",
             session,
+            isodoses=[(p, c, p * dose.maximum / 100) for p, c in LEVELS] if dose else [],
             study_id=study_id,
             series=series,
             index=index,
@@ -199,10 +202,15 @@ def _image_routes(site: Site, files: StudyFiles, cache: RenderCache) -> None:
         if found is None:
             return Response("no such series", status_code=404, media_type="text/plain")
         series, index, preset = found
-        rois = rois_for(files.view(int(study_id)), series)
-        key = ("slice", series.uid, index, preset, len(rois))
+        view = files.view(int(study_id))
+        rois, dose = rois_for(view, series), dose_for(view, series)
+        key = ("slice", series.uid, index, preset, len(rois), id(dose))
+
+        def make() -> bytes:
+            return render_slice(full(series, index), preset, rois, dose)
+
         try:
-            return png(cache.get(key, lambda: render_slice(full(series, index), preset, rois)))
+            return png(cache.get(key, make))
         except NotRenderable as exc:
             return Response(str(exc), status_code=415, media_type="text/plain")
 

@@ -13,6 +13,7 @@ from pydicom import dcmread
 
 from anonymised_node.store import AnonStore
 from uploader.web.contours import Roi, read_rois
+from uploader.web.dose import DoseGrid, read_dose
 from uploader.web.render import Slice, sort_slices
 
 _BINARY = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
@@ -46,6 +47,7 @@ class StudyView:
     rois: dict[str, list[Roi]]  # FrameOfReferenceUID -> ROIs on it ("" when unknown)
     plans: list[dict[str, Any]]
     unreadable: int
+    doses: dict[str, DoseGrid] = field(default_factory=dict)  # FrameOfReferenceUID -> grid
 
 
 class StudyFiles:
@@ -87,6 +89,7 @@ def _read(instances: list[tuple[str, str, str, int]]) -> StudyView:
     series: dict[str, Series] = {}
     rois: dict[str, list[Roi]] = {}
     plans, unreadable = [], 0
+    doses: dict[str, tuple[bool, DoseGrid]] = {}
     for sop_uid, _sop_class, path, _up in instances:
         try:
             ds = dcmread(path, stop_before_pixels=True)
@@ -111,11 +114,18 @@ def _read(instances: list[tuple[str, str, str, int]]) -> StudyView:
                 rois.setdefault(frame, []).extend(read_rois(full))
         if s.modality == "RTPLAN":
             plans.append(plan_summary(ds))
+        if s.modality == "RTDOSE":
+            full = dcmread(path)
+            grid = read_dose(full)
+            whole = str(full.get("DoseSummationType", "")) == "PLAN"
+            frame = str(full.get("FrameOfReferenceUID", "") or "")
+            if grid is not None and (frame not in doses or (whole and not doses[frame][0])):
+                doses[frame] = (whole, grid)  # the plan's sum before a beam's share
     for s in series.values():
         if s.is_image:
             s.slices = sort_slices(s.headers)
     ordered = sorted(series.values(), key=lambda s: (not s.is_image, s.number, s.uid))
-    return StudyView(ordered, rois, plans, unreadable)
+    return StudyView(ordered, rois, plans, unreadable, {f: g for f, (_w, g) in doses.items()})
 
 
 def _frames(ds: Any) -> list[str]:
@@ -133,6 +143,11 @@ def rois_for(view: StudyView, series: Series) -> list[Roi]:
     return (
         [r for rs in view.rois.values() for r in rs] if not series.frame else view.rois.get("", [])
     )
+
+
+def dose_for(view: StudyView, series: Series) -> DoseGrid | None:
+    """The dose grid drawn on a series: the one on its frame of reference."""
+    return view.doses.get(series.frame) or (view.doses.get("") if not series.frame else None)
 
 
 def plan_summary(ds: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw
 
 from uploader.web.contours import Plane, Roi, on_plane, plane_of
+from uploader.web.dose import DoseGrid, isodose_edges, sample
 
 #: name -> (label, window centre, window width); "auto" stretches the 1st-99th percentile
 PRESETS: dict[str, tuple[str, float, float]] = {
@@ -137,8 +138,11 @@ def thumbnail(ds: Any, preset: str | None = None) -> bytes:
     return _png(image)
 
 
-def render_slice(item: Slice, preset: str | None, rois: list[Roi]) -> bytes:
-    """A PNG of one slice, with every ROI contour that lies on it drawn in the ROI's colour.
+def render_slice(
+    item: Slice, preset: str | None, rois: list[Roi], dose: DoseGrid | None = None
+) -> bytes:
+    """A PNG of one slice, with every ROI contour that lies on it drawn in the ROI's colour,
+    and the isodose lines of ``dose`` where its grid covers the slice.
 
     Greyscale slices are drawn as a palette image (224 grey levels, then the ROIs' colours):
     a third of the bytes of RGB to compress, and colours stay exact for a test to find.
@@ -148,16 +152,22 @@ def render_slice(item: Slice, preset: str | None, rois: list[Roi]) -> bytes:
     rows, cols = levels.shape[:2]
     scale = max(1, -(-VIEW_SIZE // max(cols, 1)))  # integer zoom: pixels stay square and sharp
     drawn = on_plane(rois, item.plane, item.spacing / 2) if item.plane is not None else []
-    colours = sorted({roi.color for roi, _c in drawn})
+    edges = _isodoses(dose, item.plane, rows, cols)
+    colours = sorted({roi.color for roi, _c in drawn} | {c for c, _e in edges})
     if levels.ndim == 2 and len(colours) <= 256 - _GREYS:
         index = _TO_INDEX[levels]
+        for colour, edge in edges:
+            index[edge] = _GREYS + colours.index(colour)
         image = Image.fromarray(index)
         image.putpalette(_GREY_PALETTE + [v for c in colours for v in c])
         ink: dict[tuple[int, int, int], int | tuple[int, int, int]] = {
             c: _GREYS + i for i, c in enumerate(colours)
         }
     else:
-        image = Image.fromarray(levels).convert("RGB")
+        rgb = np.asarray(Image.fromarray(levels).convert("RGB")).copy()
+        for colour, edge in edges:
+            rgb[edge] = colour
+        image = Image.fromarray(rgb)
         ink = {c: c for c in colours}
     if scale > 1:
         image = image.resize((cols * scale, rows * scale), Image.Resampling.NEAREST)
@@ -171,6 +181,15 @@ def render_slice(item: Slice, preset: str | None, rois: list[Roi]) -> bytes:
             else:
                 draw.point(xy, fill=ink[roi.color])
     return _png(image)
+
+
+def _isodoses(
+    dose: DoseGrid | None, plane: Plane | None, rows: int, cols: int
+) -> list[tuple[tuple[int, int, int], npt.NDArray[np.bool_]]]:
+    if dose is None or plane is None:
+        return []
+    sampled = sample(dose, plane, rows, cols)
+    return [] if sampled is None else isodose_edges(sampled, dose.maximum)
 
 
 def sort_slices(datasets: list[Any]) -> list[Slice]:
