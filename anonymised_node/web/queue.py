@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from anonymised_node.store import AnonStore
@@ -34,7 +35,7 @@ LABEL = {
     "failed": "push failed",
     "rejected": "rejected",
 }
-SORTS = {"new": "arrived DESC, s.id DESC", "old": "arrived ASC, s.id ASC"}
+SORTS = ("new", "old")  # by arrival: newest or oldest first
 
 
 @dataclass
@@ -54,7 +55,12 @@ class Row:
     uploaded: int = 0
     modalities: dict[str, int] = field(default_factory=dict)
     refused: list[list[str]] = field(default_factory=list)
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest_text: str | None = None
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        """The study's manifest (parsed when first asked for: the queue rarely needs it)."""
+        return _manifest(self.manifest_text)
 
     @property
     def label(self) -> str:
@@ -76,23 +82,17 @@ def rows(
     where: list[str] = []
     args: list[object] = []
     if state:
-        where.append("s.state=?")
+        where.append("state=?")
         args.append(state)
     if trial:
-        where.append("s.protocol=?")
+        where.append("protocol=?")
         args.append(trial)
     if study_id:
-        where.append("s.id=?")
+        where.append("id=?")
         args.append(study_id)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
-    sql = (
-        "SELECT s.id, s.protocol, s.subject, s.session, s.state, s.reason, s.attempts,"
-        " s.expected, s.manifest, COALESCE(MIN(i.received), s.updated) arrived,"
-        " COUNT(i.sop_uid) n, COALESCE(SUM(i.uploaded), 0) up FROM studies s"
-        " LEFT JOIN instances i ON i.study_id=s.id "
-    )
-    order = SORTS.get(sort, SORTS["new"])  # our column names; values are placeholders
-    found = store.query(f"{sql}{clause} GROUP BY s.id ORDER BY {order}", tuple(args))
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    columns = "id, protocol, subject, session, state, reason, attempts, expected, manifest, updated"
+    found = store.query(f"SELECT {columns} FROM studies{clause}", tuple(args))  # noqa: S608
     out = {
         r["id"]: Row(
             r["id"],
@@ -103,28 +103,34 @@ def rows(
             r["reason"],
             r["attempts"],
             r["expected"],
-            r["arrived"],
-            r["n"],
-            r["up"],
-            manifest=_manifest(r["manifest"]),
+            r["updated"],
+            manifest_text=r["manifest"],
         )
         for r in found
     }
     if not out:
         return []
-    marks = ",".join("?" * len(out)) if len(out) < 900 else ""
-    sql = "SELECT study_id, sop_class, COUNT(*) n FROM instances"
-    sql += f" WHERE study_id IN ({marks})" if marks else ""
-    for r in store.query(sql + " GROUP BY study_id, sop_class", tuple(out) if marks else ()):
+    # one pass over the instances, grouped (no index on study_id is assumed)
+    sql = "SELECT study_id, sop_class, COUNT(*) n, SUM(uploaded) up, MIN(received) first"
+    sql += " FROM instances" + (" WHERE study_id=?" if study_id else "")
+    first: dict[int, float] = {}
+    for r in store.query(sql + " GROUP BY study_id, sop_class", (study_id,) if study_id else ()):
         row = out.get(r["study_id"])
-        if row is not None:
-            name = MODALITY.get(r["sop_class"], "OT")
-            row.modalities[name] = row.modalities.get(name, 0) + int(r["n"])
+        if row is None:
+            continue
+        name = MODALITY.get(r["sop_class"], "OT")
+        row.modalities[name] = row.modalities.get(name, 0) + int(r["n"])
+        row.instances += int(r["n"])
+        row.uploaded += int(r["up"] or 0)
+        first[row.id] = min(first.get(row.id, r["first"]), r["first"])
+    for row in out.values():
+        row.arrived = first.get(row.id, row.arrived)
     refusals = refused_by_uid(store)
     for row in out.values():
-        uids = row.manifest.get("sop_instance_uids") or []
+        uids = (row.manifest.get("sop_instance_uids") or []) if refusals else []
         row.refused = [refusals[u] for u in uids if u in refusals]
-    return list(out.values())
+    newest = sort != "old"
+    return sorted(out.values(), key=lambda r: (r.arrived, r.id), reverse=newest)
 
 
 def refused_by_uid(store: AnonStore) -> dict[str, list[str]]:
@@ -140,9 +146,12 @@ def refused_by_uid(store: AnonStore) -> dict[str, list[str]]:
 
 def unmatched_refusals(store: AnonStore, studies: list[Row]) -> list[tuple[float, list[str]]]:
     """Refusals no study's manifest names (the whole study was refused, or no manifest came)."""
+    found = store.query("SELECT at, sop_uid, problems FROM refusals ORDER BY id DESC")
+    if not found:
+        return []
     named = {u for row in studies for u in row.manifest.get("sop_instance_uids") or []}
     out = []
-    for r in store.query("SELECT at, sop_uid, problems FROM refusals ORDER BY id DESC"):
+    for r in found:
         if r["sop_uid"] not in named:
             try:
                 problems = [str(p) for p in json.loads(r["problems"])]
