@@ -60,7 +60,7 @@ def _queue_pages(site: Site, store: AnonStore) -> None:
         }
 
     @site.page("/")
-    async def home(request: Request, session: Session) -> Response:
+    def home(request: Request, session: Session) -> Response:
         chosen = filters(request)
         rows = queue.rows(store, chosen["state"], chosen["trial"], chosen["sort"])
         return site.render(
@@ -76,7 +76,7 @@ def _queue_pages(site: Site, store: AnonStore) -> None:
         )
 
     @site.page("/queue/rows")
-    async def rows_fragment(request: Request, session: Session) -> Response:
+    def rows_fragment(request: Request, session: Session) -> Response:
         chosen = filters(request)
         rows = queue.rows(store, chosen["state"], chosen["trial"], chosen["sort"])
         return site.render("queue_rows.html", session, rows=rows, query=request.url.query)
@@ -88,7 +88,7 @@ def _study_pages(site: Site, store: AnonStore, files: StudyFiles) -> None:
         return found[0] if found else None
 
     @site.page("/studies/{study_id}")
-    async def study(request: Request, session: Session, study_id: str) -> Response:
+    def study(request: Request, session: Session, study_id: str) -> Response:
         row = row_of(study_id)
         if row is None:
             return site.render("error.html", session, 404, message="No such study.")
@@ -112,14 +112,14 @@ def _study_pages(site: Site, store: AnonStore, files: StudyFiles) -> None:
         )
 
     @site.page("/studies/{study_id}/state")
-    async def state(request: Request, session: Session, study_id: str) -> Response:
+    def state(request: Request, session: Session, study_id: str) -> Response:
         row = row_of(study_id)
         if row is None:
             return site.render("error.html", session, 404, message="No such study.")
         return site.render("study_state.html", session, row=row, error="", done="")
 
     @site.action("/studies/{study_id}/decide")
-    async def decision(
+    def decision(
         request: Request, session: Session, form: dict[str, str], study_id: str
     ) -> Response:
         row = row_of(study_id)
@@ -134,7 +134,7 @@ def _study_pages(site: Site, store: AnonStore, files: StudyFiles) -> None:
         return RedirectResponse(f"/studies/{row.id}?done={choice}", status_code=303)
 
     @site.page("/studies/{study_id}/instances/{sop_uid}/header")
-    async def header(request: Request, session: Session, study_id: str, sop_uid: str) -> Response:
+    def header(request: Request, session: Session, study_id: str, sop_uid: str) -> Response:
         path = files.path(int(study_id), sop_uid) if study_id.isdigit() else None
         if path is None:
             return site.render("error.html", session, 404, message="No such instance.")
@@ -167,9 +167,7 @@ def _image_routes(site: Site, files: StudyFiles, cache: RenderCache) -> None:
         return Response(data, media_type="image/png")
 
     @site.page("/studies/{study_id}/series/{series_uid}/viewer")
-    async def viewer(
-        request: Request, session: Session, study_id: str, series_uid: str
-    ) -> Response:
+    def viewer(request: Request, session: Session, study_id: str, series_uid: str) -> Response:
         found = pick(study_id, series_uid, request)
         if found is None:
             return site.render("error.html", session, 404, message="No such series.")
@@ -195,9 +193,7 @@ def _image_routes(site: Site, files: StudyFiles, cache: RenderCache) -> None:
         )
 
     @site.page("/studies/{study_id}/series/{series_uid}/slice.png")
-    async def slice_png(
-        request: Request, session: Session, study_id: str, series_uid: str
-    ) -> Response:
+    def slice_png(request: Request, session: Session, study_id: str, series_uid: str) -> Response:
         found = pick(study_id, series_uid, request)
         if found is None:
             return Response("no such series", status_code=404, media_type="text/plain")
@@ -215,7 +211,7 @@ def _image_routes(site: Site, files: StudyFiles, cache: RenderCache) -> None:
             return Response(str(exc), status_code=415, media_type="text/plain")
 
     @site.page("/studies/{study_id}/series/{series_uid}/thumb.png")
-    async def thumb(request: Request, session: Session, study_id: str, series_uid: str) -> Response:
+    def thumb(request: Request, session: Session, study_id: str, series_uid: str) -> Response:
         found = pick(study_id, series_uid, request)
         if found is None:
             return Response("no such series", status_code=404, media_type="text/plain")
@@ -254,7 +250,7 @@ def _audit_pages(site: Site, store: AnonStore) -> None:
         return rows, study, user
 
     @site.page("/audit", role=Role.ADMIN)
-    async def audit(request: Request, session: Session) -> Response:
+    def audit(request: Request, session: Session) -> Response:
         rows, study, user = select(request)
         report = site.accounts.verify_audit()
         return site.render(
@@ -263,7 +259,7 @@ def _audit_pages(site: Site, store: AnonStore) -> None:
         )  # fmt: skip
 
     @site.page("/audit.csv", role=Role.ADMIN)
-    async def audit_csv(request: Request, session: Session) -> Response:
+    def audit_csv(request: Request, session: Session) -> Response:
         rows, _study, _user = select(request)
         buf = io.StringIO()
         out = csv.writer(buf)

@@ -2,8 +2,10 @@
 
 A node builds a ``Site`` and adds its pages with ``site.page`` (GET, signed in) and
 ``site.action`` (POST, signed in, CSRF token checked before the handler runs, so no handler can
-forget it). Templates are Jinja2 with autoescaping on for every file: a DICOM value is always
-text. Static files (htmx, our CSS and script) come from the package: no CDN, no build step.
+forget it). Handlers are plain functions run in the thread pool: reading files and drawing
+images never holds up the event loop. Templates are Jinja2 with autoescaping on for every
+file: a DICOM value is always text. Static files (htmx, our CSS and script) come from the
+package: no CDN, no build step.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -19,6 +21,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from uploader.web.accounts import Accounts, Role, Session, SignInRefused
@@ -32,7 +35,7 @@ CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
-Handler = Callable[..., Awaitable[Response]]
+Handler = Callable[..., Response]  # plain functions: run in the thread pool, off the event loop
 
 
 class SignInNeeded(Exception):  # noqa: N818 - control flow to the sign-in page
@@ -113,8 +116,11 @@ class Site:
 
         def register(handler: Handler) -> Handler:
             async def endpoint(request: Request) -> Response:
-                session = self.session(request, role)
-                return await handler(request, session, **request.path_params)
+                session = await run_in_threadpool(self.session, request, role)
+                found: Response = await run_in_threadpool(
+                    handler, request, session, **request.path_params
+                )
+                return found
 
             self.app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
             return handler
@@ -126,12 +132,15 @@ class Site:
 
         def register(handler: Handler) -> Handler:
             async def endpoint(request: Request) -> Response:
-                session = self.session(request, role)
+                session = await run_in_threadpool(self.session, request, role)
                 form = await _form(request)
                 given = form.get("csrf") or request.headers.get("x-csrf-token", "")
                 if not hmac.compare_digest(given.encode(), session.csrf.encode()):
                     raise Forbidden("the form's security token is missing or stale: reload")
-                return await handler(request, session, form, **request.path_params)
+                found: Response = await run_in_threadpool(
+                    handler, request, session, form, **request.path_params
+                )
+                return found
 
             self.app.add_api_route(path, endpoint, methods=["POST"], include_in_schema=False)
             return handler
