@@ -10,6 +10,7 @@ and PixelSpacing, so oblique and non-square pixels are drawn where they are.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -52,13 +53,13 @@ class Plane:
     row_spacing: float  # PixelSpacing[0]: between rows
     col_spacing: float  # PixelSpacing[1]: between columns
 
-    @property
+    @cached_property
     def normal(self) -> Points:
         """The unit normal of the slice."""
         n = np.cross(self.row_dir, self.col_dir)
         return n / (np.linalg.norm(n) or 1.0)
 
-    @property
+    @cached_property
     def position(self) -> float:
         """The slice's position along its normal (mm)."""
         return float(np.dot(self.normal, self.origin))

@@ -33,6 +33,7 @@ VIEW_SIZE = 512  # slices are drawn at least this wide, so thin contours stay vi
 THUMB_SIZE = 96
 _GREYS = 224  # palette entries for grey levels; the rest are for ROI colours
 _TO_INDEX = (np.arange(256) * (_GREYS - 1) // 255).astype(np.uint8)
+_LUTS: dict[tuple[Any, ...], npt.NDArray[np.uint8]] = {}  # lookup tables by pixel encoding
 _GREY_PALETTE = [round(i * 255 / (_GREYS - 1)) for i in range(_GREYS) for _rgb in range(3)]
 
 
@@ -77,32 +78,60 @@ def pixels(ds: Any) -> npt.NDArray[np.float32]:
     return np.asarray(arr, dtype=np.float32)
 
 
-def grey(ds: Any, preset: str) -> npt.NDArray[np.uint8]:
-    """Display grey levels of the first frame. Integer greyscale pixels go through a lookup
-    table built over their stored range (modality LUT, then window): one indexing pass instead
-    of float arithmetic over every pixel. Anything else takes the float path."""
+def grey(ds: Any, preset: str, palette: bool = False) -> npt.NDArray[np.uint8]:
+    """Display grey levels (0-255) of the first frame, or with ``palette`` the indices of the
+    slice palette (0 to _GREYS - 1). Integer greyscale pixels of 8 or 16 bits go through one
+    lookup table over every possible stored value (modality LUT, then window), kept between
+    calls: a single gather over the pixels, no float arithmetic per pixel."""
+    arr = _decoded(ds)
+    if arr.ndim != 2 or arr.dtype.kind not in "iu" or arr.itemsize > 2:
+        levels = window(pixels(ds), preset, ds)
+        return _TO_INDEX[levels] if palette else levels
+    unsigned = arr.view(np.uint16 if arr.itemsize == 2 else np.uint8)
+    if PRESETS.get(preset, PRESETS["auto"])[2] <= 0:  # auto: percentiles of a sample
+        from pydicom.pixels.processing import apply_modality_lut
+
+        sample = np.asarray(apply_modality_lut(arr[::4, ::4], ds), dtype=np.float32)
+        low, high = (float(v) for v in np.percentile(sample, (1, 99)))
+        centre, width = (low + high) / 2, max(high - low, 1.0)
+    else:
+        _label, centre, width = PRESETS[preset]
+    key = (
+        arr.dtype.str,
+        str(ds.get("RescaleSlope", 1)),
+        str(ds.get("RescaleIntercept", 0)),
+        str(ds.get("PhotometricInterpretation", "")),
+        "ModalityLUTSequence" in ds,
+        round(centre, 3),
+        round(width, 3),
+        palette,
+    )
+    lut = _LUTS.get(key)
+    if lut is None:
+        lut = _lut(ds, arr.dtype, centre, width, palette)
+        if not key[4]:  # a modality LUT sequence is the file's own: not shared
+            if len(_LUTS) > 64:
+                _LUTS.clear()
+            _LUTS[key] = lut
+    out: npt.NDArray[np.uint8] = np.take(lut, unsigned)  # take: twice as fast as lut[unsigned]
+    return out
+
+
+def _lut(
+    ds: Any, dtype: np.dtype[Any], centre: float, width: float, palette: bool
+) -> npt.NDArray[np.uint8]:
+    """Grey level (or palette index) for every stored value, indexed by its unsigned bits."""
     from pydicom.pixels.processing import apply_modality_lut
 
-    arr = _decoded(ds)
-    if arr.ndim != 2 or arr.dtype.kind not in "iu":
-        return window(pixels(ds), preset, ds)
-    low, high = int(arr.min()), int(arr.max())
-    if high - low > 1 << 20:
-        return window(pixels(ds), preset, ds)
-    stored = np.arange(low, high + 1, dtype=np.int64)
+    unsigned = np.uint16 if dtype.itemsize == 2 else np.uint8
+    stored = np.arange(1 << (8 * dtype.itemsize), dtype=np.int64).astype(unsigned).view(dtype)
     values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
-    if PRESETS.get(preset, PRESETS["auto"])[2] <= 0:  # auto: percentiles from a histogram
-        counts = np.bincount((arr - low).ravel().astype(np.int64), minlength=len(stored))
-        cdf = np.cumsum(counts) / counts.sum()
-        lo, hi = values[np.searchsorted(cdf, 0.01)], values[np.searchsorted(cdf, 0.99)]
-        span = max(float(hi - lo), 1.0)
-        lut = np.clip((values - lo) * (255.0 / span), 0, 255).astype(np.uint8)
-        if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-            lut = 255 - lut
-    else:
-        lut = window(values[None, :], preset, ds)[0]
-    out: npt.NDArray[np.uint8] = lut[(arr - low).astype(np.intp, copy=False)]
-    return out
+    low = centre - width / 2
+    levels = np.clip((values - low) * (255.0 / width), 0, 255).astype(np.uint8)
+    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        levels = 255 - levels
+    lut: npt.NDArray[np.uint8] = _TO_INDEX[levels] if palette else levels
+    return lut
 
 
 def window(values: npt.NDArray[np.float32], preset: str, ds: Any) -> npt.NDArray[np.uint8]:
@@ -148,14 +177,15 @@ def render_slice(
     a third of the bytes of RGB to compress, and colours stay exact for a test to find.
     """
     ds = item.ds
-    levels = grey(ds, preset or default_preset(ds))
+    wanted = preset or default_preset(ds)
+    levels = grey(ds, wanted, palette=True)
     rows, cols = levels.shape[:2]
     scale = max(1, -(-VIEW_SIZE // max(cols, 1)))  # integer zoom: pixels stay square and sharp
     drawn = on_plane(rois, item.plane, item.spacing / 2) if item.plane is not None else []
     edges = _isodoses(dose, item.plane, rows, cols)
     colours = sorted({roi.color for roi, _c in drawn} | {c for c, _e in edges})
     if levels.ndim == 2 and len(colours) <= 256 - _GREYS:
-        index = _TO_INDEX[levels]
+        index = levels
         for colour, edge in edges:
             index[edge] = _GREYS + colours.index(colour)
         image = Image.fromarray(index)
@@ -164,7 +194,7 @@ def render_slice(
             c: _GREYS + i for i, c in enumerate(colours)
         }
     else:
-        rgb = np.asarray(Image.fromarray(levels).convert("RGB")).copy()
+        rgb = np.asarray(Image.fromarray(grey(ds, wanted)).convert("RGB")).copy()
         for colour, edge in edges:
             rgb[edge] = colour
         image = Image.fromarray(rgb)
@@ -172,7 +202,7 @@ def render_slice(
     if scale > 1:
         image = image.resize((cols * scale, rows * scale), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(image)
-    width = 2 if scale < 4 else 3
+    width = 1 if scale == 1 else 2 if scale < 4 else 3  # one pixel at full size, as viewers draw
     for roi, contours in drawn:
         for points in contours:
             xy = ((points + 0.5) * scale).ravel().tolist()
