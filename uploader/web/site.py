@@ -229,9 +229,13 @@ class Site:
 
 async def _form(request: Request) -> dict[str, str]:
     """An urlencoded form's fields (first value each); bounded in size."""
-    body = await request.body()
-    if len(body) > MAX_FORM:
-        raise Forbidden("the form is too large")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # read no more than MAX_FORM of whatever is sent
+        size += len(chunk)
+        if size > MAX_FORM:
+            raise Forbidden("the form is too large")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     kind = request.headers.get("content-type", "")
     if body and not kind.startswith("application/x-www-form-urlencoded"):
         raise Forbidden("expected a form")
