@@ -11,8 +11,10 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from identifiable_node.config import load_config
+from identifiable_node.folder import folder_problems, read_health
 from identifiable_node.service import open_store
 from uploader.errors import ConfigError
 from uploader.store.db import Store
@@ -25,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store, _spool = open_store(config)
     if args.command == "status":
-        return _status(store, args.json, _journal_status(config.node.data_dir))
+        data_dir = config.node.data_dir
+        return _status(store, args.json, _journal_status(data_dir), _folder_status(data_dir))
     if args.command == "review":
         return _review(store, args)
     if args.command == "purge":
@@ -46,6 +49,13 @@ def _journal_status(data_dir: Path) -> dict[str, object] | None:
     return state
 
 
+def _folder_status(data_dir: Path) -> dict[str, object] | None:
+    """The running node's watched-folder health (None when the node or its folder is off)."""
+    if not (data_dir / "node.ready").exists():
+        return None
+    return read_health(data_dir)
+
+
 def _journal_problems(journal: dict[str, object] | None) -> list[str]:
     if not journal:
         return []
@@ -62,16 +72,23 @@ def _journal_problems(journal: dict[str, object] | None) -> list[str]:
     return problems
 
 
-def _status(store: Store, as_json: bool, journal: dict[str, object] | None = None) -> int:
+def _status(
+    store: Store,
+    as_json: bool,
+    journal: dict[str, object] | None = None,
+    folder: dict[str, Any] | None = None,
+) -> int:
     counts = store.counts()
     waiting = [s for s in store.studies() if s.state in ATTENTION]
-    problems = _journal_problems(journal)
+    problems = [f"journal: {p}" for p in _journal_problems(journal)]
+    problems += [f"folder: {p}" for p in folder_problems(folder)]
     if as_json:
         print(
             json.dumps(
                 {
                     "counts": counts,
                     "journal": journal,
+                    "folder": folder,
                     "problems": problems,
                     "attention": [
                         {
@@ -92,7 +109,15 @@ def _status(store: Store, as_json: bool, journal: dict[str, object] | None = Non
     for s in waiting:
         print(f"study {s.id}: {s.state} ({s.protocol or 'no trial'}): {s.reason}")
     for problem in problems:
-        print(f"journal: {problem}")
+        print(problem)
+    if folder is not None:
+        print(
+            f"folder: {'running' if folder.get('alive') else 'STOPPED'}, "
+            f"{folder.get('taken', 0)} taken, {folder.get('quarantined', 0)} quarantined, "
+            f"{folder.get('left_alone', 0)} entry(ies) left alone"
+        )
+        for entry in folder.get("entries", []):
+            print(f"  {entry}")
     return 0
 
 
