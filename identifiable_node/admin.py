@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from identifiable_node.config import load_config
 from identifiable_node.folder import folder_problems, read_health
 from identifiable_node.service import open_store
 from uploader.errors import ConfigError
-from uploader.store.db import Store
+from uploader.store.db import Store, Study
 
 ATTENTION = ("needs_review", "quarantined", "opted_out")
 
@@ -81,6 +82,7 @@ def _status(
     counts = store.counts()
     waiting = [s for s in store.studies() if s.state in ATTENTION]
     problems = [f"journal: {p}" for p in _journal_problems(journal)]
+    aside = Counter(str(r["kind"]) for r in store.set_aside_rows())
     problems += [f"folder: {p}" for p in folder_problems(folder)]
     if as_json:
         print(
@@ -89,6 +91,7 @@ def _status(
                     "counts": counts,
                     "journal": journal,
                     "folder": folder,
+                    "set_aside": dict(aside),
                     "problems": problems,
                     "attention": [
                         {
@@ -110,6 +113,9 @@ def _status(
         print(f"study {s.id}: {s.state} ({s.protocol or 'no trial'}): {s.reason}")
     for problem in problems:
         print(problem)
+    if aside:
+        kept = ", ".join(f"{n} {kind}" for kind, n in sorted(aside.items()))
+        print(f"kept in quarantine for staff: {kept} (see `uploader review show`)")
     if folder is not None:
         print(
             f"folder: {'running' if folder.get('alive') else 'STOPPED'}, "
@@ -132,13 +138,7 @@ def _review(store: Store, args: argparse.Namespace) -> int:
     if study is None:
         raise ConfigError(f"no study {args.study}")
     if args.action == "show":
-        print(f"study {study.id}: {study.state}, trial {study.protocol or '-'}: {study.reason}")
-        report = json.loads(study.report or "{}")
-        for c in report.get("checks", []):
-            print(f"  {c['status'].upper():4s} {c['check']}: {c['message']}")
-        if report.get("relabel"):
-            print(f"  relabel: {report['relabel']}")
-        return 0
+        return _show(store, study)
     decisions: dict[str, object] = {}
     if args.override:
         decisions["override"] = True
@@ -153,6 +153,18 @@ def _review(store: Store, args: argparse.Namespace) -> int:
         decisions["subject"] = args.subject
     store.decide(study.id, args.by, **decisions)
     print(f"study {study.id}: decision recorded; it goes through the pipeline again")
+    return 0
+
+
+def _show(store: Store, study: Study) -> int:
+    print(f"study {study.id}: {study.state}, trial {study.protocol or '-'}: {study.reason}")
+    report = json.loads(study.report or "{}")
+    for c in report.get("checks", []):
+        print(f"  {c['status'].upper():4s} {c['check']}: {c['message']}")
+    if report.get("relabel"):
+        print(f"  relabel: {report['relabel']}")
+    for row in store.set_aside_rows(study.id):
+        print(f"  {row['kind'].upper()}: {row['reason']} (kept in {row['path']})")
     return 0
 
 
