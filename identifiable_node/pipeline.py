@@ -158,9 +158,14 @@ class Pipeline:
     def _set_aside(self, study: Study, sop_uid: str, path: Path, reason: str) -> None:
         """Keep an instance that cannot be read or de-identified in quarantine, with its
         reason; it leaves the study, whose other instances go on."""
-        kept = self.spool.quarantine(path, name_for(sop_uid), f"study {study.id}: {reason}")
+        try:
+            kept = str(
+                self.spool.quarantine(path, name_for(sop_uid), f"study {study.id}: {reason}")
+            )
+        except FileNotFoundError:  # its spool file is gone: nothing left to keep
+            kept, reason = "", f"{reason}; its spool file is missing"
         self.store.set_aside(
-            study.id, "quarantined", str(kept), reason, sop_uid=sop_uid, actor=self.owner
+            study.id, "quarantined", kept, reason, sop_uid=sop_uid, actor=self.owner
         )
         path.unlink(missing_ok=True)  # its copy is in quarantine (else a rescan would re-add it)
         log.warning("study %d: an instance was quarantined: %s", study.id, reason)
