@@ -19,6 +19,8 @@ from pydicom.errors import InvalidDicomError
 
 from uploader.deid.batch import read_dicom
 from uploader.deid.engine import Settings, deidentify
+from uploader.deid.identifiers import Identifiers, collect
+from uploader.deid.profile import Profile
 from uploader.errors import VerificationError, WithheldError
 from uploader.hardening import describe, harden_process
 from uploader.store.spool import name_for, quick_write
@@ -36,6 +38,7 @@ class Task:
     label: str  # the study's modality label
     subject: str | None
     session: str | None
+    study: Identifiers | None = None  # everything the whole study identifies (every instance)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,19 @@ class Done:
     subject: str = ""
     session: str = ""
     detail: str = ""  # the withholding code, or the verification problems (no values)
+    struck: tuple[str, ...] = ()  # where cleaning struck part of a kept value (no values)
+
+
+def study_identifiers(paths: list[Path], profile: Profile) -> Identifiers:
+    """Return everything a study identifies, read from every instance's header (every level):
+    staff who appear only in the RTSTRUCT are struck from the CT's descriptions too."""
+    found = Identifiers()
+    for path in paths:
+        try:
+            collect(read_dicom(path, stop_before_pixels=True), found, kept=profile.kept_tags)
+        except Exception:  # noqa: S112 - an unreadable instance fails alone, later
+            continue
+    return found
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -78,7 +94,9 @@ def deid_file(sop_uid: str, path: Path, task: Task) -> Done:
 def _deid_file(sop_uid: str, path: Path, task: Task) -> Done:
     ds = read_dicom(path)
     try:
-        outcome = deidentify(ds, task.settings, task.label, task.subject, task.session)
+        outcome = deidentify(
+            ds, task.settings, task.label, task.subject, task.session, study=task.study
+        )
     except WithheldError as exc:
         return Done(sop_uid, "withheld", detail=exc.code)
     except VerificationError as exc:
@@ -88,7 +106,15 @@ def _deid_file(sop_uid: str, path: Path, task: Task) -> Done:
     out_uid = str(outcome.dataset.SOPInstanceUID)
     target = task.folder / name_for(out_uid)
     quick_write(target, [buf.getbuffer()])
-    return Done(sop_uid, "written", str(target), out_uid, outcome.subject, outcome.session)
+    return Done(
+        sop_uid,
+        "written",
+        str(target),
+        out_uid,
+        outcome.subject,
+        outcome.session,
+        struck=tuple(outcome.struck),
+    )
 
 
 _TASK: Task | None = None

@@ -21,7 +21,14 @@ from typing import Any
 from pydicom import dcmread
 
 from identifiable_node.config import Config
-from identifiable_node.deidpool import Done, Task, deid_file, failure_reason, run
+from identifiable_node.deidpool import (
+    Done,
+    Task,
+    deid_file,
+    failure_reason,
+    run,
+    study_identifiers,
+)
 from identifiable_node.optout import OptOut
 from identifiable_node.trials import Trials
 from uploader.deid.batch import modality_label
@@ -91,6 +98,7 @@ class Pipeline:
         # True while a study's journaled instances still lack their spool files
         self.busy = busy or (lambda _study_uid: False)
         self.deid_processes = deid_processes  # worker processes for a large study
+        self.review_when_cleaned = config.study.review_when_cleaned
         self._claimed: Study | None = None
 
     def _release(self, study_id: int, state: str, actor: str, detail: str = "", **kw: Any) -> None:
@@ -320,6 +328,7 @@ class Pipeline:
             label,
             subject,
             study.decided.get("session"),
+            study=study_identifiers([Path(i.path) for i in instances], settings.profile),
         )
         session, withheld = study.session or "", 0
         done: list[Done] = []
@@ -345,6 +354,18 @@ class Pipeline:
             if d.status == "withheld":
                 withheld += 1
                 self.store.audit(study.id, self.owner, "instance withheld", d.detail)
+        struck = [w for d in written for w in d.struck]
+        if struck and self.review_when_cleaned and not study.decided.get("override"):
+            # cleaning struck part of a kept value (a name in an ROI name or a description):
+            # staff see where before anything leaves; approving forwards the cleaned outputs
+            self._release(
+                study.id,
+                "needs_review",
+                self.owner,
+                reason=f"cleaning struck an identifier in {len(struck)} kept value(s) "
+                f"({'; '.join(sorted(set(struck))[:3])}): check and approve to forward",
+            )
+            return
         failed = [d for d in done if d.status == "failed"]
         if failed:  # quarantined, the rest kept; staff see why, approving goes on without them
             paths = {i.sop_uid: Path(i.path) for i in instances}
