@@ -18,10 +18,10 @@ from io import BytesIO
 from pathlib import Path
 from typing import cast
 
-from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from uploader.dicom_header import scan, text
+from uploader.dicomfile import read_dicom
 from uploader.errors import NotDicomError
 from uploader.hardening import describe
 from uploader.store.db import Store
@@ -99,7 +99,7 @@ def read_header(source: bytes | Path) -> Header:
             return header
     try:
         fp = BytesIO(source) if isinstance(source, bytes) else source
-        ds = dcmread(fp, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        ds = read_dicom(fp, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError) as exc:
         raise NotDicomError(f"not a readable DICOM file ({type(exc).__name__})") from exc
     study, sop = str(ds.get("StudyInstanceUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")
