@@ -6,8 +6,8 @@ A file is DICOM with or without its 128-byte preamble and file meta (pydicom's o
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from pydicom import dcmread
