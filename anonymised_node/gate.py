@@ -1,0 +1,220 @@
+"""The gate: each arriving instance judged by what this node knows, not by what the file says.
+
+What the node knows: the trial's protocol (from its own configuration: the options, private
+allow-list and burned-in allowance the trial agreed) and the study's manifest (signed with the
+forwarding key: the study, its instances, the subject and session pseudonyms). An instance is
+refused when
+
+- its study was not announced, or it is not one of the announced instances;
+- it declares a de-identification option the protocol does not allow (the declaration is never
+  used to relax the check: the profile is built from the protocol);
+- an identity attribute is not the announced pseudonym (or empty), or any other person name holds
+  something other than the profile's dummy;
+- a UID is malformed, lies under a known vendor root, or is not of the ``2.25.`` form the
+  identifiable node derives (unless the protocol retains UIDs);
+- anything the core's knowledge-free audit finds (Annex E actions, private tags, overlays,
+  burned-in text).
+
+Problems name the attribute path and the kind of finding, never the value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom._uid_dict import UID_dictionary
+from pydicom.dataset import Dataset
+
+from uploader.deid.elements import is_registry_uid, strings, walk
+from uploader.deid.policy import PrivatePolicy
+from uploader.deid.profile import METHOD_CODES, Option, Profile, load_table
+from uploader.deid.verify import audit
+from uploader.protocols.model import Protocol
+from uploader.transport.paths import valid_label, valid_uid
+
+#: Roots that equipment and toolkit makers issue UIDs under: never what the identifiable node
+#: derives (it writes ``2.25.<128-bit decimal>``), so such a UID is an original one.
+VENDOR_ROOTS = (
+    "1.2.840.113619.",  # GE Healthcare
+    "1.3.12.2.1107.",  # Siemens
+    "1.3.46.670589.",  # Philips
+    "1.2.840.113704.",  # Philips (ADAC, Marconi)
+    "1.2.392.200036.9116.",  # Canon / Toshiba
+    "1.2.392.200036.9125.",  # Fujifilm
+    "1.2.246.352.",  # Varian
+    "1.2.752.243.",  # RaySearch
+    "1.3.46.423632.",  # Elekta
+    "1.2.840.113669.",  # Accuray / TomoTherapy
+    "1.2.276.0.7230010.",  # OFFIS dcmtk
+    "1.2.826.0.1.3680043.",  # Medical Connections (pydicom's default root)
+    "1.2.840.113654.",  # CTI / Siemens PET
+    "1.2.840.114350.",  # Epic
+    "1.3.6.1.4.1.",  # private enterprise numbers (many vendors, research tools)
+)
+_DERIVED_MAX = 2**128
+_IDENTITY = {
+    0x00100010: "PatientName",
+    0x00100020: "PatientID",
+    0x00120040: "ClinicalTrialSubjectID",
+}
+_DUMMY_NAME = "ANONYMOUS"  # the engine's dummy for a PN the profile replaces
+_META_UIDS = (0x00020003,)  # MediaStorageSOPInstanceUID (the meta's class and syntax are registry)
+
+
+@dataclass(frozen=True)
+class Announced:
+    """A study as its signed manifest announced it."""
+
+    study_uid: str
+    protocol: str
+    subject: str
+    session: str
+    sop_uids: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _Trial:
+    protocol: Protocol
+    profile: Profile
+    policy: PrivatePolicy
+    allowed_codes: frozenset[str]
+
+
+class Gate:
+    """Judges instances against the protocols this node serves."""
+
+    def __init__(self, protocols: dict[str, Protocol]) -> None:
+        self._trials: dict[str, _Trial] = {}
+        for pid, p in protocols.items():
+            options = frozenset(p.deidentify.options)
+            allowed = {METHOD_CODES["basic"][0], *(METHOD_CODES[o][0] for o in options)}
+            self._trials[pid] = _Trial(
+                p,
+                Profile(load_table(), options),
+                PrivatePolicy(t.key() for t in p.deidentify.keep_private),
+                frozenset(allowed),
+            )
+
+    def serves(self, protocol_id: str) -> bool:
+        """True if instances of this trial may be sent here."""
+        return protocol_id in self._trials
+
+    def judge(self, ds: Dataset, announced: Announced | None) -> list[str]:
+        """What is wrong with an instance (empty: accept)."""
+        if announced is None:
+            return ["(0020,000D) StudyInstanceUID: a study no manifest announced"]
+        trial = self._trials.get(announced.protocol)
+        if trial is None:
+            return ["(0012,0020) ClinicalTrialProtocolID: not a trial served here"]
+        problems = _announced(ds, announced)
+        problems += _declared(ds, trial)
+        problems += _identity(ds, announced, trial.protocol)
+        retain_uids = Option.RETAIN_UIDS in trial.profile.options
+        problems += _uids(ds, retain_uids)
+        problems += audit(
+            ds, trial.profile, trial.policy, bool(trial.protocol.deidentify.allow_burned_in)
+        )
+        return list(dict.fromkeys(problems))  # once each, in order
+
+
+def _announced(ds: Dataset, a: Announced) -> list[str]:
+    problems = []
+    if str(ds.get("StudyInstanceUID", "")) != a.study_uid:
+        problems.append("(0020,000D) StudyInstanceUID: not the announced study")
+    if str(ds.get("SOPInstanceUID", "")) not in a.sop_uids:
+        problems.append("(0008,0018) SOPInstanceUID: not one of the announced instances")
+    if str(ds.get("ClinicalTrialProtocolID", "") or "") != a.protocol:
+        problems.append("(0012,0020) ClinicalTrialProtocolID: not the announced trial")
+    meta = getattr(ds, "file_meta", None)
+    meta_uid = str(meta.get("MediaStorageSOPInstanceUID", "")) if meta is not None else ""
+    if meta_uid != str(ds.get("SOPInstanceUID", "")):
+        problems.append("(0002,0003) MediaStorageSOPInstanceUID: differs from SOPInstanceUID")
+    return problems
+
+
+def _declared(ds: Dataset, trial: _Trial) -> list[str]:
+    """Every declared method code must be one the protocol allows (and basic must be there)."""
+    problems = []
+    for n, item in enumerate(ds.get("DeidentificationMethodCodeSequence") or []):
+        code = str(item.get("CodeValue", ""))
+        scheme = str(item.get("CodingSchemeDesignator", ""))
+        if scheme != "DCM" or code not in trial.allowed_codes:
+            problems.append(
+                f"DeidentificationMethodCodeSequence[{n}].(0008,0100) CodeValue:"
+                " declares an option the trial's protocol does not allow"
+            )
+    return problems
+
+
+def _identity(ds: Dataset, a: Announced, protocol: Protocol) -> list[str]:
+    problems = []
+    for tag, keyword in _IDENTITY.items():
+        values = strings(ds, tag) if tag in ds else []
+        if values and values != [a.subject]:
+            problems.append(
+                f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}: not the announced subject"
+            )
+    comments = strings(ds, 0x00104000) if 0x00104000 in ds else []
+    routing = f"Subject:{a.subject} Session:{a.session}"
+    if comments and comments[0] not in (routing, f"Project:{a.protocol} {routing}"):
+        problems.append("(0010,4000) PatientComments: not the announced subject and session")
+    expected = {
+        0x00120010: protocol.sponsor,  # ClinicalTrialSponsorName
+        0x00120021: protocol.name,  # ClinicalTrialProtocolName
+        0x00120050: protocol.time_point,  # ClinicalTrialTimePointID
+    }
+    for tag, value in expected.items():
+        got = strings(ds, tag) if tag in ds else []
+        if got and got != [str(value or "")]:
+            problems.append(f"({tag >> 16:04X},{tag & 0xFFFF:04X}): not the trial's own value")
+    site = strings(ds, 0x00120030) if 0x00120030 in ds else []
+    if site and not valid_label(site[0]):
+        problems.append("(0012,0030) ClinicalTrialSiteID: not a site ID")
+    for path, tag, vr, parent in walk(ds):
+        if vr != "PN" or (not path and tag in _IDENTITY):
+            continue
+        if any(v != _DUMMY_NAME for v in strings(parent, tag)):
+            problems.append(f"{_where(path, tag)}: a person's name")
+    return problems
+
+
+def _uids(ds: Dataset, retain_uids: bool) -> list[str]:
+    problems = []
+    meta = getattr(ds, "file_meta", None)
+    found: list[tuple[str, int, Any]] = []
+    for tag in _META_UIDS:
+        if meta is not None and tag in meta:
+            found.append(("", tag, strings(meta, tag)))
+    for path, tag, vr, parent in walk(ds):
+        if vr == "UI":
+            found.append((path, tag, strings(parent, tag)))
+    for path, tag, values in found:
+        for v in values:
+            problem = _uid_problem(tag, v, retain_uids)
+            if problem:
+                problems.append(f"{_where(path, tag)}: {problem}")
+                break
+    return problems
+
+
+def _uid_problem(tag: int, v: str, retain_uids: bool) -> str | None:
+    if not valid_uid(v):
+        return "not a valid UID"
+    if v in UID_dictionary or is_registry_uid(tag, v):
+        return None  # a class, syntax or coding scheme, kept by design
+    if retain_uids:
+        return None
+    if v.startswith(VENDOR_ROOTS):
+        return "a UID under an equipment maker's root (an original UID)"
+    rest = v[5:]
+    if not v.startswith("2.25.") or "." in rest or int(rest) >= _DERIVED_MAX:
+        return "not a UID the identifiable node derives"
+    return None
+
+
+def _where(path: str, tag: int) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    kw = keyword_for_tag(tag) or "private"
+    return f"{path}({tag >> 16:04X},{tag & 0xFFFF:04X}) {kw}"
