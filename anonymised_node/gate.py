@@ -10,8 +10,9 @@ refused when
   used to relax the check: the profile is built from the protocol);
 - an identity attribute is not the announced pseudonym (or empty), or any other person name holds
   something other than the profile's dummy;
-- a UID is malformed, lies under a known vendor root, or is not of the ``2.25.`` form the
-  identifiable node derives (unless the protocol retains UIDs);
+- a UID is malformed, lies under a known vendor root, or is not of the form the identifiable
+  node derives (``2.25.`` and a version-8 UUID: scanners' ``2.25.`` UIDs are version 4 or 1),
+  unless the protocol retains UIDs;
 - anything the core's knowledge-free audit finds (Annex E actions, private tags, overlays,
   burned-in text).
 
@@ -20,6 +21,7 @@ Problems name the attribute path and the kind of finding, never the value.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +102,13 @@ class Gate:
         """True if instances of this trial may be sent here."""
         return protocol_id in self._trials
 
+    def pseudonyms_problem(self, protocol_id: str, subject: str, session: str) -> str | None:
+        """Why announced pseudonyms cannot be this trial's (None: they can)."""
+        trial = self._trials.get(protocol_id)
+        if trial is None:
+            return "not a trial served here"
+        return pseudonym_problem(trial.protocol, subject, session)
+
     def judge(self, ds: Dataset, announced: Announced | None) -> list[str]:
         """What is wrong with an instance (empty: accept)."""
         if announced is None:
@@ -108,6 +117,9 @@ class Gate:
         if trial is None:
             return ["(0012,0020) ClinicalTrialProtocolID: not a trial served here"]
         problems = _announced(ds, announced)
+        wrong = pseudonym_problem(trial.protocol, announced.subject, announced.session)
+        if wrong:
+            problems.append(f"the manifest: {wrong}")
         problems += _declared(ds, trial)
         problems += _identity(ds, announced, trial.protocol)
         retain_uids = Option.RETAIN_UIDS in trial.profile.options
@@ -210,6 +222,44 @@ def _uid_problem(tag: int, v: str, retain_uids: bool) -> str | None:
     rest = v[5:]
     if not v.startswith("2.25.") or "." in rest or int(rest) >= _DERIVED_MAX:
         return "not a UID the identifiable node derives"
+    n = int(rest)
+    if (n >> 76) & 0xF != 8 or (n >> 62) & 0x3 != 0b10:
+        return "a 2.25 UID that is not a derived one (not a version-8 UUID): an original UID"
+    return None
+
+
+_FIELD = re.compile(r"\{(\w+)(?::(\d+))?\}")
+_SITE = "[A-Za-z0-9_-]+"
+
+
+def pseudonym_regex(pattern: str, protocol_id: str, subject: str = "") -> re.Pattern[str]:
+    """The labels a protocol's pseudonym pattern can produce (hash parts are base32)."""
+    out, at = [], 0
+    for m in _FIELD.finditer(pattern):
+        out.append(re.escape(pattern[at : m.start()]))
+        name, width = m.group(1), int(m.group(2) or 8)
+        if name == "hash":
+            out.append(f"[A-Z2-7]{{{max(1, min(width, 52))}}}")
+        elif name == "protocol":
+            out.append(re.escape(protocol_id))
+        elif name == "site":
+            out.append(_SITE)
+        else:  # subject
+            out.append(re.escape(subject))
+        at = m.end()
+    out.append(re.escape(pattern[at:]))
+    return re.compile("".join(out))
+
+
+def pseudonym_problem(protocol: Protocol, subject: str, session: str) -> str | None:
+    """Why an announced subject or session is not one the trial's patterns make (None: fine)."""
+    if not pseudonym_regex(protocol.pseudonym.subject, protocol.id).fullmatch(subject):
+        return "the subject does not follow the trial's pseudonym pattern"
+    if protocol.deidentify.script:
+        return None  # a project script may label sessions itself (makeSessionLabel)
+    regex = pseudonym_regex(protocol.pseudonym.session, protocol.id, subject)
+    if not regex.fullmatch(session):
+        return "the session does not follow the trial's pseudonym pattern"
     return None
 
 

@@ -243,6 +243,9 @@ def _manifest_checked(doc: dict[str, Any], gate: Gate) -> str:
         raise HTTPException(400, "manifest: validation must be an object")
     if not gate.serves(str(doc["protocol"])):
         raise HTTPException(422, "manifest: the trial is not served by this node")
+    wrong = gate.pseudonyms_problem(str(doc["protocol"]), str(doc["subject"]), str(doc["session"]))
+    if wrong:
+        raise HTTPException(422, f"manifest: {wrong}")
     return str(study_uid)
 
 
