@@ -102,6 +102,16 @@ class Gate:
         """True if instances of this trial may be sent here."""
         return protocol_id in self._trials
 
+    def manifest_uid_problem(self, protocol_id: str, uids: list[str]) -> str | None:
+        """Why a manifest's UIDs cannot be the identifiable node's (None: they can)."""
+        trial = self._trials.get(protocol_id)
+        retain = trial is not None and Option.RETAIN_UIDS in trial.profile.options
+        for uid in uids:
+            problem = _uid_problem(0x00080018, uid, retain)
+            if problem:
+                return problem
+        return None
+
     def pseudonyms_problem(self, protocol_id: str, subject: str, session: str) -> str | None:
         """Why announced pseudonyms cannot be this trial's (None: they can)."""
         trial = self._trials.get(protocol_id)

@@ -246,6 +246,9 @@ def _manifest_checked(doc: dict[str, Any], gate: Gate) -> str:
     wrong = gate.pseudonyms_problem(str(doc["protocol"]), str(doc["subject"]), str(doc["session"]))
     if wrong:
         raise HTTPException(422, f"manifest: {wrong}")
+    wrong = gate.manifest_uid_problem(str(doc["protocol"]), [str(study_uid), *uids])
+    if wrong:
+        raise HTTPException(422, f"manifest: {wrong}")
     return str(study_uid)
 
 
