@@ -62,6 +62,11 @@ _IDENTITY = {
 }
 _DUMMY_NAME = "ANONYMOUS"  # the engine's dummy for a PN the profile replaces
 _META_UIDS = (0x00020003,)  # MediaStorageSOPInstanceUID (the meta's class and syntax are registry)
+#: The file meta elements the identifiable node writes; anything else there (a source AE title,
+#: private information) is refused.
+_META_ALLOWED = frozenset(
+    {0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
+)
 
 
 @dataclass(frozen=True)
@@ -208,6 +213,12 @@ def _uids(ds: Dataset, retain_uids: bool) -> list[str]:
     for tag in _META_UIDS:
         if meta is not None and tag in meta:
             found.append(("", tag, strings(meta, tag)))
+    for tag in list(meta.keys()) if meta is not None else []:
+        if tag not in _META_ALLOWED:
+            problems.append(f"{_where('', tag)}: file meta the identifiable node does not write")
+    version = strings(meta, 0x00020013) if meta is not None and 0x00020013 in meta else []
+    if version and not valid_label(version[0]):
+        problems.append("(0002,0013) ImplementationVersionName: not a version name")
     for path, tag, vr, parent in walk(ds):
         if vr == "UI":
             found.append((path, tag, strings(parent, tag)))
