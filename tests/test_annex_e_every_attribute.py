@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from uploader.deid.engine import Settings, deidentify, patient_key
+from uploader.deid.iod import path_key, requirements
 from uploader.deid.profile import Op, Option, Profile, load_table, resolve
 from uploader.deid.pseudonyms import Pseudonymiser
 
@@ -73,6 +74,9 @@ def _vr(tag: int) -> str:
     return vr.split(" or ", maxsplit=1)[0]
 
 
+_LETTERS = str.maketrans("0123456789", "GHIJKLMNOP")
+
+
 def _value(tag: int, vr: str, code: str) -> Any:
     if vr == "SQ":
         item = Dataset()
@@ -84,7 +88,8 @@ def _value(tag: int, vr: str, code: str) -> Any:
         return b"\x01\x02"
     if vr in SAMPLE:
         return SAMPLE[vr]
-    return NAMED if "C" in code else f"S{tag:08X}"  # unique: never equal to an identifier
+    # unique, and no digits: never equal to an identifier nor shaped like one (an ID, a date)
+    return NAMED if "C" in code else "S" + f"{tag:08X}".translate(_LETTERS)
 
 
 def _dataset(profile: Profile) -> Dataset:
@@ -139,6 +144,8 @@ def _check(before: DataElement, after: DataElement | None, op: Op, where: str) -
     return None
 
 
+CT_REQUIRED = requirements("1.2.840.10008.5.1.4.1.1.2") or {}
+
 # Attributes the uploader writes itself after the profile (pseudonyms, the record, the trial).
 WRITTEN = {0x00100010, 0x00100020, 0x00104000, 0x00120062, 0x00120063, 0x00120064}
 
@@ -164,12 +171,16 @@ def test_every_table_attribute_gets_its_action_at_any_depth(options: frozenset[O
         if tag in WRITTEN or tag >> 16 == 0x0012:
             continue
         elem = before[tag]
-        op = resolve(profile.rules[tag].code_for(options), elem.VR if elem.VR != "UN" else "UN")
+        code = profile.rules[tag].code_for(options)
+        vr = elem.VR if elem.VR != "UN" else "UN"
+        # conditional codes follow the CT IOD's requirement where the attribute sits
+        op = resolve(code, vr, CT_REQUIRED.get(path_key((), tag), "3"))
         problems.append(_check(elem, ds.get(tag), op, f"{row['tag']} {row['name']}"))
         checked += 1
         if tag in before.StructureSetROISequence[0]:
             inner_after = ds.StructureSetROISequence[0].get(tag)
             inner = before.StructureSetROISequence[0][tag]
+            op = resolve(code, vr, CT_REQUIRED.get(path_key((0x30060020,), tag), "3"))
             problems.append(_check(inner, inner_after, op, f"nested {row['tag']} {row['name']}"))
     assert checked > 600
     bad = [p for p in problems if p]

@@ -242,7 +242,7 @@ def test_verifier_withholds_an_output_that_reintroduces_an_identifier(
             settings.profile,
         )
     problems = info.value.problems
-    assert "(0008,1030) StudyDescription: patient id" in problems
+    assert "(0008,1030) StudyDescription: ID" in problems
     assert any(
         "ReferencedImageSequence[0].(0008,1155)" in p and "original UID" in p for p in problems
     )

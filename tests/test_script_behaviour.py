@@ -75,14 +75,19 @@ def _run(ds: Dataset, settings: Settings, script: str, **kw: object) -> Dataset:
     ],
 )
 def test_value_functions(ct: Dataset, settings: Settings, expr: str, expected: str) -> None:
+    # a date written into free text is refused by the verifier (a date pattern): dates go to
+    # date attributes (InstanceCreationDate DA, AcquisitionDateTime DT), the rest to Manufacturer
+    tag = 0x00080070
+    if expr.startswith("shiftDate"):
+        tag = 0x0008002A if "DateTime" in expr else 0x00080012
     out = _run(
         ct,
         settings,
-        f"(0008,0070) := {expr}",
+        f"({tag >> 16:04X},{tag & 0xFFFF:04X}) := {expr}",
         variables={"arm": "A"},
         lookups={"arms": {"A": "Arm A: control"}},
     )
-    assert out.Manufacturer == expected
+    assert str(out[tag].value) == expected
 
 
 def test_tests_and_conditionals(ct: Dataset, settings: Settings) -> None:
@@ -151,7 +156,7 @@ def test_reject_withholds_with_the_scripts_reason(ct: Dataset, settings: Setting
 def test_a_script_copying_an_identifier_back_is_withheld(ct: Dataset, settings: Settings) -> None:
     with pytest.raises(VerificationError) as info:
         _run(ct, settings, "(0010,0010) := (0010,0020)")  # the MRN, read from the input
-    assert "(0010,0010) PatientName: patient id" in info.value.problems
+    assert any(p.startswith("(0010,0010) PatientName: ID") for p in info.value.problems)
     with pytest.raises(VerificationError):
         _run(ct, settings, '(0008,103E) := concatenate["for ", (0010,0010)]')
 
@@ -260,4 +265,4 @@ def test_script_preview_shows_the_header_before_and_after(tmp_path: Path, key_fi
     copying.write_text("(0010,0010) := (0010,0020)\n")
     withheld = run_cli("script", "preview", copying, files[0])
     assert withheld.returncode == 1 and "WOULD BE WITHHELD" in withheld.stdout
-    assert "(0010,0010) PatientName: patient id" in withheld.stdout
+    assert "(0010,0010) PatientName: ID" in withheld.stdout

@@ -285,6 +285,12 @@ def _print_summary(summary: Any, out: Path) -> None:
     print(f"failed:    {len(summary.failed)}")
     for f, reason in summary.failed:
         print(f"  {f}: {reason}")
+    if summary.struck:
+        print(
+            f"cleaned:   {len(summary.struck)} kept value(s) had an identifier struck (review them)"
+        )
+        for f, where in summary.struck:
+            print(f"  {f}: {where}")
 
 
 def _verify(args: argparse.Namespace) -> int:

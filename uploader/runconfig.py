@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from uploader.deid.engine import Settings, TrialInfo
+from uploader.deid.identifiers import StructureNames
 from uploader.deid.policy import PrivatePolicy
 from uploader.deid.profile import load_profile
 from uploader.deid.pseudonyms import Pseudonymiser
@@ -34,6 +35,7 @@ def build_settings(
 
         protocol = load_protocol(protocol_path)
     pseudonymiser = Pseudonymiser(key)
+    protected = structure_names(protocol)
     if protocol is None:
         stage = build_stage(site_script, None, None, {}, {})
         return Settings(
@@ -43,6 +45,7 @@ def build_settings(
             subject_pattern=f"{site}-{{hash:8}}" if site else "S{hash:10}",
             private=PrivatePolicy(stage.private_keys() if stage else ()),
             scripts=stage,
+            protected=protected,
         )
     for pattern in (protocol.pseudonym.subject, protocol.pseudonym.session):
         if "{site}" in pattern and not site:
@@ -68,4 +71,19 @@ def build_settings(
         allow_burned_in=frozenset(deid.allow_burned_in),
         relabel=protocol.synonym_map(),
         scripts=stage,
+        protected=protected,
     )
+
+
+def structure_names(protocol: Protocol | None) -> StructureNames:
+    """Return the ROI names the cleaner keeps exactly: TG-263 primary names, and the protocol's
+    structure names and synonyms (text naming the trial's structures is not an identifier)."""
+    from uploader.protocols.nomenclature import primary_names
+
+    names = set(primary_names())
+    if protocol is not None and protocol.structures is not None:
+        for s in (*protocol.structures.required, *protocol.structures.optional):
+            if s.name:
+                names.add(s.name)
+            names.update(s.synonyms)
+    return StructureNames(names)

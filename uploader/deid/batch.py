@@ -22,6 +22,10 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from uploader.deid.engine import Outcome, Settings, deidentify
+from uploader.deid.identifiers import Identifiers, collect
+from uploader.dicomfile import read_dicom
+
+__all__ = ["FileResult", "Mapping", "Summary", "anonymise_tree", "input_files", "read_dicom"]
 from uploader.errors import ConfigError, VerificationError, WithheldError
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,8 @@ class Summary:
     not_dicom: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
     sessions: dict[str, set[str]] = field(default_factory=dict)  # subject -> sessions
+    #: (input, where cleaning struck part of a kept value: attribute path and kinds, no value)
+    struck: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -51,6 +57,7 @@ class Summary:
             "not_dicom": [{"file": f, "reason": "not a DICOM file"} for f in self.not_dicom],
             "failed": [{"file": f, "reason": r} for f, r in self.failed],
             "subjects": {s: sorted(v) for s, v in sorted(self.sessions.items())},
+            "struck": [{"file": f, "where": w} for f, w in self.struck],
         }
 
 
@@ -63,21 +70,6 @@ def input_files(root: Path) -> Iterator[Path]:
         dirs.sort()
         for name in sorted(files):
             yield Path(folder) / name
-
-
-def read_dicom(path: Path) -> Dataset:
-    """Read a DICOM file with or without preamble and file meta.
-
-    Raises:
-        InvalidDicomError: the file is not DICOM.
-    """
-    try:
-        return dcmread(path)
-    except InvalidDicomError:
-        ds = dcmread(path, force=True)
-        if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
-            raise
-        return ds
 
 
 def _atomic_write(ds: Dataset, target: Path) -> None:
@@ -146,6 +138,7 @@ class FileResult:
     session: str = ""
     original_patient_id: str = ""
     uid_map: dict[str, str] = field(default_factory=dict)
+    struck: tuple[str, ...] = ()
 
 
 def anonymise_tree(
@@ -176,15 +169,24 @@ def anonymise_tree(
     if stage and stage.numbers_sessions:
         jobs = 1  # visit numbers are shared state: one process numbers them in file order
     summary = Summary()
+    kept = settings.profile.kept_tags
     if jobs == 1 or len(work) < _MIN_PARALLEL:
-        results: Iterator[FileResult] = (_one(p, rel, out, settings, labels) for p, rel in work)
+        found = [_collect_one(p, kept) for p in paths]
+        studies = _union(iter(found))
+        results: Iterator[FileResult] = (
+            _one(p, rel, out, settings, labels, studies.get(f[0]))
+            for (p, rel), f in zip(work, found, strict=True)
+        )
         _collect(results, summary, mapping, progress)
     else:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(
             jobs, ctx, initializer=_init_worker, initargs=(out, settings, labels)
         ) as pool:
-            results = pool.map(_worker, work, chunksize=4)
+            found = list(pool.map(_collect_worker, paths, chunksize=8))
+            studies = _union(iter(found))
+            items = [(p, rel, studies.get(f[0])) for (p, rel), f in zip(work, found, strict=True)]
+            results = pool.map(_worker, items, chunksize=4)
             _collect(results, summary, mapping, progress)
     os.sync()
     return summary
@@ -222,9 +224,34 @@ def _init_worker(out: Path, settings: Settings, labels: dict[str, str]) -> None:
     _WORKER = (out, settings, labels)
 
 
-def _worker(item: tuple[Path, str]) -> FileResult:
+def _worker(item: tuple[Path, str, Identifiers | None]) -> FileResult:
     assert _WORKER is not None
-    return _one(item[0], item[1], *_WORKER)
+    out, settings, labels = _WORKER
+    return _one(item[0], item[1], out, settings, labels, item[2])
+
+
+def _collect_worker(path: Path) -> tuple[str, Identifiers | None]:
+    assert _WORKER is not None
+    return _collect_one(path, _WORKER[1].profile.kept_tags)
+
+
+def _collect_one(path: Path, kept: frozenset[int]) -> tuple[str, Identifiers | None]:
+    """Return (study UID, the identifiers of one file's header), or ("", None) if unreadable."""
+    try:
+        ds = read_dicom(path, stop_before_pixels=True)
+        return str(ds.get("StudyInstanceUID", "") or ""), collect(ds, kept=kept)
+    except Exception:
+        return "", None
+
+
+def _union(found: Iterator[tuple[str, Identifiers | None]]) -> dict[str, Identifiers]:
+    """Return {study UID: the union of its files' identifiers} (every file of a study names
+    the same people: staff who appear only in the RTSTRUCT are struck from the CT too)."""
+    studies: dict[str, Identifiers] = {}
+    for study, ident in found:
+        if ident is not None:
+            studies.setdefault(study, Identifiers()).update(ident)
+    return studies
 
 
 def _collect(
@@ -237,6 +264,7 @@ def _collect(
         if r.status == "written":
             summary.written += 1
             summary.sessions.setdefault(r.subject, set()).add(r.session)
+            summary.struck.extend((r.rel, where) for where in r.struck)
             if mapping is not None:
                 mapping.add(r.original_patient_id, r.subject, r.uid_map)
         elif r.status == "withheld":
@@ -249,7 +277,14 @@ def _collect(
             progress(1)
 
 
-def _one(path: Path, rel: str, out: Path, settings: Settings, labels: dict[str, str]) -> FileResult:
+def _one(  # noqa: PLR0917 - one file and the run's context
+    path: Path,
+    rel: str,
+    out: Path,
+    settings: Settings,
+    labels: dict[str, str],
+    study: Identifiers | None = None,
+) -> FileResult:
     """De-identify one file and write it; every failure becomes a result, never an exception."""
     try:
         ds = read_dicom(path)
@@ -260,7 +295,7 @@ def _one(path: Path, rel: str, out: Path, settings: Settings, labels: dict[str, 
     original_pid = str(ds.get("PatientID", "") or "")
     try:
         label = labels.get(str(ds.get("StudyInstanceUID", "") or ""), "")
-        outcome = deidentify(ds, settings, label)
+        outcome = deidentify(ds, settings, label, study=study)
         _atomic_write(outcome.dataset, output_path(out, outcome))
     except WithheldError as exc:
         return FileResult(rel, "withheld", exc.reason)
@@ -271,5 +306,12 @@ def _one(path: Path, rel: str, out: Path, settings: Settings, labels: dict[str, 
         log.warning("cannot de-identify one input: %s", type(exc).__name__)
         return FileResult(rel, "failed", f"cannot de-identify: {type(exc).__name__}: {exc}")
     return FileResult(
-        rel, "written", "", outcome.subject, outcome.session, original_pid, outcome.uid_map
+        rel,
+        "written",
+        "",
+        outcome.subject,
+        outcome.session,
+        original_pid,
+        outcome.uid_map,
+        tuple(outcome.struck),
     )

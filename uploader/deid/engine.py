@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.datadict import dictionary_has_tag
+from pydicom.datadict import dictionary_has_tag, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from uploader import __version__
-from uploader.deid import header
+from uploader.deid import header, iod
+from uploader.deid.codes import CODED_TAGS, is_standard_meaning
 from uploader.deid.elements import (
     TEXT_VRS,
     is_registry_uid,
@@ -27,9 +30,17 @@ from uploader.deid.elements import (
     strings,
     vr_of,
 )
-from uploader.deid.identifiers import Matcher, collect, matcher_for
+from uploader.deid.identifiers import (
+    Identifiers,
+    Matcher,
+    StructureNames,
+    collect,
+    fold,
+    matcher_for,
+)
+from uploader.deid.patterns import Detector, default_detector
 from uploader.deid.policy import PrivatePolicy, check_instance, check_pixels, private_kept
-from uploader.deid.profile import Op, Option, Profile
+from uploader.deid.profile import Op, Option, Profile, is_conditional, resolve
 from uploader.deid.pseudonyms import Pseudonymiser
 from uploader.deid.script.stage import ScriptStage
 from uploader.deid.verify import check_output
@@ -46,7 +57,28 @@ _DUMMY: dict[str, Any] = {
     "IS": "0",
     "DS": "0",
     "CS": "ANONYMIZED",
+    "AE": "ANONYMIZED",
+    "UR": "ANONYMIZED",
+    "FL": 0.0,
+    "FD": 0.0,
+    "SL": 0,
+    "SS": 0,
+    "UL": 0,
+    "US": 0,
+    "SV": 0,
+    "UV": 0,
+    "AT": 0,
+    "OB": b"\x00\x00",
+    "UN": b"\x00\x00",
+    "OW": b"\x00\x00",
+    "OF": b"\x00\x00\x00\x00",
+    "OL": b"\x00\x00\x00\x00",
+    "OD": b"\x00" * 8,
+    "OV": b"\x00" * 8,
 }
+#: Values that cannot be cleaned, only kept whole or taken away.
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_OUR_WORDS = ("ANONYMIZED", "ANONYMOUS")
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1583.1"  # placeholder root, ours to assign
 
 
@@ -75,6 +107,19 @@ class Settings:
     allow_burned_in: frozenset[str] = frozenset()
     relabel: dict[str, str] = field(default_factory=dict)  # ROI name -> protocol name
     scripts: ScriptStage | None = None  # the site script, then the project script
+    #: whole values kept exactly by the cleaner: protocol structure names, synonyms, TG-263
+    protected: StructureNames = field(default_factory=StructureNames)
+    patterns: Detector = field(default_factory=default_detector)
+
+    def our_words(self, subject: str = "", session: str = "") -> tuple[str, ...]:
+        """Return the words the engine writes itself (never taken for an identifier)."""
+        trial = self.trial
+        words = [subject, session, self.site, *(_OUR_WORDS)]
+        if trial is not None:
+            words += [trial.protocol_id, trial.protocol_name, trial.sponsor, trial.site_name]
+            words.append(trial.time_point)
+        words += [meaning for _code, meaning in self.profile.method_codes()]
+        return tuple(w for w in words if w)
 
 
 @dataclass
@@ -85,21 +130,27 @@ class Outcome:
     subject: str
     session: str
     uid_map: dict[str, str]
+    #: where cleaning struck part of a kept value: "attribute path: kinds" (never the value)
+    struck: list[str] = field(default_factory=list)
 
 
 class _Instance:
-    """The walk over one instance: its matcher, date shift and UID map."""
+    """The walk over one instance: its matcher, date shift, UID map and IOD requirements."""
 
-    def __init__(self, settings: Settings, matcher: Matcher, shift_days: int) -> None:
+    def __init__(self, settings: Settings, matcher: Matcher, shift_days: int, ds: Dataset) -> None:
         self.profile = settings.profile
         self.pseudo = settings.pseudonymiser
         self.private = settings.private
+        self.protected = settings.protected
+        self.patterns = settings.patterns
         self.retain_uids = Option.RETAIN_UIDS in settings.profile.options
         self.matcher = matcher
         self.shift = dt.timedelta(days=shift_days)
         self.uid_map: dict[str, str] = {}
+        self.struck: list[str] = []
+        self.required = iod.requirements(str(ds.get("SOPClassUID", "") or ""))
 
-    def walk(self, ds: Dataset) -> None:
+    def walk(self, ds: Dataset, path: tuple[int, ...] = (), where: str = "") -> None:
         self._privates(ds)
         for tag in list(ds.keys()):
             group, elem_no = tag >> 16, tag & 0xFFFF
@@ -110,10 +161,19 @@ class _Instance:
                 continue
             raw = ds.get_item(tag)
             vr = vr_of(raw, tag)
-            op = self.profile.op(tag, vr)
-            if op is None:
-                op = self._default_op(tag, vr)
-            self._apply(ds, tag, vr, op)
+            op = self._op(tag, vr, path)
+            self._apply(ds, tag, vr, op, path, where)
+
+    def _op(self, tag: int, vr: str, path: tuple[int, ...]) -> Op:
+        code = self.profile.code(tag)
+        if code is None:
+            return self._default_op(tag, vr)
+        if is_conditional(code):
+            reqs = self.required
+            required = None if reqs is None else reqs.get(iod.path_key(path, tag), "3")
+            return resolve(code, vr, required)
+        op = self.profile.op(tag, vr)
+        return op if op is not None else self._default_op(tag, vr)
 
     def _default_op(self, tag: int, vr: str) -> Op:
         if vr == "PN" or not dictionary_has_tag(tag):
@@ -124,13 +184,18 @@ class _Instance:
             return Op.RECURSE
         return Op.KEEP
 
-    def _apply(self, ds: Dataset, tag: int, vr: str, op: Op) -> None:
+    def _apply(  # noqa: PLR0917 - the walk's own state, passed down
+        self, ds: Dataset, tag: int, vr: str, op: Op, path: tuple[int, ...], where: str
+    ) -> None:
+        if op is Op.CLEAN and vr in BINARY_VRS:
+            op = Op.REMOVE  # binary cannot be cleaned: it goes
         if op is Op.REMOVE:
             del ds[tag]
         elif op is Op.RECURSE:
             value = ds[tag].value
-            for item in value if isinstance(value, Sequence) else ():
-                self.walk(item)
+            name = keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+            for i, item in enumerate(value if isinstance(value, Sequence) else ()):
+                self.walk(item, (*path, tag), f"{where}{name}[{i}].")
         elif op is Op.EMPTY:
             ds[tag] = DataElement(tag, vr, [] if vr == "SQ" else None)
         elif op is Op.UID:
@@ -138,15 +203,14 @@ class _Instance:
             ds[tag] = DataElement(tag, "UI", new if len(new) > 1 else (new[0] if new else ""))
         elif op is Op.DUMMY:
             if vr == "UI":
-                self._apply(ds, tag, vr, Op.UID)
+                self._apply(ds, tag, vr, Op.UID, path, where)
             else:
-                ds[tag] = DataElement(
-                    tag, vr, _DUMMY.get(vr, "ANONYMIZED" if vr in TEXT_VRS else None)
-                )
+                dummy = _DUMMY.get(vr, "ANONYMIZED" if vr in TEXT_VRS else b"\x00\x00")
+                ds[tag] = DataElement(tag, vr, dummy)
         elif op is Op.SHIFT:
             self._shift(ds, tag, vr)
-        elif vr in TEXT_VRS:  # KEEP and CLEAN: kept text never keeps the patient's identifiers
-            self._clean(ds, tag)
+        elif vr in TEXT_VRS:  # KEEP and CLEAN: kept text never keeps an identifier
+            self._clean(ds, tag, vr, where)
 
     def _uid(self, tag: int, value: str) -> str:
         if is_registry_uid(tag, value, listed=self.profile.rule(tag) is not None):
@@ -155,23 +219,31 @@ class _Instance:
         self.uid_map[value] = new
         return new
 
-    def _clean(self, ds: Dataset, tag: int) -> None:
-        if self.matcher.empty:
-            return
+    def _clean(self, ds: Dataset, tag: int, vr: str, where: str) -> None:
+        coded = tag in CODED_TAGS
+        if is_standard_meaning(ds, tag):
+            return  # the coding scheme's own words
+        patterns = None if coded else self.patterns
         text = raw_ascii(ds.get_item(tag))
-        if text is not None and not self.matcher.found_in(text):
+        if text is not None and not self.matcher.hits(text, patterns):
             return  # nothing to clean: the element stays raw, undecoded, written as it came
         elem = ds[tag]
-        if elem.VM > 1:
-            values = [str(v) for v in elem.value]
-            cleaned = [self.matcher.clean(v) for v in values]
-            if cleaned != values:
-                elem.value = cleaned
-        elif elem.value is not None:
-            text = str(elem.value)
-            cleaned_text = self.matcher.clean(text)
-            if cleaned_text != text:
-                elem.value = cleaned_text
+        values = [str(v) for v in elem.value] if elem.VM > 1 else [str(elem.value or "")]
+        cleaned, kinds = [], []
+        for v in values:
+            if v in self.protected:
+                cleaned.append(v)
+                continue
+            new, found = self.matcher.clean(v, patterns)
+            cleaned.append(new)
+            kinds += found
+        if cleaned == values:
+            return
+        if vr == "CS":
+            cleaned = [v.replace(Matcher.REPLACEMENT, "") for v in cleaned]
+        elem.value = cleaned if elem.VM > 1 else cleaned[0]
+        kw = keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        self.struck.append(f"{where}{kw}: {', '.join(dict.fromkeys(kinds))}")
 
     def _shift(self, ds: Dataset, tag: int, vr: str) -> None:
         elem = ds[tag]
@@ -221,17 +293,20 @@ def patient_key(ds: Dataset) -> str:
     return f"study:{ds.get('StudyInstanceUID', '')}"
 
 
-def deidentify(
+def deidentify(  # noqa: PLR0917 - the public API; callers pass these by position
     ds: Dataset,
     settings: Settings,
     modality_label: str = "",
     subject: str | None = None,
     session: str | None = None,
+    study: Identifiers | None = None,
 ) -> Outcome:
-    """De-identify one instance in place and verify it against its original identifiers.
+    """De-identify one instance in place and verify it against everything its study identifies.
 
     ``modality_label``: the study's modality for scripts (default: this instance's Modality).
     ``subject``, ``session``: manual trial IDs, instead of the keyed ones.
+    ``study``: the identifiers of the whole study (``collect_study``); without it, those of
+    this instance alone (names of staff that appear only in other instances are then unknown).
     Raises:
         WithheldError: policy withholds it (burned-in text), or a script rejected it.
         VerificationError: the output would still carry an identifier; nothing may be written.
@@ -240,23 +315,38 @@ def deidentify(
     check_pixels(ds, settings.allow_burned_in)
     if settings.relabel and ds.get("Modality") == "RTSTRUCT":
         relabel(ds, settings.relabel)  # before the profile, so the new names are what is kept
-    ident = collect(ds)
+    ident = collect(ds, kept=settings.profile.kept_tags)
+    if study is not None:
+        ident.update(study)
     key = patient_key(ds)
     pseudo = settings.pseudonymiser
     trial = settings.trial
     protocol = trial.protocol_id if trial else ""
+    avoid = _avoid(str(ds.get("PatientName", "") or ""))
     subject = subject or pseudo.subject_id(
-        key, settings.subject_pattern, protocol=protocol, site=settings.site
+        key, settings.subject_pattern, protocol=protocol, site=settings.site, avoid=avoid
     )
     study_uid = str(ds.get("StudyInstanceUID", "") or key)
     session = session or pseudo.session_label(
-        study_uid, settings.session_pattern, subject=subject, protocol=protocol, site=settings.site
+        study_uid,
+        settings.session_pattern,
+        avoid=avoid,
+        subject=subject,
+        protocol=protocol,
+        site=settings.site,
     )
     shift_days = pseudo.date_shift_days(key)
     stage = settings.scripts
     original = stage.snapshot(ds) if stage else {}
     label = modality_label or str(ds.get("Modality", "") or "")
-    instance = _Instance(settings, matcher_for(ident), shift_days)
+    options = settings.profile.options
+    matcher = matcher_for(
+        ident,
+        keep_institution=Option.RETAIN_INSTITUTION_IDENTITY in options,
+        keep_device=Option.RETAIN_DEVICE_IDENTITY in options,
+        ours=settings.our_words(),
+    )
+    instance = _Instance(settings, matcher, shift_days, ds)
     instance.walk(ds)
     header.write(ds, settings, subject=subject, session=session, version=__version__)
     if stage is not None:
@@ -280,5 +370,36 @@ def deidentify(
             header.route(ds, protocol, subject, session)
     header.fix_file_meta(ds, IMPLEMENTATION_CLASS_UID, __version__)
     # the originals the verifier hunts for: every instance UID the walk met (all were remapped)
-    check_output(ds, ident, set(instance.uid_map), settings.private, settings.profile)
-    return Outcome(ds, subject, session, instance.uid_map)
+    check_output(
+        ds,
+        ident,
+        set(instance.uid_map),
+        settings.private,
+        settings.profile,
+        ours=settings.our_words(subject, session),
+        protected=settings.protected,
+        patterns=settings.patterns,
+    )
+    return Outcome(ds, subject, session, instance.uid_map, instance.struck)
+
+
+def _avoid(patient_name: str) -> Callable[[str], bool]:
+    """A pseudonym's code must not spell a name part of its patient (choose the pseudonym).
+
+    Only the patient's own name decides, so the same patient gets the same pseudonym in every
+    study, whoever else the study names."""
+    parts = [fold(p) for p in re.split(r"[\^=\s,.\-']+", patient_name) if len(p) >= 3]
+
+    def bad(code: str) -> bool:
+        folded = fold(code)
+        return any(p in folded for p in parts)
+
+    return bad
+
+
+def collect_study(datasets: Iterable[Dataset], profile: Profile) -> Identifiers:
+    """Return the identifiers of a whole study: the union over its instances, every level."""
+    found = Identifiers()
+    for ds in datasets:
+        collect(ds, found, kept=profile.kept_tags)
+    return found

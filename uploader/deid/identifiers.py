@@ -1,9 +1,16 @@
-"""The patient's own identifiers, gathered from an input instance, and a matcher for them.
+"""Everything a study is known to identify, gathered from its inputs, and a matcher for it.
 
-The engine uses the matcher to clean kept free text; the verifier uses the same matcher to
-prove that no output string still carries a name part, ID, birth date, accession number or
-address of the patient. Matching folds case and accents without changing string lengths, so
-"Müller", "MULLER" and "mueller" are all found and the spans still index the original text.
+Cleaning must remove every identifier, not only the patient's: so the gathering reads every
+instance of the study at every depth and keeps every person name (patients, staff, the person
+who drew the structures), institution, department and station name, address, phone number, ID
+and date or time it holds. The engine cleans kept text with the matcher (plus the pattern
+detectors of ``patterns.py``); the identifiable node's verifier uses the same matcher to prove
+that no output string still carries one. Matching folds case and accents without changing
+string lengths, so "Müller", "MULLER" and "mueller" are all found and spans index the original.
+
+Rules that keep useful text: a name part shorter than 3 letters is matched only as a whole
+value, never inside words; the words the engine writes itself (trial attributes, pseudonyms,
+method descriptions) are never taken for the patient's, whatever the patient is called.
 Nothing here ever logs or returns an identifier's value: only its kind.
 """
 
@@ -11,17 +18,97 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
+from pydicom.sequence import Sequence
 
-_MIN_NAME = 2
+from uploader.deid.elements import strings, vr_of
+from uploader.deid.patterns import Detector
+
+_MIN_NAME = 3
 _MIN_ID = 3
-_MIN_ADDRESS = 5
+_MIN_PLACE_WORD = 4
 _UMLAUTS = {"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "æ": "ae", "ø": "oe", "å": "aa"}
 _WORD = r"(?<![0-9a-z]){}(?![0-9a-z])"
+_TITLE = r"(?:(?:dr|mr|mrs|ms|miss|mx|prof|professor)\.?\s*)?(?:[a-z]\.\s?|[a-z]\s)?"
+#: Words of institution names too common to strike on their own (the whole name still is).
+_COMMON_WORDS = frozenset(
+    [
+        "hospital",
+        "hospitals",
+        "royal",
+        "university",
+        "college",
+        "trust",
+        "foundation",
+        "general",
+        "district",
+        "county",
+        "centre",
+        "center",
+        "clinic",
+        "clinical",
+        "medical",
+        "medicine",
+        "health",
+        "healthcare",
+        "care",
+        "cancer",
+        "oncology",
+        "radiotherapy",
+        "radiology",
+        "imaging",
+        "department",
+        "dept",
+        "unit",
+        "service",
+        "services",
+        "national",
+        "regional",
+        "infirmary",
+        "institute",
+        "saint",
+        "children",
+        "childrens",
+        "women",
+        "womens",
+        "community",
+        "teaching",
+        "the",
+        "and",
+        "for",
+        "with",
+        "main",
+        "north",
+        "south",
+        "east",
+        "west",
+        "upper",
+        "lower",
+        "new",
+        "old",
+        "city",
+        "group",
+        "partners",
+        "road",
+        "street",
+        "lane",
+        "avenue",
+        "house",
+        "building",
+        "floor",
+        "level",
+        "wing",
+        "suite",
+        "room",
+        "station",
+        "scanner",
+        "console",
+    ]
+)
 
 NAME_KEYWORDS = (
     "PatientName",
@@ -37,14 +124,77 @@ ID_KEYWORDS = (
     "AdmissionID",
     "MedicalRecordLocator",
     "PatientTelephoneNumbers",
+    "ReferringPhysicianTelephoneNumbers",
+    "PersonTelephoneNumbers",
+    "PersonTelecomInformation",
+    "PatientTelecomInformation",
+    "RequestedProcedureID",
+    "ScheduledProcedureStepID",
+    "PerformedProcedureStepID",
+    "PlacerOrderNumberImagingServiceRequest",
+    "FillerOrderNumberImagingServiceRequest",
+    "PlacerOrderNumberProcedure",
+    "FillerOrderNumberProcedure",
+    "StudyID",
+    "ServiceEpisodeID",
+    "VisitComments",
+    "PatientInsurancePlanCodeSequence",
+    "MilitaryRank",
+    "BranchOfService",
+    "PatientReligiousPreference",
 )
-DATE_KEYWORDS = (
-    "StudyDate",
-    "SeriesDate",
-    "AcquisitionDate",
-    "ContentDate",
-    "InstanceCreationDate",
+ADDRESS_KEYWORDS = (
+    "PatientAddress",
+    "ReferringPhysicianAddress",
+    "PersonAddress",
+    "CountryOfResidence",
+    "RegionOfResidence",
 )
+INSTITUTION_KEYWORDS = (
+    "InstitutionAddress",
+    "IssuerOfPatientID",
+    "InstitutionName",
+    "InstitutionalDepartmentName",
+    "ResponsibleOrganization",
+    "PatientInstitutionResidence",
+    "ScheduledPatientInstitutionResidence",
+    "RequestingService",
+    "PerformedLocation",
+    "ScheduledProcedureStepLocation",
+    "CurrentPatientLocation",
+    "ReferringPhysicianAddress",
+)
+STATION_KEYWORDS = (
+    "StationName",
+    "PerformedStationName",
+    "ScheduledStationName",
+    "StationAETitle",
+    "PerformedStationAETitle",
+    "ScheduledStationAETitle",
+    "DeviceSerialNumber",
+    "TreatmentMachineName",
+    "DetectorID",
+    "SourceSerialNumber",
+)
+#: Sequences that hold geometry only (thousands of items): not read for identifiers.
+_GEOMETRY = frozenset({0x30060040})  # ContourSequence
+
+
+def _tags(keywords: Iterable[str]) -> frozenset[int]:
+    return frozenset(t for t in (tag_for_keyword(k) for k in keywords) if t is not None)
+
+
+_KIND_OF: dict[int, str] = {}
+for _kind, _kws in (
+    ("id", ID_KEYWORDS),
+    ("address", ADDRESS_KEYWORDS),
+    ("institution", INSTITUTION_KEYWORDS),
+    ("station", STATION_KEYWORDS),
+):
+    for _t in _tags(_kws):
+        _KIND_OF.setdefault(_t, _kind)
+_PATIENT_NAME_TAGS = _tags(NAME_KEYWORDS)
+_BIRTH_DATE = 0x00100030
 
 
 class _Fold(dict[int, str]):
@@ -70,73 +220,118 @@ def fold(text: str) -> str:
 
 @dataclass
 class Identifiers:
-    """What identifies the patient of one instance, by kind (values never leave this object)."""
+    """What a study identifies, by kind (values never leave this object)."""
 
-    names: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)  # name parts of 3+ letters (any person)
+    short_names: set[str] = field(default_factory=set)  # shorter parts: whole values only
     ids: set[str] = field(default_factory=set)
     birth_dates: set[str] = field(default_factory=set)
     other_dates: set[str] = field(default_factory=set)
+    times: set[str] = field(default_factory=set)
     addresses: set[str] = field(default_factory=set)
+    institutions: set[str] = field(default_factory=set)
+    stations: set[str] = field(default_factory=set)
 
     def key(self) -> tuple[tuple[str, ...], ...]:
-        """Return a hashable form (the same patient's files share one matcher)."""
-        parts = (self.names, self.ids, self.birth_dates, self.other_dates, self.addresses)
-        return tuple(tuple(sorted(p)) for p in parts)
+        """Return a hashable form (the same study's files share one matcher)."""
+        return tuple(tuple(sorted(getattr(self, f))) for f in self.__dataclass_fields__)
 
-
-def _text(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return [str(v) for v in value if v is not None and str(v).strip()]
-    text = str(value).strip()
-    return [text] if text else []
+    def update(self, other: Identifiers) -> None:
+        """Add another instance's identifiers (a study's are the union of its instances')."""
+        for name in self.__dataclass_fields__:
+            getattr(self, name).update(getattr(other, name))
 
 
 def _name_parts(pn: str) -> Iterator[str]:
     for group in pn.split("="):  # alphabetic, ideographic, phonetic groups
         components = group.split("^")
         for comp in components[:3]:  # family, given, middle (not prefix or suffix)
-            for token in re.split(r"[\s,]+", comp):
+            for token in re.split(r"[\s,.]+", comp):
                 part = token.strip(".-'")
-                if len(part) >= _MIN_NAME:
+                if part:
                     yield part
-                    for piece in part.split("-"):
-                        if len(piece) >= _MIN_NAME:
-                            yield piece
+                    if "-" in part:
+                        yield from (p for p in part.split("-") if p)
 
 
-_TAGS = {
-    kw: tag_for_keyword(kw)
-    for kw in (*NAME_KEYWORDS, *ID_KEYWORDS, *DATE_KEYWORDS, "PatientBirthDate", "PatientAddress")
-}
+def _add_name(found: Identifiers, pn: str) -> None:
+    for part in _name_parts(pn):
+        (found.names if len(part) >= _MIN_NAME else found.short_names).add(part)
 
 
-def _get(ds: Any, keyword: str) -> Any:
-    tag = _TAGS[keyword]
-    return ds[tag].value if tag in ds else None
+def _add_place(target: set[str], text: str) -> None:
+    text = text.strip()
+    if len(text) >= _MIN_ID:
+        target.add(text)
+    for piece in re.split(r"[,;\n^\\]+", text):
+        part = piece.strip()
+        if len(part) >= 6 or (len(part) >= _MIN_ID and re.search(r"\d", part)):
+            target.add(part)
+        for word in re.split(r"[\s/()&+\-]+", part):
+            if len(word) >= _MIN_PLACE_WORD and fold(word) not in _COMMON_WORDS:
+                target.add(word)
 
 
-def collect(ds: Any) -> Identifiers:
-    """Gather the patient's identifiers from the top level of a pydicom Dataset."""
-    found = Identifiers()
-    for kw in NAME_KEYWORDS:
-        for pn in _text(_get(ds, kw)):
-            found.names.update(_name_parts(pn))
-    for kw in ID_KEYWORDS:
-        found.ids.update(v for v in _text(_get(ds, kw)) if len(v) >= _MIN_ID)
-    for item in ds.get("OtherPatientIDsSequence") or []:
-        found.ids.update(v for v in _text(item.get("PatientID")) if len(v) >= _MIN_ID)
-    found.birth_dates.update(_text(_get(ds, "PatientBirthDate")))
-    for kw in DATE_KEYWORDS:
-        found.other_dates.update(_text(_get(ds, kw)))
-    for address in _text(_get(ds, "PatientAddress")):
-        if len(address) >= _MIN_ADDRESS:
-            found.addresses.add(address)
-        for piece in re.split(r"[,;\n^]+", address):
-            part = piece.strip()
-            if len(part) >= 6 or (len(part) >= _MIN_ID and re.search(r"\d", part)):
-                found.addresses.add(part)
+def _add(found: Identifiers, tag: int, vr: str, values: list[str]) -> None:
+    if vr == "PN" or tag in _PATIENT_NAME_TAGS:
+        for v in values:
+            _add_name(found, v)
+        return
+    if tag == _BIRTH_DATE:
+        found.birth_dates.update(values)
+        return
+    if vr in ("DA", "DT"):
+        found.other_dates.update(v[:8] for v in values if len(v) >= 8)
+        if vr == "DT":
+            found.times.update(v[8:14] for v in values if len(v) >= 12)
+        return
+    if vr == "TM":
+        found.times.update(v for v in values if len(v) >= 4)
+        return
+    kind = _KIND_OF.get(tag)
+    if kind == "id":
+        found.ids.update(v for v in values if len(v) >= _MIN_ID)
+    elif kind == "address":
+        for v in values:
+            _add_place(found.addresses, v)
+    elif kind == "institution":
+        for v in values:
+            _add_place(found.institutions, v)
+    elif kind == "station":
+        found.stations.update(v for v in values if len(v) >= _MIN_ID)
+
+
+def collect(
+    ds: Any,
+    found: Identifiers | None = None,
+    *,
+    kept: frozenset[int] = frozenset(),
+    depth: int = 0,
+) -> Identifiers:
+    """Gather the identifiers of one instance (every level), into ``found`` if given.
+
+    ``kept``: attributes the options keep whole (Retain Institution Identity keeps the
+    institution's name, say): what the profile keeps is not an identifier to strike elsewhere.
+    """
+    found = Identifiers() if found is None else found
+    for tag in list(ds.keys()):
+        if tag >> 16 & 1 or tag in _GEOMETRY or tag in kept:
+            continue
+        raw = ds.get_item(tag)
+        vr = vr_of(raw, tag)
+        if vr == "SQ":
+            if depth < 16:
+                value = ds[tag].value
+                for item in value if isinstance(value, Sequence) else ():
+                    collect(item, found, kept=kept, depth=depth + 1)
+            continue
+        if vr in ("PN", "DA", "DT", "TM") or tag in _KIND_OF or tag in _PATIENT_NAME_TAGS:
+            try:
+                values = strings(ds, tag)
+            except Exception:  # noqa: S112 - a value pydicom cannot decode names nobody
+                continue
+            if values:
+                _add(found, tag, vr, values)
     return found
 
 
@@ -169,71 +364,167 @@ def _date_patterns(da: str) -> list[str]:
     ]
 
 
+def _time_patterns(tm: str) -> list[str]:
+    m = re.match(r"(\d{2})(\d{2})(\d{2})?", tm.strip())
+    if not m:
+        return []
+    h, mi, s = m.groups()
+    out = [rf"(?<![\d:.]){h}[:.h]{mi}(?:[:.]\d\d)?(?![\d:])"]
+    if s:
+        out.append(rf"(?<!\d){h}{mi}{s}(?!\d)")
+    return out
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One identifier found in a text: its span and kind."""
+
+    start: int
+    end: int
+    kind: str
+
+
 class Matcher:
-    """Finds and cleans one patient's identifiers in any string, in a single regex pass."""
+    """Finds and cleans a study's identifiers in any string, in one regex pass per kind group.
+
+    ``keep_institution`` / ``keep_device``: the options that retain those identities.
+    ``ours``: words the engine writes itself; a hit that lies inside one of them is not a hit.
+    """
 
     REPLACEMENT = "***"
 
-    def __init__(self, ident: Identifiers, clean_dates: bool = True) -> None:
+    def __init__(
+        self,
+        ident: Identifiers,
+        *,
+        keep_institution: bool = False,
+        keep_device: bool = False,
+        ours: Iterable[str] = (),
+    ) -> None:
+        names = [_WORD.format(_TITLE + re.escape(v)) for n in ident.names for v in _variants(n)]
         by_kind: dict[str, list[str]] = {
-            "name": [_WORD.format(re.escape(v)) for n in ident.names for v in _variants(n)],
-            "id": [_id_pattern(v) for v in ident.ids],
+            "name": names,
+            "ID": [_id_pattern(v) for v in ident.ids],
             "birth date": [p for d in ident.birth_dates for p in _date_patterns(d)],
-            "address": [re.escape(v) for a in ident.addresses for v in _variants(a)],
+            "address": [_WORD.format(re.escape(v)) for a in ident.addresses for v in _variants(a)],
         }
-        self._verify = self._compile(by_kind)
-        if clean_dates:
-            by_kind["date"] = [p for d in ident.other_dates for p in _date_patterns(d)]
-        self._clean = self._compile(by_kind)
-        self._kinds = [(kind, re.compile("|".join(pats))) for kind, pats in by_kind.items() if pats]
+        if not keep_institution:
+            by_kind["institution"] = [
+                _WORD.format(re.escape(v)) for a in ident.institutions for v in _variants(a)
+            ]
+        if not keep_device:
+            by_kind["station"] = [_WORD.format(re.escape(fold(v))) for v in ident.stations]
+        self._verify_kinds = self._compile_kinds(by_kind)
+        by_kind["date"] = [p for d in ident.other_dates for p in _date_patterns(d)]
+        by_kind["time"] = [p for t in ident.times for p in _time_patterns(t)]
+        self._clean_kinds = self._compile_kinds(by_kind)
+        self._short = {fold(s) for s in ident.short_names}
+        words = sorted({fold(w).strip() for w in ours if w and len(w.strip()) >= 2}, key=len)
+        self._ours = re.compile("|".join(re.escape(w) for w in reversed(words))) if words else None
 
     @staticmethod
-    def _compile(by_kind: dict[str, list[str]]) -> re.Pattern[str] | None:
-        pats = sorted({p for ps in by_kind.values() for p in ps}, key=len, reverse=True)
-        return re.compile("|".join(pats)) if pats else None
+    def _compile_kinds(by_kind: dict[str, list[str]]) -> list[tuple[str, re.Pattern[str]]]:
+        out = []
+        for kind, pats in by_kind.items():
+            unique = sorted(set(pats), key=len, reverse=True)
+            if unique:
+                out.append((kind, re.compile("|".join(unique))))
+        return out
 
     @property
     def empty(self) -> bool:
-        """True when the instance carried no identifier to look for."""
-        return self._clean is None
+        """True when the study carried no identifier to look for."""
+        return not self._clean_kinds and not self._short
 
-    def found_in(self, text: str) -> bool:
-        """True if ``text`` holds anything ``clean`` would replace."""
-        return self._clean is not None and self._clean.search(fold(text)) is not None
+    def hits(
+        self, text: str, patterns: Detector | None = None, *, verify: bool = False
+    ) -> list[Hit]:
+        """Return the identifiers in ``text`` (``verify``: without the study's plain dates)."""
+        folded = fold(text)
+        found: list[Hit] = []
+        if self._short and folded.strip() in self._short:
+            found.append(Hit(0, len(text), "name"))
+        for kind, regex in self._verify_kinds if verify else self._clean_kinds:
+            found.extend(Hit(m.start(), m.end(), kind) for m in regex.finditer(folded))
+        if patterns is not None:
+            found.extend(Hit(f.start, f.end, f.kind) for f in patterns.find(text, folded))
+        if found and self._ours is not None:
+            spans = [m.span() for m in self._ours.finditer(folded)]
+            found = [h for h in found if not any(s <= h.start and h.end <= e for s, e in spans)]
+        return found
 
-    def kinds_in(self, text: str) -> list[str]:
+    def kinds_in(self, text: str, patterns: Detector | None = None) -> list[str]:
         """Return the kinds of identifier found in ``text`` (empty when clean)."""
-        if self._verify is None or not self._verify.search(fold(text)):
-            return []
-        folded = fold(text)
-        return [kind for kind, pat in self._kinds if kind != "date" and pat.search(folded)]
+        return list(dict.fromkeys(h.kind for h in self.hits(text, patterns, verify=True)))
 
-    def clean(self, text: str) -> str:
-        """Return ``text`` with every identifier (and the instance's own dates) replaced."""
-        if self._clean is None:
-            return text
-        folded = fold(text)
-        spans = [m.span() for m in self._clean.finditer(folded)]
-        if not spans:
-            return text
+    def clean(self, text: str, patterns: Detector | None = None) -> tuple[str, list[str]]:
+        """Return ``text`` with every identifier replaced, and the kinds that were struck."""
+        found = self.hits(text, patterns)
+        if not found:
+            return text, []
+        spans: list[list[int]] = []
+        for h in sorted(found, key=lambda h: h.start):
+            if spans and h.start <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], h.end)
+            else:
+                spans.append([h.start, h.end])
         out, last = [], 0
         for start, end in spans:
             out.append(text[last:start])
             out.append(self.REPLACEMENT)
             last = end
         out.append(text[last:])
-        return "".join(out)
+        return "".join(out), list(dict.fromkeys(h.kind for h in found))
 
 
 _MATCHERS: dict[tuple[object, ...], Matcher] = {}
 
 
-def matcher_for(ident: Identifiers, clean_dates: bool = True) -> Matcher:
-    """Return the Matcher for these identifiers, compiled once per patient and reused."""
-    key = (ident.key(), clean_dates)
+def matcher_for(
+    ident: Identifiers,
+    *,
+    keep_institution: bool = False,
+    keep_device: bool = False,
+    ours: Iterable[str] = (),
+) -> Matcher:
+    """Return the Matcher for these identifiers, compiled once per study and reused."""
+    ours_key = tuple(sorted(set(ours)))
+    key = (ident.key(), keep_institution, keep_device, ours_key)
     matcher = _MATCHERS.get(key)
     if matcher is None:
         if len(_MATCHERS) > 64:
             _MATCHERS.clear()
-        matcher = _MATCHERS[key] = Matcher(ident, clean_dates)
+        matcher = _MATCHERS[key] = Matcher(
+            ident, keep_institution=keep_institution, keep_device=keep_device, ours=ours_key
+        )
     return matcher
+
+
+_TOKEN_SPLIT = re.compile(r"[\s_\-^~.,/()+]+")
+
+
+class StructureNames:
+    """Whole values the cleaner keeps exactly: text that names the trial's structures.
+
+    A value is kept when it is one of the names (TG-263 primary names, the protocol's names and
+    synonyms), or when every word of it is a word of those names ("Breast" and "Lung" are words
+    of TG-263's Breast_L and Lung_L): a structure's name is not a person's, even when a patient
+    is called Lung. Anything else in the value is cleaned like any other text.
+    """
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self.names = frozenset(names)
+        self.words = frozenset(
+            fold(w) for n in self.names for w in _TOKEN_SPLIT.split(n) if w and not w.isdigit()
+        )
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, str) or not value.strip():
+            return False
+        if value in self.names:
+            return True
+        words = [w for w in _TOKEN_SPLIT.split(fold(value)) if w]
+        return bool(words) and all(w in self.words for w in words)
+
+    def __bool__(self) -> bool:
+        return bool(self.names)

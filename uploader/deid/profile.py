@@ -110,12 +110,20 @@ class SafePrivate:
     condition: str = ""
 
 
-def resolve(code: str, vr: str) -> Op:
+#: IOD requirement types under which an attribute may not be removed, or not be empty.
+_PRESENT = frozenset({"1", "1C", "2", "2C"})
+_NON_EMPTY = frozenset({"1", "1C"})
+
+
+def resolve(code: str, vr: str, required: str | None = None) -> Op:
     """Turn an action code into the operation for an element of this VR.
 
-    Conditional codes are resolved the conservative way that keeps the IOD valid: an empty value
-    where removal might break a Type 2 attribute, recursion where a sequence carries references
-    that referential integrity needs (U*).
+    ``required``: the attribute's Type where it sits in its IOD (``iod.py``), when known.
+    Conditional codes keep the IOD valid: X/D, X/Z and X/Z/D remove only what the IOD does not
+    require; a Type 1 attribute gets a dummy, a Type 2 one an empty value (Z/D: a dummy for
+    Type 1, else empty). Unknown requirement: the conservative choice that keeps the file
+    valid (empty, or a dummy for X/D). A sequence whose action keeps it is walked: its items
+    are de-identified by the same profile (U*: their references remapped).
     """
     is_seq = vr == "SQ"
     if "U" in code:  # U, X/Z/U*: remap; a sequence keeps its items, their UIDs remapped
@@ -128,12 +136,26 @@ def resolve(code: str, vr: str) -> Op:
         return Op.SHIFT if vr in _DATE_VRS else Op.CLEAN
     if code == "X":
         return Op.REMOVE
-    if code == "D":
+    if code in ("D", "Z/D") and (code == "D" or required in _NON_EMPTY):
         return Op.RECURSE if is_seq else Op.DUMMY
-    if code == "X/D":
-        return Op.REMOVE
-    # Z, X/Z, Z/D, X/Z/D: an empty value satisfies every one of them
+    if code in {"Z/D", "Z"}:
+        return Op.EMPTY
+    if code in ("X/D", "X/Z", "X/Z/D"):
+        if required is not None and required not in _PRESENT:
+            return Op.REMOVE  # the IOD does not require it here
+        if required is None and code != "X/D":
+            return Op.EMPTY  # unknown IOD: an empty value satisfies every one of them
+        if code == "X/Z" and required not in _NON_EMPTY:
+            return Op.EMPTY
+        if code == "X/Z/D" and required not in _NON_EMPTY:
+            return Op.EMPTY
+        return Op.RECURSE if is_seq else Op.DUMMY
     return Op.EMPTY
+
+
+def is_conditional(code: str) -> bool:
+    """True for the action codes whose result depends on the IOD (X/Z, X/D, X/Z/D, Z/D)."""
+    return "/" in code and "U" not in code
 
 
 def _parse_tag(text: str) -> tuple[int, int] | None:
@@ -176,6 +198,7 @@ class Profile:
             (sp.group, sp.creator, sp.element_byte) for sp in self.safe_private if not sp.condition
         )
         self._cache: dict[tuple[int, str], Op | None] = {}
+        self._kept: frozenset[int] | None = None
 
     def is_safe_private(self, group: int, creator: str, element_byte: int) -> bool:
         """True if Table E.3.10-1 lists this private element (its creator matters)."""
@@ -191,8 +214,25 @@ class Profile:
                 return r
         return None
 
+    @property
+    def kept_tags(self) -> frozenset[int]:
+        """Return the attributes this profile keeps whole (action K under its options)."""
+        if self._kept is None:
+            self._kept = frozenset(
+                t for t, r in self.rules.items() if r.code_for(self.options) == "K"
+            )
+        return self._kept
+
+    def code(self, tag: int) -> str | None:
+        """Return the action code that applies to ``tag`` under the options (None: unlisted)."""
+        rule = self.rule(tag)
+        return None if rule is None else rule.code_for(self.options)
+
     def op(self, tag: int, vr: str) -> Op | None:
-        """Return the operation for a public tag of this VR, or None when the table is silent."""
+        """Return the operation for a public tag of this VR, or None when the table is silent.
+
+        For a conditional code this is the choice without IOD knowledge; the engine asks
+        ``resolve`` with the attribute's requirement instead."""
         key = (tag, vr)
         try:
             return self._cache[key]

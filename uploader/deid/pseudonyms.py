@@ -14,6 +14,7 @@ import hmac
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from uploader.errors import ConfigError
@@ -113,19 +114,48 @@ class Pseudonymiser:
         n = int.from_bytes(self.digest("dateshift", patient_key)[:8], "big")
         return -(SHIFT_MIN_DAYS + n % SHIFT_SPAN_DAYS)
 
-    def subject_id(self, patient_key: str, pattern: str, protocol: str = "", site: str = "") -> str:
-        """Return the subject ID for a patient from the protocol's pattern."""
-        return self._fill(pattern, "subject", patient_key, protocol=protocol, site=site)
+    def subject_id(
+        self,
+        patient_key: str,
+        pattern: str,
+        protocol: str = "",
+        site: str = "",
+        avoid: Callable[[str], bool] | None = None,
+    ) -> str:
+        """Return the subject ID for a patient from the protocol's pattern.
 
-    def session_label(self, study_key: str, pattern: str, **fields: str) -> str:
+        ``avoid``: a hash code it rejects (one that spells a name part of the patient, say) is
+        replaced by the next keyed one: the pseudonym is chosen, the patient never refused.
+        """
+        return self._fill(pattern, "subject", patient_key, avoid, protocol=protocol, site=site)
+
+    def session_label(
+        self,
+        study_key: str,
+        pattern: str,
+        avoid: Callable[[str], bool] | None = None,
+        **fields: str,
+    ) -> str:
         """Return the session label for a study from the protocol's pattern."""
-        return self._fill(pattern, "session", study_key, **fields)
+        return self._fill(pattern, "session", study_key, avoid, **fields)
 
-    def _fill(self, pattern: str, domain: str, value: str, **fields: str) -> str:
+    def _fill(
+        self,
+        pattern: str,
+        domain: str,
+        value: str,
+        avoid: Callable[[str], bool] | None,
+        **fields: str,
+    ) -> str:
         def sub(m: re.Match[str]) -> str:
             name, width = m.group(1), m.group(2)
             if name == "hash":
-                return self.code(domain, value, int(width or 8))
+                code = self.code(domain, value, int(width or 8))
+                for attempt in range(1, 64):
+                    if avoid is None or not avoid(code):
+                        break
+                    code = self.code(domain, f"{value}\x00{attempt}", int(width or 8))
+                return code
             return fields.get(name, "")
 
         return _PLACEHOLDER.sub(sub, pattern)

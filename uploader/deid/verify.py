@@ -10,15 +10,19 @@ Problems name the attribute and the kind of identifier, never its value.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
+from uploader.deid import iod
+from uploader.deid.codes import CODED_TAGS, is_standard_meaning
 from uploader.deid.elements import TEXT_VRS, is_registry_uid, private_creators, strings, walk
-from uploader.deid.identifiers import Identifiers, matcher_for
+from uploader.deid.identifiers import Identifiers, StructureNames, fold, matcher_for
+from uploader.deid.patterns import Detector, default_detector
 from uploader.deid.policy import SECONDARY_CAPTURE_CLASSES, PrivatePolicy, private_kept
-from uploader.deid.profile import METHOD_CODES, Op, Option, Profile
+from uploader.deid.profile import METHOD_CODES, Op, Option, Profile, is_conditional, resolve
 from uploader.errors import VerificationError
 
 _UID_IN_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+){3,}")
@@ -65,20 +69,36 @@ def _uid_problem(parent: Dataset, tag: int, profile: Profile, originals: set[str
     return None
 
 
+#: Top-level attributes of the de-identification record, written by the engine itself.
+RECORD_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})
+
+
 def check_output(
     ds: Dataset,
     ident: Identifiers,
     originals: set[str],
     policy: PrivatePolicy,
     profile: Profile,
+    *,
+    ours: Iterable[str] = (),
+    protected: StructureNames | None = None,
+    patterns: Detector | None = None,
 ) -> None:
-    """Prove a de-identified instance clean against its input's identifiers.
+    """Prove a de-identified instance clean against its study's identifiers and the patterns.
 
+    ``ours``: the words the engine wrote (trial attributes, pseudonyms, method names): never
+    taken for an identifier. ``protected``: whole values kept on purpose (structure names).
     Raises:
         VerificationError: with one problem per offending attribute (kinds, never values).
     """
-    matcher = matcher_for(ident, clean_dates=False)
-    retain_uids = Option.RETAIN_UIDS in profile.options
+    options = profile.options
+    matcher = matcher_for(
+        ident,
+        keep_institution=Option.RETAIN_INSTITUTION_IDENTITY in options,
+        keep_device=Option.RETAIN_DEVICE_IDENTITY in options,
+        ours=ours,
+    )
+    retain_uids = Option.RETAIN_UIDS in options
     problems: list[str] = []
     for path, tag, vr, parent in walk(ds):
         if tag >> 16 & 1 and not _private_allowed(parent, tag, policy, profile):
@@ -89,10 +109,15 @@ def check_output(
             if problem:
                 problems.append(f"{_where(path, tag)}: {problem}")
         elif vr in TEXT_VRS:
+            if (not path and tag in RECORD_TAGS) or is_standard_meaning(parent, tag):
+                continue
+            scan = None if tag in CODED_TAGS else patterns
             for text in strings(parent, tag):
-                kinds = matcher.kinds_in(text)
+                if protected is not None and text in protected:
+                    continue
+                kinds = matcher.kinds_in(text, scan)
                 if kinds:
-                    problems.append(f"{_where(path, tag)}: patient {', '.join(kinds)}")
+                    problems.append(f"{_where(path, tag)}: {', '.join(kinds)}")
                 if not retain_uids and any(u in originals for u in _UID_IN_TEXT.findall(text)):
                     problems.append(f"{_where(path, tag)}: original UID in text")
     if str(ds.get("PatientBirthDate", "") or ""):
@@ -112,20 +137,101 @@ def declared_options(ds: Dataset) -> frozenset[Option]:
     return frozenset(found)
 
 
-def audit(ds: Dataset, profile: Profile, policy: PrivatePolicy, allow_burned_in: bool) -> list[str]:
+def audit(
+    ds: Dataset,
+    profile: Profile,
+    policy: PrivatePolicy,
+    allow_burned_in: bool,
+    *,
+    ours: Iterable[str] = (),
+    patterns: Detector | None = None,
+) -> list[str]:
     """Return what is wrong with a supposedly de-identified instance (empty when it passes).
 
-    ``profile`` must be built with the options the file declares (see ``declared_options``).
+    ``profile``: the options to judge by (the protocol's, on a gate; else the declared ones).
+    ``ours``: the pseudonyms and trial words the sender announced (not findings).
+    ``patterns``: the knowledge-free detectors (default: the packaged audit table); every kept
+    free text is scanned for dates, phone and NHS numbers, e-mail addresses, ID-like tokens and
+    person-name forms.
     """
     problems = _audit_header(ds, allow_burned_in)
     retain_uids = Option.RETAIN_UIDS in profile.options
+    detector = patterns if patterns is not None else default_detector(audit=True)
+    mask = _mask(ours)
+    reqs = iod.requirements(str(ds.get("SOPClassUID", "") or ""))
     for path, tag, vr, parent in walk(ds):
         problem = _audit_element(
-            path, tag, vr, parent, profile=profile, policy=policy, retain_uids=retain_uids
+            path,
+            tag,
+            vr,
+            parent,
+            profile=profile,
+            policy=policy,
+            retain_uids=retain_uids,
+            reqs=reqs,
         )
+        if problem is None and vr in TEXT_VRS and tag not in CODED_TAGS:
+            problem = _audit_text(path, tag, parent, detector, mask)
         if problem:
             problems.append(f"{_where(path, tag)}: {problem}")
     return problems
+
+
+def _mask(ours: Iterable[str]) -> re.Pattern[str] | None:
+    words = sorted({fold(w) for w in ours if w and len(w) >= 2}, key=len, reverse=True)
+    return re.compile("|".join(re.escape(w) for w in words)) if words else None
+
+
+def _audit_text(
+    path: str, tag: int, parent: Dataset, detector: Detector, mask: re.Pattern[str] | None
+) -> str | None:
+    if not path and (tag in WRITTEN_BY_US or tag in RECORD_TAGS):
+        return None
+    if is_standard_meaning(parent, tag) or path.startswith("DeidentificationMethodCodeSequence"):
+        return None
+    for value in strings(parent, tag):
+        text, folded = value, fold(value)
+        if mask is not None:
+            for m in mask.finditer(folded):
+                blank = " " * (m.end() - m.start())
+                text = text[: m.start()] + blank + text[m.end() :]
+                folded = folded[: m.start()] + blank + folded[m.end() :]
+        kinds = detector.kinds(text, folded)
+        if kinds:
+            return f"kept text holds {', '.join(kinds)}"
+    return None
+
+
+def _op_at(  # noqa: PLR0917 - one element of the walk and its context
+    profile: Profile,
+    tag: int,
+    vr: str,
+    where: str,
+    parent: Dataset,
+    reqs: dict[str, str] | None,
+) -> Op | None:
+    """The engine's operation for this element, conditional codes resolved for the IOD."""
+    code = profile.code(tag)
+    if code is None or not is_conditional(code):
+        return profile.op(tag, vr)
+    if reqs is None:
+        return resolve(code, vr, None)
+    chain = _chain(where)
+    if chain is None:
+        return resolve(code, vr, None)
+    return resolve(code, vr, reqs.get(iod.path_key(chain, tag), "3"))
+
+
+def _chain(where: str) -> tuple[int, ...] | None:
+    """Sequence tags of a walk path like ``ReferencedStudySequence[0].`` (None: unknown)."""
+    out = []
+    for part in where.split("].")[:-1] if where else []:
+        name = part.rsplit("[", 1)[0]
+        tag = tag_for_keyword(name)
+        if tag is None:
+            return None
+        out.append(tag)
+    return tuple(out)
 
 
 def _audit_header(ds: Dataset, allow_burned_in: bool) -> list[str]:
@@ -156,6 +262,7 @@ def _audit_element(
     profile: Profile,
     policy: PrivatePolicy,
     retain_uids: bool,
+    reqs: dict[str, str] | None = None,
 ) -> str | None:
     group = tag >> 16
     if group & 1:
@@ -165,7 +272,7 @@ def _audit_element(
     if not path and tag in WRITTEN_BY_US:
         return None
     values = strings(parent, tag) if vr != "SQ" else []
-    op = profile.op(tag, vr)
+    op = _op_at(profile, tag, vr, path, parent, reqs)
     if op is Op.REMOVE:
         return "Annex E says remove, still present"
     if op is Op.EMPTY and values:

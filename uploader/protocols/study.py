@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from uploader.deid.batch import input_files
+from uploader.dicomfile import read_dicom
 from uploader.errors import ConfigError
 
 RT_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTDOSE"})
@@ -88,7 +88,7 @@ def study_from_files(root: Path, files: list[tuple[Path, str]]) -> Study:
     study = Study(root)
     for path, rel in files:
         try:
-            ds = dcmread(path, stop_before_pixels=True)
+            ds = read_dicom(path, stop_before_pixels=True)
         except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError):
             study.skipped.append(rel)
             continue

@@ -1,0 +1,58 @@
+"""Coded entries: which attributes hold codes, and whether a code's meaning is the standard's.
+
+A code value (SNOMED CT concept IDs are long digit runs) is not free text: the pattern detectors
+would take it for an ID. A code meaning is the standard's own text when its scheme and value are
+in the coding schemes pydicom ships (DCM, SCT, LN, UCUM, ...) and the meaning is the one
+listed; anything else in a code meaning is free text and is cleaned and checked like any other.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydicom.datadict import tag_for_keyword
+
+#: Attributes whose values are codes or identifiers of coding schemes, never prose.
+CODED_KEYWORDS = (
+    "CodeValue",
+    "LongCodeValue",
+    "URNCodeValue",
+    "CodingSchemeDesignator",
+    "CodingSchemeVersion",
+    "ContextIdentifier",
+    "MappingResource",
+    "ContextGroupExtensionCreatorUID",
+    "CodingSchemeRegistry",
+    "CodingSchemeExternalID",
+)
+CODED_TAGS = frozenset(t for t in (tag_for_keyword(k) for k in CODED_KEYWORDS) if t is not None)
+_CODE_MEANING = 0x00080104
+
+
+@cache
+def _meanings() -> dict[tuple[str, str], str]:
+    from pydicom.sr import _concepts_dict  # pinned pydicom: its packaged coding schemes
+
+    out: dict[tuple[str, str], str] = {}
+    concepts: dict[str, dict[str, Any]] = _concepts_dict.concepts
+    for scheme, names in concepts.items():
+        for codes in names.values():
+            for value, (meaning, _cids) in codes.items():
+                out[(scheme, value)] = meaning.casefold()
+    aliases = {"SRT": "SCT", "99SDM": "SCT"}
+    for (scheme, value), meaning in list(out.items()):
+        for alias, real in aliases.items():
+            if scheme == real:
+                out.setdefault((alias, value), meaning)
+    return out
+
+
+def is_standard_meaning(item: Any, tag: int) -> bool:
+    """True if ``tag`` is the CodeMeaning of ``item`` and it is the coding scheme's own text."""
+    if tag != _CODE_MEANING:
+        return False
+    scheme = str(item.get("CodingSchemeDesignator", "") or "").strip()
+    value = str(item.get("CodeValue", "") or "").strip()
+    meaning = str(item.get("CodeMeaning", "") or "").strip().casefold()
+    return bool(meaning) and _meanings().get((scheme, value)) == meaning

@@ -1,0 +1,171 @@
+"""Pattern detectors: what a de-identified header may not hold in free text, whoever it names.
+
+The study's own identifiers (``identifiers.py``) find what the input is known to carry; these
+find what no header may carry at all: dates in the forms people write them, phone numbers,
+postcodes, e-mail addresses, NHS numbers (with their checksum), ID-like tokens and person-name
+forms. The table is data (``data/patterns.json``, documented in docs/deidentification.md); a site
+adds its own with a file of the same shape. Both the cleaner (identifiable node) and the
+knowledge-free verifier (anonymised node) use it, so they agree on what counts.
+
+Matching runs on text folded to lower case without accents (same length as the original, so
+spans index the original); an entry with ``"case": "sensitive"`` runs on the original text.
+Every match is bounded: text longer than ``MAX_TEXT`` is judged in windows, so no value makes a
+pattern run for long. Nothing here returns a matched value: only its kind and where.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from uploader.errors import ConfigError
+
+MAX_TEXT = 16_384  # longer text is matched in overlapping windows of this size
+_OVERLAP = 128
+
+
+def nhs_checksum(digits: str) -> bool:
+    """True if ten digits (separators ignored) carry a valid NHS number check digit (mod 11)."""
+    d = [int(c) for c in digits if c.isdigit()]
+    if len(d) != 10:
+        return False
+    total = sum(v * w for v, w in zip(d[:9], range(10, 1, -1), strict=True))
+    check = 11 - total % 11
+    check = 0 if check == 11 else check
+    return check != 10 and check == d[9]
+
+
+def day_month(text: str) -> bool:
+    """True if ``d.m.y`` / ``m/d/y`` text can be a calendar date (not a version like 1.5.20)."""
+    parts = re.split(r"[-/.]", text)
+    if len(parts) != 3:
+        return False
+    a, b, year = parts
+    if "." in text and len(year) == 2 and (len(a) != 2 or len(b) != 2):
+        return False  # "1.5.20" is a version number far more often than a date
+    x, y = int(a), int(b)
+    return (1 <= x <= 31 and 1 <= y <= 12) or (1 <= x <= 12 and 1 <= y <= 31)
+
+
+CHECKS: dict[str, Callable[[str], bool]] = {"nhs_checksum": nhs_checksum, "day_month": day_month}
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One row of the table."""
+
+    kind: str
+    name: str
+    regex: re.Pattern[str]
+    check: Callable[[str], bool] | None
+    sensitive: bool
+    clean: bool
+    audit: bool
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One match: where in the text and of what kind (never the matched value)."""
+
+    start: int
+    end: int
+    kind: str
+
+
+def _rows(data: Any, origin: str) -> list[Pattern]:
+    if not isinstance(data, dict) or not isinstance(data.get("patterns"), list):
+        raise ConfigError(f"{origin}: a pattern table is an object with a 'patterns' list")
+    out = []
+    for i, row in enumerate(data["patterns"]):
+        where = f"{origin}: pattern {i + 1}"
+        if not isinstance(row, dict) or not isinstance(row.get("regex"), str):
+            raise ConfigError(f"{where}: each pattern needs 'kind' and 'regex'")
+        kind = str(row.get("kind") or "")
+        if not kind:
+            raise ConfigError(f"{where}: 'kind' is missing")
+        check_name = row.get("check")
+        if check_name is not None and check_name not in CHECKS:
+            raise ConfigError(f"{where}: unknown check {check_name!r} (use {', '.join(CHECKS)})")
+        sensitive = row.get("case") == "sensitive"
+        try:
+            regex = re.compile(row["regex"], 0 if sensitive else re.IGNORECASE)
+        except re.error as exc:
+            raise ConfigError(f"{where}: the regex does not compile: {exc}") from exc
+        out.append(
+            Pattern(
+                kind=kind,
+                name=str(row.get("name") or kind),
+                regex=regex,
+                check=CHECKS[check_name] if check_name else None,
+                sensitive=sensitive,
+                clean=bool(row.get("clean", True)),
+                audit=bool(row.get("audit", True)),
+            )
+        )
+    return out
+
+
+@cache
+def _packaged() -> tuple[Pattern, ...]:
+    try:
+        text = resources.files("uploader.deid").joinpath("data/patterns.json").read_text("utf-8")
+        return tuple(_rows(json.loads(text), "the packaged pattern table"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the packaged pattern table cannot be read: {exc}") from exc
+
+
+def load_site_patterns(path: Path) -> tuple[Pattern, ...]:
+    """Read a site's extra pattern table (same shape as the packaged one).
+
+    Raises:
+        ConfigError: unreadable, not JSON/YAML of the right shape, or a regex that does not compile.
+    """
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the pattern table: {exc.strerror}") from exc
+    try:
+        import yaml
+
+        data = yaml.safe_load(text)
+    except Exception as exc:
+        raise ConfigError(
+            f"{path}: not a JSON or YAML pattern table: {type(exc).__name__}"
+        ) from exc
+    return tuple(_rows(data, str(path)))
+
+
+class Detector:
+    """The pattern table compiled for one use (cleaning or audit)."""
+
+    def __init__(self, extra: Iterable[Pattern] = (), *, audit: bool = False) -> None:
+        rows = [*_packaged(), *extra]
+        self.patterns = [p for p in rows if (p.audit if audit else p.clean)]
+
+    def find(self, text: str, folded: str) -> Iterator[Finding]:
+        """Yield every finding in ``text`` (``folded``: the same text folded, same length)."""
+        for start in range(0, max(len(text), 1), MAX_TEXT - _OVERLAP):
+            end = start + MAX_TEXT
+            for p in self.patterns:
+                subject = text if p.sensitive else folded
+                for m in p.regex.finditer(subject, start, min(end, len(subject))):
+                    if p.check is None or p.check(m.group(0)):
+                        yield Finding(m.start(), m.end(), p.kind)
+            if end >= len(text):
+                break
+
+    def kinds(self, text: str, folded: str) -> list[str]:
+        """Return the kinds found in ``text``, each once, in table order."""
+        return list(dict.fromkeys(f.kind for f in self.find(text, folded)))
+
+
+@cache
+def default_detector(audit: bool = False) -> Detector:
+    """Return the packaged table compiled once per process."""
+    return Detector(audit=audit)

@@ -1,0 +1,35 @@
+"""The one reader of DICOM files: every command and both nodes accept the same files.
+
+A file is DICOM with or without its 128-byte preamble and file meta (pydicom's own
+``rtstruct.dcm`` has neither), as long as it parses and names its SOP class and instance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+#: What a file that is not DICOM (or is broken) raises while being read.
+READ_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError)
+
+
+def read_dicom(source: Path | IO[bytes], *, stop_before_pixels: bool = False) -> Dataset:
+    """Read a DICOM file with or without preamble and file meta.
+
+    Raises:
+        InvalidDicomError: the file is not DICOM (or holds no SOP Class/Instance UID).
+        OSError, EOFError, ValueError, ...: the file cannot be read or is broken.
+    """
+    try:
+        return dcmread(source, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        if not isinstance(source, Path):
+            source.seek(0)
+        ds = dcmread(source, force=True, stop_before_pixels=stop_before_pixels)
+        if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+            raise
+        return ds
