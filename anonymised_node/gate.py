@@ -13,8 +13,12 @@ refused when
 - a UID is malformed, lies under a known vendor root, or is not of the form the identifiable
   node derives (``2.25.`` and a version-8 UUID: scanners' ``2.25.`` UIDs are version 4 or 1),
   unless the protocol retains UIDs;
-- anything the core's knowledge-free audit finds (Annex E actions, private tags, overlays,
-  burned-in text).
+- anything the core's knowledge-free audit finds (Annex E actions by the protocol's options,
+  private tags, overlays, burned-in text) and, in every kept text at any depth (descriptions,
+  comments, labels, SR text, code meanings outside the standard's coding schemes), anything the
+  pattern detectors find: dates, phone and NHS numbers, postcodes, e-mail addresses, ID-like
+  tokens, person-name forms. The words the sender announced (pseudonyms) and the protocol's own
+  (its ID, name, sponsor, time point) are not findings.
 
 Problems name the attribute path and the kind of finding, never the value.
 """
@@ -29,6 +33,8 @@ from pydicom._uid_dict import UID_dictionary
 from pydicom.dataset import Dataset
 
 from uploader.deid.elements import is_registry_uid, strings, walk
+from uploader.deid.identifiers import fold
+from uploader.deid.patterns import Detector, default_detector
 from uploader.deid.policy import PrivatePolicy
 from uploader.deid.profile import METHOD_CODES, Option, Profile, load_table
 from uploader.deid.verify import audit
@@ -92,6 +98,7 @@ class Gate:
     """Judges instances against the protocols this node serves."""
 
     def __init__(self, protocols: dict[str, Protocol]) -> None:
+        self._detector = default_detector(audit=True)
         self._trials: dict[str, _Trial] = {}
         for pid, p in protocols.items():
             options = frozenset(p.deidentify.options)
@@ -139,9 +146,17 @@ class Gate:
         problems += _identity(ds, announced, trial.protocol)
         retain_uids = Option.RETAIN_UIDS in trial.profile.options
         problems += _uids(ds, retain_uids)
-        problems += audit(
-            ds, trial.profile, trial.policy, bool(trial.protocol.deidentify.allow_burned_in)
+        p = trial.protocol
+        ours = (announced.subject, announced.session, p.id, p.name, p.sponsor, p.time_point)
+        problems += audit(  # Annex E by the protocol's options, and every kept text scanned
+            ds,
+            trial.profile,
+            trial.policy,
+            bool(p.deidentify.allow_burned_in),
+            ours=[w for w in ours if w],
+            patterns=self._detector,
         )
+        problems += _site_name(ds, self._detector)
         return list(dict.fromkeys(problems))  # once each, in order
 
 
@@ -204,6 +219,15 @@ def _identity(ds: Dataset, a: Announced, protocol: Protocol) -> list[str]:
         if any(v != _DUMMY_NAME for v in strings(parent, tag)):
             problems.append(f"{_where(path, tag)}: a person's name")
     return problems
+
+
+def _site_name(ds: Dataset, detector: Detector) -> list[str]:
+    """ClinicalTrialSiteName is free text the core audit leaves to us (a group 0012 value)."""
+    for text in strings(ds, 0x00120031) if 0x00120031 in ds else []:
+        kinds = detector.kinds(text, fold(text))
+        if kinds:
+            return [f"(0012,0031) ClinicalTrialSiteName: kept text holds {', '.join(kinds)}"]
+    return []
 
 
 def _uids(ds: Dataset, retain_uids: bool) -> list[str]:

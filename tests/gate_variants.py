@@ -263,3 +263,4 @@ PATTERN_VARIANTS: dict[str, Callable[[Study], Variant]] = {
     "the patient's name in an SR TextValue": name_in_sr_text_value,
     "the patient's name in a nested CodeMeaning": name_in_nested_code_meaning,
 }
+ALL_VARIANTS = {**VARIANTS, **PATTERN_VARIANTS}
