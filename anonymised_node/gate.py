@@ -106,7 +106,7 @@ class Gate:
             self._trials[pid] = _Trial(
                 p,
                 Profile(load_table(), options),
-                PrivatePolicy(t.key() for t in p.deidentify.keep_private),
+                PrivatePolicy(_private_keys(p)),
                 frozenset(allowed),
             )
 
@@ -158,6 +158,15 @@ class Gate:
         )
         problems += _site_name(ds, self._detector)
         return list(dict.fromkeys(problems))  # once each, in order
+
+
+def _private_keys(p: Protocol) -> list[Any]:
+    """The protocol's private allow-list: ``keep_private`` and what its script retains."""
+    from uploader.deid.script.stage import build_stage
+
+    d = p.deidentify
+    stage = build_stage(None, d.script, None, d.variables, d.lookups) if d.script else None
+    return [t.key() for t in d.keep_private] + (stage.private_keys() if stage else [])
 
 
 def _announced(ds: Dataset, a: Announced) -> list[str]:

@@ -20,6 +20,7 @@ from anonymised_node.intake import make_app
 from anonymised_node.push import Pusher
 from anonymised_node.store import AnonStore
 from identifiable_node.config import read_secret
+from uploader.errors import ConfigError
 from uploader.protocols.loader import load_protocol
 from uploader.protocols.model import Protocol
 from uploader.store.spool import durable_write
@@ -35,9 +36,11 @@ def open_store(config: Config) -> AnonStore:
 
 def load_protocols(folder: Path) -> dict[str, Protocol]:
     """The trials this node serves (their allow-lists, auto-approval)."""
-    found = {}
+    found: dict[str, Protocol] = {}
     for path in sorted(folder.glob("*.y*ml")) if folder.exists() else []:
         protocol = load_protocol(path)
+        if protocol.id in found:  # the gate judges by the protocol: which one would be ambiguous
+            raise ConfigError(f"{path}: protocol {protocol.id} is also defined elsewhere")
         found[protocol.id] = protocol
     return found
 
