@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--site", default="", help="site ID (ClinicalTrialSiteID, {site} in patterns)")
     a.add_argument("--mapping-dir", type=Path, help="write patid_mapping.csv and uid_mapping.csv")
     a.add_argument("--site-script", type=Path, help="the site-wide DicomEdit-style script")
+    a.add_argument(
+        "--patterns",
+        type=Path,
+        help="a site's extra pattern table (JSON/YAML, same shape as the packaged one)",
+    )
     a.add_argument("--json", action="store_true", help="print a machine-readable summary")
 
     v = sub.add_parser("verify", help="check that files are de-identified (no original needed)")
@@ -231,7 +236,7 @@ def _anonymise(args: argparse.Namespace) -> int:
             "no site key: give --key-file FILE, or --generate-key FILE to create one "
             "(pseudonyms are keyed; the same key must be used for every later series)"
         )
-    settings = build_settings(key, args.protocol, args.site, args.site_script)
+    settings = build_settings(key, args.protocol, args.site, args.site_script, args.patterns)
     numbers = args.mapping_dir / "session_numbers.csv" if args.mapping_dir else None
     if settings.scripts is not None and numbers is not None:
         load_numbers(settings.scripts.sessions, numbers)

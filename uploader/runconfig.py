@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from uploader.deid.engine import Settings, TrialInfo
 from uploader.deid.identifiers import StructureNames
+from uploader.deid.patterns import Detector, load_site_patterns
 from uploader.deid.policy import PrivatePolicy
 from uploader.deid.profile import load_profile
 from uploader.deid.pseudonyms import Pseudonymiser
@@ -20,7 +21,11 @@ _SITE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 
 
 def build_settings(
-    key: bytes, protocol_path: Path | None, site: str, site_script: Path | None = None
+    key: bytes,
+    protocol_path: Path | None,
+    site: str,
+    site_script: Path | None = None,
+    site_patterns: Path | None = None,
 ) -> Settings:
     """Return the settings for one run.
 
@@ -36,6 +41,8 @@ def build_settings(
         protocol = load_protocol(protocol_path)
     pseudonymiser = Pseudonymiser(key)
     protected = structure_names(protocol)
+    extra = load_site_patterns(site_patterns) if site_patterns is not None else ()
+    patterns = Detector(extra)
     if protocol is None:
         stage = build_stage(site_script, None, None, {}, {})
         return Settings(
@@ -46,6 +53,7 @@ def build_settings(
             private=PrivatePolicy(stage.private_keys() if stage else ()),
             scripts=stage,
             protected=protected,
+            patterns=patterns,
         )
     for pattern in (protocol.pseudonym.subject, protocol.pseudonym.session):
         if "{site}" in pattern and not site:
@@ -72,6 +80,7 @@ def build_settings(
         relabel=protocol.synonym_map(),
         scripts=stage,
         protected=protected,
+        patterns=patterns,
     )
 
 

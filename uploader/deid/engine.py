@@ -220,13 +220,12 @@ class _Instance:
         return new
 
     def _clean(self, ds: Dataset, tag: int, vr: str, where: str) -> None:
-        coded = tag in CODED_TAGS
-        if is_standard_meaning(ds, tag):
-            return  # the coding scheme's own words
-        patterns = None if coded else self.patterns
+        patterns = None if tag in CODED_TAGS else self.patterns
         text = raw_ascii(ds.get_item(tag))
         if text is not None and not self.matcher.hits(text, patterns):
             return  # nothing to clean: the element stays raw, undecoded, written as it came
+        if is_standard_meaning(ds, tag):
+            return  # the coding scheme's own words
         elem = ds[tag]
         values = [str(v) for v in elem.value] if elem.VM > 1 else [str(elem.value or "")]
         cleaned, kinds = [], []
@@ -315,9 +314,8 @@ def deidentify(  # noqa: PLR0917 - the public API; callers pass these by positio
     check_pixels(ds, settings.allow_burned_in)
     if settings.relabel and ds.get("Modality") == "RTSTRUCT":
         relabel(ds, settings.relabel)  # before the profile, so the new names are what is kept
-    ident = collect(ds, kept=settings.profile.kept_tags)
-    if study is not None:
-        ident.update(study)
+    # the study's identifiers include this instance's (gathered from the same file)
+    ident = study if study is not None else collect(ds, kept=settings.profile.kept_tags)
     key = patient_key(ds)
     pseudo = settings.pseudonymiser
     trial = settings.trial

@@ -234,12 +234,17 @@ class Identifiers:
 
     def key(self) -> tuple[tuple[str, ...], ...]:
         """Return a hashable form (the same study's files share one matcher)."""
-        return tuple(tuple(sorted(getattr(self, f))) for f in self.__dataclass_fields__)
+        cached: tuple[tuple[str, ...], ...] | None = self.__dict__.get("_key")
+        if cached is None:
+            cached = tuple(tuple(sorted(getattr(self, f))) for f in self.__dataclass_fields__)
+            self.__dict__["_key"] = cached
+        return cached
 
     def update(self, other: Identifiers) -> None:
         """Add another instance's identifiers (a study's are the union of its instances')."""
         for name in self.__dataclass_fields__:
             getattr(self, name).update(getattr(other, name))
+        self.__dict__.pop("_key", None)
 
 
 def _name_parts(pn: str) -> Iterator[str]:
@@ -283,10 +288,10 @@ def _add(found: Identifiers, tag: int, vr: str, values: list[str]) -> None:
     if vr in ("DA", "DT"):
         found.other_dates.update(v[:8] for v in values if len(v) >= 8)
         if vr == "DT":
-            found.times.update(v[8:14] for v in values if len(v) >= 12)
+            found.times.update(v[8:14] for v in values if len(v) >= 12 and v[8:14].strip("0"))
         return
     if vr == "TM":
-        found.times.update(v for v in values if len(v) >= 4)
+        found.times.update(v for v in values if len(v) >= 4 and v.strip("0:. "))
         return
     kind = _KIND_OF.get(tag)
     if kind == "id":
@@ -415,12 +420,19 @@ class Matcher:
         if not keep_device:
             by_kind["station"] = [_WORD.format(re.escape(fold(v))) for v in ident.stations]
         self._verify_kinds = self._compile_kinds(by_kind)
+        self._verify_any = self._compile_any(by_kind)
         by_kind["date"] = [p for d in ident.other_dates for p in _date_patterns(d)]
         by_kind["time"] = [p for t in ident.times for p in _time_patterns(t)]
         self._clean_kinds = self._compile_kinds(by_kind)
+        self._clean_any = self._compile_any(by_kind)
         self._short = {fold(s) for s in ident.short_names}
         words = sorted({fold(w).strip() for w in ours if w and len(w.strip()) >= 2}, key=len)
         self._ours = re.compile("|".join(re.escape(w) for w in reversed(words))) if words else None
+
+    @staticmethod
+    def _compile_any(by_kind: dict[str, list[str]]) -> re.Pattern[str] | None:
+        pats = sorted({p for ps in by_kind.values() for p in ps}, key=len, reverse=True)
+        return re.compile("|".join(pats)) if pats else None
 
     @staticmethod
     def _compile_kinds(by_kind: dict[str, list[str]]) -> list[tuple[str, re.Pattern[str]]]:
@@ -444,8 +456,10 @@ class Matcher:
         found: list[Hit] = []
         if self._short and folded.strip() in self._short:
             found.append(Hit(0, len(text), "name"))
-        for kind, regex in self._verify_kinds if verify else self._clean_kinds:
-            found.extend(Hit(m.start(), m.end(), kind) for m in regex.finditer(folded))
+        quick = self._verify_any if verify else self._clean_any
+        if quick is not None and quick.search(folded):
+            for kind, regex in self._verify_kinds if verify else self._clean_kinds:
+                found.extend(Hit(m.start(), m.end(), kind) for m in regex.finditer(folded))
         if patterns is not None:
             found.extend(Hit(f.start, f.end, f.kind) for f in patterns.find(text, folded))
         if found and self._ours is not None:

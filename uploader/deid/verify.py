@@ -109,14 +109,14 @@ def check_output(
             if problem:
                 problems.append(f"{_where(path, tag)}: {problem}")
         elif vr in TEXT_VRS:
-            if (not path and tag in RECORD_TAGS) or is_standard_meaning(parent, tag):
+            if not path and tag in RECORD_TAGS:
                 continue
             scan = None if tag in CODED_TAGS else patterns
             for text in strings(parent, tag):
-                if protected is not None and text in protected:
-                    continue
                 kinds = matcher.kinds_in(text, scan)
-                if kinds:
+                if kinds and protected is not None and text in protected:
+                    continue
+                if kinds and not is_standard_meaning(parent, tag):
                     problems.append(f"{_where(path, tag)}: {', '.join(kinds)}")
                 if not retain_uids and any(u in originals for u in _UID_IN_TEXT.findall(text)):
                     problems.append(f"{_where(path, tag)}: original UID in text")
@@ -187,7 +187,7 @@ def _audit_text(
 ) -> str | None:
     if not path and (tag in WRITTEN_BY_US or tag in RECORD_TAGS):
         return None
-    if is_standard_meaning(parent, tag) or path.startswith("DeidentificationMethodCodeSequence"):
+    if path.startswith("DeidentificationMethodCodeSequence"):
         return None
     for value in strings(parent, tag):
         text, folded = value, fold(value)
@@ -197,7 +197,7 @@ def _audit_text(
                 text = text[: m.start()] + blank + text[m.end() :]
                 folded = folded[: m.start()] + blank + folded[m.end() :]
         kinds = detector.kinds(text, folded)
-        if kinds:
+        if kinds and not is_standard_meaning(parent, tag):
             return f"kept text holds {', '.join(kinds)}"
     return None
 

@@ -77,6 +77,29 @@ def _valid(name: str) -> bool:
     return bool(m and _valid(m.group("base")))
 
 
+#: Words staff write for a TG-263 prefix: lymph-node structures are LN_* in TG-263.
+_WORD_PREFIXES = {"node": "LN", "nodes": "LN", "nodal": "LN", "lymph": "LN", "ln": "LN"}
+_SPLIT = re.compile(r"[\s_\-^~.]+")
+
+
+def _sharing_words(name: str, extra: tuple[str, ...], n: int) -> list[str]:
+    """Names that share a whole word with ``name`` ("Parotid" -> Parotid_L), closest first;
+    "Nodes" -> the LN_* names rather than "Nose" (a near spelling of another structure)."""
+    words = {w.lower() for w in _SPLIT.split(name) if w}
+    prefixes = {_WORD_PREFIXES[w] for w in words if w in _WORD_PREFIXES}
+    pool = [*extra, *sorted(primary_names())]
+    if prefixes:
+        rest = " ".join(w for w in words if w not in _WORD_PREFIXES)
+        candidates = [c for c in pool if c.split("_", 1)[0] in prefixes]
+    else:
+        rest = name.lower()
+        candidates = [c for c in pool if words & {w.lower() for w in _SPLIT.split(c)}]
+    ranked = sorted(
+        candidates, key=lambda c: -difflib.SequenceMatcher(None, rest, c.lower()).ratio()
+    )
+    return ranked[:n]
+
+
 def suggest(name: str, extra: tuple[str, ...] = (), n: int = 3) -> list[str]:
     """Return up to ``n`` valid names closest to ``name`` (``extra``: the protocol's own first)."""
     found: list[str] = []
@@ -91,8 +114,10 @@ def suggest(name: str, extra: tuple[str, ...] = (), n: int = 3) -> list[str]:
         lateral = {n[:-2].lower(): n for n in (*extra, *primary_names()) if n.endswith(f"_{side}")}
         for close in difflib.get_close_matches(base, list(lateral), n=n, cutoff=0.6):
             found.append(lateral[close])
-    pool = {c.lower(): c for c in (*extra, *sorted(primary_names()))}
-    for close in difflib.get_close_matches(name.lower(), list(pool), n=n, cutoff=0.6):
-        found.append(pool[close])
+    found += _sharing_words(name, extra, n)
+    if not found:
+        pool = {c.lower(): c for c in (*extra, *sorted(primary_names()))}
+        for close in difflib.get_close_matches(name.lower(), list(pool), n=n, cutoff=0.6):
+            found.append(pool[close])
     unique = list(dict.fromkeys(f for f in found if f != name))
     return unique[:n]
