@@ -324,6 +324,7 @@ def _migrate(path: Path) -> None:
             conn.execute("ALTER TABLE refusals RENAME COLUMN sop_uid TO uid_digest")
             conn.execute("COMMIT")
             conn.execute("VACUUM")  # the old values leave the file, not only the table
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # nor stay in the write-ahead log
     finally:
         conn.close()
 
