@@ -10,12 +10,15 @@ import argparse
 import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from identifiable_node.config import load_config
+from identifiable_node.folder import folder_problems, read_health
 from identifiable_node.service import open_store
 from uploader.errors import ConfigError
-from uploader.store.db import Store
+from uploader.store.db import Store, Study
 
 ATTENTION = ("needs_review", "quarantined", "opted_out")
 
@@ -25,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store, _spool = open_store(config)
     if args.command == "status":
-        return _status(store, args.json, _journal_status(config.node.data_dir))
+        data_dir = config.node.data_dir
+        return _status(store, args.json, _journal_status(data_dir), _folder_status(data_dir))
     if args.command == "review":
         return _review(store, args)
     if args.command == "purge":
@@ -46,6 +50,13 @@ def _journal_status(data_dir: Path) -> dict[str, object] | None:
     return state
 
 
+def _folder_status(data_dir: Path) -> dict[str, object] | None:
+    """The running node's watched-folder health (None when the node or its folder is off)."""
+    if not (data_dir / "node.ready").exists():
+        return None
+    return read_health(data_dir)
+
+
 def _journal_problems(journal: dict[str, object] | None) -> list[str]:
     if not journal:
         return []
@@ -62,16 +73,25 @@ def _journal_problems(journal: dict[str, object] | None) -> list[str]:
     return problems
 
 
-def _status(store: Store, as_json: bool, journal: dict[str, object] | None = None) -> int:
+def _status(
+    store: Store,
+    as_json: bool,
+    journal: dict[str, object] | None = None,
+    folder: dict[str, Any] | None = None,
+) -> int:
     counts = store.counts()
     waiting = [s for s in store.studies() if s.state in ATTENTION]
-    problems = _journal_problems(journal)
+    problems = [f"journal: {p}" for p in _journal_problems(journal)]
+    aside = Counter(str(r["kind"]) for r in store.set_aside_rows())
+    problems += [f"folder: {p}" for p in folder_problems(folder)]
     if as_json:
         print(
             json.dumps(
                 {
                     "counts": counts,
                     "journal": journal,
+                    "folder": folder,
+                    "set_aside": dict(aside),
                     "problems": problems,
                     "attention": [
                         {
@@ -92,7 +112,18 @@ def _status(store: Store, as_json: bool, journal: dict[str, object] | None = Non
     for s in waiting:
         print(f"study {s.id}: {s.state} ({s.protocol or 'no trial'}): {s.reason}")
     for problem in problems:
-        print(f"journal: {problem}")
+        print(problem)
+    if aside:
+        kept = ", ".join(f"{n} {kind}" for kind, n in sorted(aside.items()))
+        print(f"kept in quarantine for staff: {kept} (see `uploader review show`)")
+    if folder is not None:
+        print(
+            f"folder: {'running' if folder.get('alive') else 'STOPPED'}, "
+            f"{folder.get('taken', 0)} taken, {folder.get('quarantined', 0)} quarantined, "
+            f"{folder.get('left_alone', 0)} entry(ies) left alone"
+        )
+        for entry in folder.get("entries", []):
+            print(f"  {entry}")
     return 0
 
 
@@ -107,13 +138,7 @@ def _review(store: Store, args: argparse.Namespace) -> int:
     if study is None:
         raise ConfigError(f"no study {args.study}")
     if args.action == "show":
-        print(f"study {study.id}: {study.state}, trial {study.protocol or '-'}: {study.reason}")
-        report = json.loads(study.report or "{}")
-        for c in report.get("checks", []):
-            print(f"  {c['status'].upper():4s} {c['check']}: {c['message']}")
-        if report.get("relabel"):
-            print(f"  relabel: {report['relabel']}")
-        return 0
+        return _show(store, study)
     decisions: dict[str, object] = {}
     if args.override:
         decisions["override"] = True
@@ -128,6 +153,18 @@ def _review(store: Store, args: argparse.Namespace) -> int:
         decisions["subject"] = args.subject
     store.decide(study.id, args.by, **decisions)
     print(f"study {study.id}: decision recorded; it goes through the pipeline again")
+    return 0
+
+
+def _show(store: Store, study: Study) -> int:
+    print(f"study {study.id}: {study.state}, trial {study.protocol or '-'}: {study.reason}")
+    report = json.loads(study.report or "{}")
+    for c in report.get("checks", []):
+        print(f"  {c['status'].upper():4s} {c['check']}: {c['message']}")
+    if report.get("relabel"):
+        print(f"  relabel: {report['relabel']}")
+    for row in store.set_aside_rows(study.id):
+        print(f"  {row['kind'].upper()}: {row['reason']} (kept in {row['path']})")
     return 0
 
 

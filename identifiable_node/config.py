@@ -94,6 +94,11 @@ class StudySettings(_Section):
     """When a study is complete."""
 
     quiet_period_s: float = Field(60.0, ge=0, description="no new instance for this long")
+    review_when_cleaned: bool = Field(
+        True,
+        description="send a study to review when cleaning struck part of a kept value "
+        "(a name in an ROI name or a description) instead of forwarding it",
+    )
     complete_timeout_s: float = Field(
         900.0, ge=0, description="complete after this long even without the required modalities"
     )

@@ -135,7 +135,12 @@ def run(config_path: Path) -> int:
         ready["scp_port"] = server.server_address[1]
         log.info("C-STORE SCP %s listening on port %s", scp.ae_title, ready["scp_port"])
     if config.folder.enabled:
-        watcher = FolderWatcher(config.folder, ingestor, set(trials.protocols))
+        watcher = FolderWatcher(
+            config.folder,
+            ingestor,
+            set(trials.protocols),
+            max_bytes=config.scp.max_instance_mb << 20,
+        )
         threads.append(
             threading.Thread(target=watcher.run, args=(stop,), name="folder", daemon=True)
         )

@@ -78,7 +78,8 @@ def _configs(work: Path) -> tuple[Path, Path, Path]:
         },
         "folder": {"path": str(work / "incoming"), "poll_interval_s": 0.5, "stable_s": 0.5},
         "scp": {"host": "127.0.0.1", "port": 0},
-        "study": {"quiet_period_s": 2, "complete_timeout_s": 10},
+        # the demo approves on both sides: the sample's planted names are struck and forwarded
+        "study": {"quiet_period_s": 2, "complete_timeout_s": 10, "review_when_cleaned": False},
         "forward": {
             "url": f"http://127.0.0.1:{port}/dicom-web",
             "allow_plain_http": True,

@@ -149,6 +149,14 @@ class _Instance:
         self.uid_map: dict[str, str] = {}
         self.struck: list[str] = []
         self.required = iod.requirements(str(ds.get("SOPClassUID", "") or ""))
+        options = settings.profile.options
+        self.unlisted_dates = (
+            Op.KEEP
+            if Option.RETAIN_LONGITUDINAL_FULL_DATES in options
+            else Op.SHIFT
+            if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in options
+            else Op.EMPTY
+        )
 
     def walk(self, ds: Dataset, path: tuple[int, ...] = (), where: str = "") -> None:
         self._privates(ds)
@@ -182,6 +190,8 @@ class _Instance:
             return Op.KEEP if self.retain_uids else Op.UID
         if vr == "SQ":
             return Op.RECURSE
+        if vr in ("DA", "DT"):  # a date the table does not list is treated like Study Date
+            return self.unlisted_dates
         return Op.KEEP
 
     def _apply(  # noqa: PLR0917 - the walk's own state, passed down
