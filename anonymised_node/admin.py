@@ -42,7 +42,7 @@ def _purge_rejected(store: AnonStore, args: argparse.Namespace) -> int:
 def _status(store: AnonStore, as_json: bool) -> int:
     counts = store.counts()
     alerts = [
-        dict(r) for r in store.query("SELECT at, sop_uid, problems FROM refusals ORDER BY id")
+        dict(r) for r in store.query("SELECT at, uid_digest, problems FROM refusals ORDER BY id")
     ]
     if as_json:
         print(json.dumps({"counts": counts, "refusals": alerts}, indent=2))
@@ -50,8 +50,9 @@ def _status(store: AnonStore, as_json: bool) -> int:
     for state, n in counts.items():
         print(f"{state:18s} {n}")
     for a in alerts:
-        n = len(json.loads(a["problems"]))
-        print(f"ALERT refused instance {a['sop_uid']}: {n} problem(s)")
+        problems = json.loads(a["problems"])
+        first = f" ({problems[0]}{', ...' if len(problems) > 1 else ''})" if problems else ""
+        print(f"ALERT refused instance {a['uid_digest']}: {len(problems)} problem(s){first}")
     return 0
 
 

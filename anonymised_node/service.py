@@ -15,13 +15,16 @@ from pathlib import Path
 import uvicorn
 
 from anonymised_node.config import Config, load_config
-from anonymised_node.intake import Verifier, make_app
+from anonymised_node.gate import Gate
+from anonymised_node.intake import make_app
 from anonymised_node.push import Pusher
 from anonymised_node.store import AnonStore
 from identifiable_node.config import read_secret
+from uploader.errors import ConfigError
 from uploader.protocols.loader import load_protocol
 from uploader.protocols.model import Protocol
 from uploader.store.spool import durable_write
+from uploader.transport.forwardsig import ForwardKey
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,11 @@ def open_store(config: Config) -> AnonStore:
 
 def load_protocols(folder: Path) -> dict[str, Protocol]:
     """The trials this node serves (their allow-lists, auto-approval)."""
-    found = {}
+    found: dict[str, Protocol] = {}
     for path in sorted(folder.glob("*.y*ml")) if folder.exists() else []:
         protocol = load_protocol(path)
+        if protocol.id in found:  # the gate judges by the protocol: which one would be ambiguous
+            raise ConfigError(f"{path}: protocol {protocol.id} is also defined elsewhere")
         found[protocol.id] = protocol
     return found
 
@@ -51,7 +56,15 @@ def run(config_path: Path) -> int:
     review = (
         read_secret(intake.review_token_file, "review token") if intake.review_token_file else None
     )
-    app = make_app(store, config.node.data_dir, token, Verifier(protocols), review)
+    app = make_app(
+        store,
+        config.node.data_dir,
+        intake,
+        token=token,
+        gate=Gate(protocols),
+        key=ForwardKey.from_file(intake.forward_key_file),
+        review_token=review,
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             app,

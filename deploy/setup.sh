@@ -9,6 +9,7 @@ secret() { [ -s "secrets/$1" ] || { head -c 32 /dev/urandom | od -An -tx1 | tr -
 secret site_key            # the pseudonymisation key: back it up; never change it mid-trial
 secret intake_token        # shared by the two nodes (forward_token is the same file)
 secret review_token        # for staff using the review API
+secret forward_key         # both nodes: the anonymised node refuses what it did not sign
 [ -e secrets/repository_token ] || { : > secrets/repository_token; echo "created secrets/repository_token (empty: put the repository's token in it)"; }
 if [ ! -s tls/intake.crt ]; then
   openssl req -x509 -newkey rsa:3072 -nodes -days 825 -subj "/CN=anonymised-node" \

@@ -121,6 +121,11 @@ class ForwardSettings(_Section):
         None, description="CA bundle the peer's certificate is checked with"
     )
     token_file: Path | None = Field(None, description="file holding the bearer token")
+    key_file: Path | None = Field(
+        None,
+        description="the forwarding key both nodes hold: each instance and manifest is signed"
+        " with it (the anonymised node refuses what is not); none: unsigned",
+    )
     allow_plain_http: bool = Field(False, description="permit an http:// URL (tests only)")
     manifest_url: str | None = Field(None, description="URL the study manifest is POSTed to")
     batch_size: int = Field(20, ge=1, description="instances per STOW-RS request")

@@ -397,8 +397,8 @@ class Pipeline:
             self._release(study.id, "pseudonymised", self.owner, retry_in=60.0)
             return
         try:
+            self._manifest(study)  # first: the anonymised node refuses unannounced instances
             self._send_all(study)
-            self._manifest(study)
         except RetriableError as exc:
             attempts = study.attempts + 1
             if attempts >= self.config.forward.max_attempts:
@@ -476,6 +476,7 @@ class Pipeline:
         self.forwarder.post_json(
             url,
             {
+                "study_uid": _out_study_uid(sent),
                 "protocol": self._protocol_id(fresh),
                 "subject": fresh.subject,
                 "session": fresh.session,
@@ -484,3 +485,13 @@ class Pipeline:
                 "validation": {"passed": report.get("passed"), "checks": report.get("checks", [])},
             },
         )
+
+
+def _out_study_uid(sent: list[Instance]) -> str:
+    """The de-identified StudyInstanceUID (read from the first output file)."""
+    from pydicom import dcmread
+
+    if not sent:
+        return ""
+    ds = dcmread(sent[0].out_path or "", stop_before_pixels=True, specific_tags=[0x0020000D])
+    return str(ds.get("StudyInstanceUID", ""))

@@ -27,6 +27,7 @@ from uploader.errors import ConfigError
 from uploader.store.db import Store
 from uploader.store.journal import Journal, JournalBusyError
 from uploader.store.spool import Spool, durable_write
+from uploader.transport.forwardsig import ForwardKey
 from uploader.transport.stowrs import StowClient
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def _forwarder(config: Config) -> StowClient:
         token=token,
         timeout_s=fwd.timeout_s,
         allow_plain_http=fwd.allow_plain_http,
+        signer=ForwardKey.from_file(fwd.key_file) if fwd.key_file else None,
     )
 
 

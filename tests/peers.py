@@ -22,6 +22,8 @@ import yaml
 from .conftest import integration_tool
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The forwarding key both nodes of a test hold (each writes it into its own folder).
+FORWARD_KEY = "test-forwarding-key-" + "5a" * 22
 
 
 def free_port() -> int:
@@ -238,6 +240,7 @@ def node_config(tmp: Path, forward_url: str, ca: Path | None, **overrides: Any) 
     )
     key = tmp / "site.key"
     key.write_text("11" * 32)
+    (tmp / "forward.key").write_text(FORWARD_KEY + "\n")
     config: dict[str, Any] = {
         "node": {
             "data_dir": str(tmp / "data"),
@@ -268,6 +271,7 @@ def node_config(tmp: Path, forward_url: str, ca: Path | None, **overrides: Any) 
             "ca_bundle": str(ca) if ca else None,
             "backoff_s": 0.2,
             "max_attempts": 3,
+            "key_file": str(tmp / "forward.key"),
         },
         "workers": {"lease_s": 5.0, "idle_s": 0.2},
     }
@@ -345,6 +349,7 @@ def anon_config(tmp: Path, target: dict[str, Any], **protocol_lines: str) -> tup
     cert = make_cert(tmp, "intake")
     (tmp / "token").write_text("intake-token-123\n")
     (tmp / "review").write_text("review-token-456\n")
+    (tmp / "forward.key").write_text(FORWARD_KEY + "\n")
     protocols = tmp / "protocols"
     protocols.mkdir(exist_ok=True)
     text = (ROOT / "protocols" / "example-prostate.yaml").read_text()
@@ -361,6 +366,7 @@ def anon_config(tmp: Path, target: dict[str, Any], **protocol_lines: str) -> tup
             "tls_key": str(tmp / "intake.key"),
             "token_file": str(tmp / "token"),
             "review_token_file": str(tmp / "review"),
+            "forward_key_file": str(tmp / "forward.key"),
         },
         "targets": {"repo": target},
         "default_target": "repo",
