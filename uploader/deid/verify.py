@@ -17,7 +17,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from uploader.deid import iod
-from uploader.deid.codes import CODED_TAGS, is_standard_meaning
+from uploader.deid.codes import CODED_TAGS, DEVICE_TAGS, is_standard_meaning
 from uploader.deid.elements import TEXT_VRS, is_registry_uid, private_creators, strings, walk
 from uploader.deid.identifiers import Identifiers, StructureNames, fold, matcher_for
 from uploader.deid.patterns import Detector, default_detector
@@ -25,7 +25,7 @@ from uploader.deid.policy import SECONDARY_CAPTURE_CLASSES, PrivatePolicy, priva
 from uploader.deid.profile import METHOD_CODES, Op, Option, Profile, is_conditional, resolve
 from uploader.errors import VerificationError
 
-_UID_IN_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+){3,}")
+_UID_IN_TEXT = re.compile(r"(?<![0-9.])[0-9]+(?:\.[0-9]+){3,}")  # one start per run: linear
 #: Attributes the uploader itself writes after the profile (pseudonyms and the record).
 WRITTEN_BY_US = frozenset(
     {
@@ -111,9 +111,10 @@ def check_output(
         elif vr in TEXT_VRS:
             if not path and tag in RECORD_TAGS:
                 continue
-            scan = None if tag in CODED_TAGS else patterns
+            scan = None if tag in CODED_TAGS or tag in DEVICE_TAGS else patterns
+            narrow = matcher.for_tag(tag, vr)
             for text in strings(parent, tag):
-                kinds = matcher.kinds_in(text, scan)
+                kinds = narrow.kinds_in(text, scan)
                 if kinds and protected is not None and text in protected:
                     continue
                 if kinds and not is_standard_meaning(parent, tag):
