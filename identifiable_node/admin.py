@@ -15,7 +15,9 @@ from pathlib import Path
 from identifiable_node.config import load_config
 from identifiable_node.service import open_store
 from uploader.errors import ConfigError
-from uploader.store.db import Store
+from uploader.health import print_health, read_health
+from uploader.store.db import Store, Study
+from uploader.timefmt import iso_utc
 
 ATTENTION = ("needs_review", "quarantined", "opted_out")
 
@@ -25,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store, _spool = open_store(config)
     if args.command == "status":
-        return _status(store, args.json, _journal_status(config.node.data_dir))
+        health = read_health(config.node.data_dir)
+        return _status(store, args.json, _journal_status(config.node.data_dir), health)
     if args.command == "review":
         return _review(store, args)
     if args.command == "purge":
@@ -62,7 +65,12 @@ def _journal_problems(journal: dict[str, object] | None) -> list[str]:
     return problems
 
 
-def _status(store: Store, as_json: bool, journal: dict[str, object] | None = None) -> int:
+def _status(
+    store: Store,
+    as_json: bool,
+    journal: dict[str, object] | None = None,
+    health: list[str] | None = None,
+) -> int:
     counts = store.counts()
     waiting = [s for s in store.studies() if s.state in ATTENTION]
     problems = _journal_problems(journal)
@@ -71,6 +79,8 @@ def _status(store: Store, as_json: bool, journal: dict[str, object] | None = Non
             json.dumps(
                 {
                     "counts": counts,
+                    "running": health is not None,
+                    "unhealthy": health or [],
                     "journal": journal,
                     "problems": problems,
                     "attention": [
@@ -93,13 +103,15 @@ def _status(store: Store, as_json: bool, journal: dict[str, object] | None = Non
         print(f"study {s.id}: {s.state} ({s.protocol or 'no trial'}): {s.reason}")
     for problem in problems:
         print(f"journal: {problem}")
+    print_health(health)
     return 0
 
 
 def _review(store: Store, args: argparse.Namespace) -> int:
-    if args.action == "list":
-        for s in store.studies("needs_review"):
-            print(f"{s.id}\t{s.protocol or '-'}\t{s.reason}")
+    if args.action == "list":  # what waits for staff: to review, or quarantined
+        waiting = [s for s in store.studies() if s.state in ("needs_review", "quarantined")]
+        for s in waiting:
+            print(f"{s.id}\t{s.state}\t{s.protocol or '-'}\t{s.session or '-'}\t{s.reason}")
         return 0
     if args.study is None:
         raise ConfigError("give the study number (see `uploader review list`)")
@@ -107,13 +119,7 @@ def _review(store: Store, args: argparse.Namespace) -> int:
     if study is None:
         raise ConfigError(f"no study {args.study}")
     if args.action == "show":
-        print(f"study {study.id}: {study.state}, trial {study.protocol or '-'}: {study.reason}")
-        report = json.loads(study.report or "{}")
-        for c in report.get("checks", []):
-            print(f"  {c['status'].upper():4s} {c['check']}: {c['message']}")
-        if report.get("relabel"):
-            print(f"  relabel: {report['relabel']}")
-        return 0
+        return _show(store, study)
     decisions: dict[str, object] = {}
     if args.override:
         decisions["override"] = True
@@ -128,6 +134,20 @@ def _review(store: Store, args: argparse.Namespace) -> int:
         decisions["subject"] = args.subject
     store.decide(study.id, args.by, **decisions)
     print(f"study {study.id}: decision recorded; it goes through the pipeline again")
+    return 0
+
+
+def _show(store: Store, study: Study) -> int:
+    print(f"study {study.id}: {study.state}, trial {study.protocol or '-'}: {study.reason}")
+    if study.session:  # the same names the anonymised node shows for this study
+        print(f"  subject {study.subject}, session {study.session}")
+    report = json.loads(study.report or "{}")
+    for c in report.get("checks", []):
+        print(f"  {c['status'].upper():4s} {c['check']}: {c['message']}")
+    if report.get("relabel"):
+        print(f"  relabel: {report['relabel']}")
+    for row in store.audit_rows(study.id):
+        print(f"  {iso_utc(row['at'])} {row['actor']}: {row['action']} {row['detail']}")
     return 0
 
 

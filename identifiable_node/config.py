@@ -7,7 +7,7 @@ Every setting has a default and a description here; docs/identifiable-node.md li
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -204,12 +204,19 @@ def load_yaml_model(path: Path, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown setting (the node's guide in docs/ lists them all)"
-        raise ConfigError(f"{path}: {where}: {msg}") from exc
+        problems = [_problem(err) for err in exc.errors()]
+        if len(problems) == 1:
+            raise ConfigError(f"{path}: {problems[0]}") from exc
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{path}: {len(problems)} problems:\n{lines}") from exc
+
+
+def _problem(err: Any) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown setting (the node's guide in docs/ lists them all)"
+    return f"{where}: {msg}"
 
 
 def read_secret(path: Path | None, what: str) -> str:

@@ -64,16 +64,18 @@ def test_every_file_compose_names_exists_after_setup(tmp_path: Path) -> None:
     for secret in compose["secrets"].values():
         path = copy / secret["file"]
         assert path.exists(), path
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o400, path
+        assert path.stat().st_uid == 10001, path  # the images' user: Compose keeps host owners
     for service in compose["services"].values():
         assert (copy / service["build"]["context"] / "Dockerfile").exists()
         assert service["build"]["target"] in ("identifiable", "anonymised")
-        for volume in service["volumes"]:
+        for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (copy / source).exists(), source
     assert compose["networks"]["internal"]["internal"] is True
-    assert "outbound" not in compose["services"]["identifiable-node"]["networks"]
+    assert compose["services"]["identifiable-node"]["networks"] == ["internal"]
+    assert (copy / "deploy" / "incoming").stat().st_uid == 10001
 
 
 def test_shipped_node_configurations_load() -> None:

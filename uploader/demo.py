@@ -75,7 +75,7 @@ def _configs(work: Path) -> tuple[Path, Path, Path]:
             "default_protocol": "PACE-C",
         },
         "folder": {"path": str(work / "incoming"), "poll_interval_s": 0.5, "stable_s": 0.5},
-        "scp": {"host": "127.0.0.1", "port": 0},
+        "scp": {"host": "127.0.0.1", "port": 0, "journal_mb": 8},  # not the 512 MiB default
         "study": {"quiet_period_s": 2, "complete_timeout_s": 10},
         "forward": {
             "url": f"http://127.0.0.1:{port}/dicom-web",
