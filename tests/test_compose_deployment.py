@@ -204,7 +204,7 @@ def test_setup_then_up_gives_healthy_nodes_and_both_doors_reach_the_repository(
     for service in ("dicom-gateway", "identifiable-node", "anonymised-node"):
         assert _health(stack, service) == "healthy"
         user = stack.inspect(service)["Config"]["User"]
-        assert user == "10001", f"{service} runs as {user!r}"
+        assert user == "10001:10001", f"{service} runs as {user!r}"
     # the watched folder, as the guide says: files readable by the node, folders group-writable
     dropped = stack.repo / "deploy/incoming/PACE-C"
     dropped.mkdir(mode=0o2775)

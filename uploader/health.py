@@ -82,7 +82,7 @@ class Component:
             state, reason, failures = self._state, self._reason, self._failures
             since, last = self._since, self._last_beat
         healthy = state in ("ok", "starting") or (state == "failing" and failures < self.fail_after)
-        if state == "failing" and failures >= self.fail_after:
+        if state == "failing" and failures >= self.fail_after > 1:
             reason = f"{reason} ({failures} times in a row)"
         if healthy and self.stale_after_s is not None and now - last > self.stale_after_s:
             healthy, state = False, "stuck"

@@ -1,0 +1,131 @@
+"""A part that stops or keeps failing is never hidden: the health file, the healthcheck script
+and `uploader status` name it. A bad configuration creates nothing and lists every problem."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from uploader.health import Health, read_health
+from uploader.relay import Route, listening, parse_route
+
+from .conftest import ROOT, run_cli
+
+
+def _healthcheck(data: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "UPLOADER_DATA": str(data)}
+    env.pop("UPLOADER_HEALTH_URL", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "deploy/healthcheck.py")],
+        capture_output=True, text=True, env=env, check=False, timeout=30,
+    )  # fmt: skip
+
+
+def test_a_stopped_thread_and_a_part_that_keeps_failing_turn_the_node_unhealthy(
+    tmp_path: Path,
+) -> None:
+    assert _healthcheck(tmp_path).returncode == 1  # not running: no health file
+    health = Health(tmp_path)
+    worker = health.component("pipeline")
+    finished = threading.Thread(target=lambda: None, name="folder")
+    finished.start()
+    health.watch_thread("folder", finished)
+    worker.beat()
+    finished.join()
+    health.write()
+    check = _healthcheck(tmp_path)
+    assert check.returncode == 1 and "folder: stopped: its thread ended" in check.stdout
+    assert read_health(tmp_path) == ["folder: stopped: its thread ended"]
+
+    health = Health(tmp_path)
+    worker = health.component("push", fail_after=3)
+    worker.failed("ConnectionError")
+    worker.failed("ConnectionError")
+    health.write()
+    assert _healthcheck(tmp_path).returncode == 0  # two failures: still trying
+    worker.failed("ConnectionError")
+    health.write()
+    assert read_health(tmp_path) == ["push: failing: ConnectionError (3 times in a row)"]
+    worker.beat()
+    health.write()
+    assert _healthcheck(tmp_path).returncode == 0
+
+
+def test_a_probe_a_stuck_part_and_a_stale_health_file_are_reported(tmp_path: Path) -> None:
+    health = Health(tmp_path)
+    health.probe("folder", lambda: "cannot read /incoming: Permission denied")
+    stuck = health.component("pipeline", stale_after_s=0.05)
+    stuck.beat()
+    time.sleep(0.1)
+    health.write()
+    problems = read_health(tmp_path) or []
+    assert "folder: failing: cannot read /incoming: Permission denied" in problems
+    assert any(p.startswith("pipeline: stuck: no sign of life") for p in problems)
+    state = json.loads((tmp_path / "health.json").read_text())
+    assert read_health(tmp_path, now=state["written"] + 120)[-1].startswith(  # type: ignore[index]
+        "the node's health monitor has not written"
+    )
+
+
+def test_an_empty_configuration_creates_nothing_and_every_problem_is_listed(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    config = tmp_path / "node.yaml"
+    config.write_text(yaml.safe_dump({
+        "node": {"data_dir": str(data), "key_file": str(tmp_path / "no.key"),
+                 "protocols_dir": str(tmp_path / "none")},
+        "forward": {"ca_bundle": str(tmp_path / "no-ca.pem"),
+                    "token_file": str(tmp_path / "no-token")},
+    }))  # fmt: skip
+    result = run_cli("identifiable", "--config", config)
+    assert result.returncode == 2
+    for missing in ("no.key", "no-ca.pem", "no-token"):
+        assert missing in result.stderr, result.stderr
+    assert "3 problems" in result.stderr and "Traceback" not in result.stderr
+    assert not data.exists()  # no store, no spool folders, no 512 MiB journal
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scp: {port: -1, ae_title: WAY_TOO_LONG_AE_TITLE}\nfolder: {nope: 1}\n")
+    result = run_cli("identifiable", "--config", bad)
+    assert result.returncode == 2 and "3 problems" in result.stderr, result.stderr
+    for key in ("scp.port", "scp.ae_title", "folder.nope"):
+        assert key in result.stderr
+
+
+def test_the_anonymised_node_lists_every_missing_file_before_creating_anything(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    config = tmp_path / "anon.yaml"
+    config.write_text(yaml.safe_dump({
+        "node": {"data_dir": str(data)},
+        "intake": {"tls_cert": str(tmp_path / "c.pem"), "tls_key": str(tmp_path / "k.pem"),
+                   "token_file": str(tmp_path / "t")},
+    }))  # fmt: skip
+    result = run_cli("anonymised", "--config", config)
+    assert result.returncode == 2 and "3 problems" in result.stderr, result.stderr
+    assert not data.exists()
+
+
+def test_the_gateway_relay_parses_routes_and_sees_its_listening_ports(tmp_path: Path) -> None:
+    assert parse_route("11112=identifiable-node:11112") == Route(11112, "identifiable-node", 11112)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert listening([port])
+    assert not listening([port])
+    relay = subprocess.run(
+        [sys.executable, "-m", "uploader.relay", "--check", "oops"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert relay.returncode == 2 and "LISTEN_PORT=HOST:PORT" in relay.stderr
