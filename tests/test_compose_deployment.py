@@ -171,7 +171,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 _edit_yaml(
                     repo / "deploy/identifiable.yaml",
                     node={"default_protocol": "PACE-C"},
-                    study={"quiet_period_s": 3, "complete_timeout_s": 60},
+                    study={
+                        "quiet_period_s": 12,
+                        "complete_timeout_s": 120,
+                    },  # > folder poll + stable
                 )
                 t2 = time.monotonic()
                 handle.compose("up", "-d", "--wait", "--wait-timeout", "240", timeout=300)
@@ -226,7 +229,8 @@ def test_setup_then_up_gives_healthy_nodes_and_both_doors_reach_the_repository(
     except AssertionError:
         status = stack.exec("identifiable-node", "uploader", "status", "--config",
                             "/etc/uploader/identifiable.yaml")  # fmt: skip
-        raise AssertionError(f"{stack.studies()}\n{status.stdout}{status.stderr}") from None
+        logs = stack.compose("logs", "--no-color", "--tail", "60", "identifiable-node")
+        raise AssertionError(f"{stack.studies()}\n{status.stdout}{status.stderr}\n{logs}") from None
     assert stack.repository.instances() == []  # nothing leaves before staff approve
     for study in waiting:
         assert stack.api(f"/{study['id']}/approve", by="dr.compose") == {"status": "approved"}
