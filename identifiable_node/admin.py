@@ -10,9 +10,13 @@ import argparse
 import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from identifiable_node.config import load_config
+from identifiable_node.folder import folder_problems
+from identifiable_node.folder import read_health as read_folder_health
 from identifiable_node.service import open_store
 from uploader.errors import ConfigError
 from uploader.health import print_health, read_health
@@ -27,8 +31,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store, _spool = open_store(config)
     if args.command == "status":
-        health = read_health(config.node.data_dir)
-        return _status(store, args.json, _journal_status(config.node.data_dir), health)
+        data_dir = config.node.data_dir
+        health = read_health(data_dir)
+        journal, folder = _journal_status(data_dir), _folder_status(data_dir)
+        return _status(store, args.json, journal, folder, health)
     if args.command == "review":
         return _review(store, args)
     if args.command == "purge":
@@ -47,6 +53,13 @@ def _journal_status(data_dir: Path) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None
     return state
+
+
+def _folder_status(data_dir: Path) -> dict[str, object] | None:
+    """The running node's watched-folder health (None when the node or its folder is off)."""
+    if not (data_dir / "node.ready").exists():
+        return None
+    return read_folder_health(data_dir)
 
 
 def _journal_problems(journal: dict[str, object] | None) -> list[str]:
@@ -69,11 +82,15 @@ def _status(
     store: Store,
     as_json: bool,
     journal: dict[str, object] | None = None,
+    folder: dict[str, Any] | None = None,
     health: list[str] | None = None,
 ) -> int:
     counts = store.counts()
     waiting = [s for s in store.studies() if s.state in ATTENTION]
-    problems = _journal_problems(journal)
+    problems = [f"journal: {p}" for p in _journal_problems(journal)]
+    aside = Counter(str(r["kind"]) for r in store.set_aside_rows())
+    if health is None:  # else the health registry names the folder's trouble (no repeats)
+        problems += [f"folder: {p}" for p in folder_problems(folder)]
     if as_json:
         print(
             json.dumps(
@@ -82,6 +99,8 @@ def _status(
                     "running": health is not None,
                     "unhealthy": health or [],
                     "journal": journal,
+                    "folder": folder,
+                    "set_aside": dict(aside),
                     "problems": problems,
                     "attention": [
                         {
@@ -102,8 +121,19 @@ def _status(
     for s in waiting:
         print(f"study {s.id}: {s.state} ({s.protocol or 'no trial'}): {s.reason}")
     for problem in problems:
-        print(f"journal: {problem}")
+        print(problem)
     print_health(health)
+    if aside:
+        kept = ", ".join(f"{n} {kind}" for kind, n in sorted(aside.items()))
+        print(f"kept in quarantine for staff: {kept} (see `uploader review show`)")
+    if folder is not None:
+        print(
+            f"folder: {'running' if folder.get('alive') else 'STOPPED'}, "
+            f"{folder.get('taken', 0)} taken, {folder.get('quarantined', 0)} quarantined, "
+            f"{folder.get('left_alone', 0)} entry(ies) left alone"
+        )
+        for entry in folder.get("entries", []):
+            print(f"  {entry}")
     return 0
 
 
@@ -146,6 +176,8 @@ def _show(store: Store, study: Study) -> int:
         print(f"  {c['status'].upper():4s} {c['check']}: {c['message']}")
     if report.get("relabel"):
         print(f"  relabel: {report['relabel']}")
+    for row in store.set_aside_rows(study.id):
+        print(f"  {row['kind'].upper()}: {row['reason']} (kept in {row['path']})")
     for row in store.audit_rows(study.id):
         print(f"  {iso_utc(row['at'])} {row['actor']}: {row['action']} {row['detail']}")
     return 0

@@ -20,6 +20,7 @@ from pydicom.errors import InvalidDicomError
 from uploader.deid.batch import read_dicom
 from uploader.deid.engine import Settings, deidentify
 from uploader.errors import VerificationError, WithheldError
+from uploader.hardening import describe, harden_process
 from uploader.store.spool import name_for, quick_write
 
 #: Below this many instances the start of the worker processes costs more than it saves.
@@ -50,13 +51,28 @@ class Done:
     detail: str = ""  # the withholding code, or the verification problems (no values)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """Why an instance could not be read or de-identified, in one line without its values."""
+    if isinstance(exc, RecursionError):
+        return "its sequences are nested too deeply to be read (RecursionError)"
+    if isinstance(exc, MemoryError):
+        return "it is too large to be read (MemoryError)"
+    if isinstance(exc, InvalidDicomError):
+        return "not a readable DICOM file (InvalidDicomError)"
+    if isinstance(exc, OSError):
+        return f"its file cannot be read or written ({type(exc).__name__})"
+    return f"it cannot be read or de-identified ({describe(exc)})"
+
+
 def deid_file(sop_uid: str, path: Path, task: Task) -> Done:
     """De-identify one instance and write its output (not yet durable); every outcome is a
-    result, never an exception (one bad instance must not undo the rest of the study)."""
+    result, never an exception (one bad instance must not undo the rest of the study). Any
+    error, even one the code did not foresee, is a ``failed`` result whose detail names the
+    kind of problem but quotes no value."""
     try:
         return _deid_file(sop_uid, path, task)
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError) as exc:
-        return Done(sop_uid, "failed", detail=type(exc).__name__)
+    except Exception as exc:  # hostile input can raise anything: a result, never a crash
+        return Done(sop_uid, "failed", detail=failure_reason(exc))
 
 
 def _deid_file(sop_uid: str, path: Path, task: Task) -> Done:
@@ -79,7 +95,9 @@ _TASK: Task | None = None
 
 
 def _init(task: Task) -> None:
+    """Start of a worker process: the same hardening as the node's, then the study's task."""
     global _TASK  # noqa: PLW0603 - per-process state of a pool worker, set once at its start
+    harden_process()
     _TASK = task
 
 

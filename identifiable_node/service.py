@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 
@@ -116,41 +115,22 @@ def preflight(config: Config, config_path: Path) -> tuple[bytes, Trials]:
 
 
 def _folder_thread(
-    config: Config, watcher: FolderWatcher, stop: threading.Event, health: Health
+    config: Config, ingestor: Ingestor, trials: Trials, stop: threading.Event, health: Health
 ) -> threading.Thread:
-    """The watched folder's thread, watched from outside: a scan loop that ends with an error
-    is counted and started again after a pause; the folder must stay usable by the node."""
-    root = config.folder.path
-    crashed: list[tuple[float, str]] = []  # the last run that ended with an error
-    pause = max(10.0, config.folder.poll_interval_s)
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                watcher.run(stop)
-            except Exception as exc:  # no traceback: its text may hold a patient's file name
-                crashed[:] = [(time.time(), describe(exc))]
-                log.error(  # noqa: TRY400 - expected, no traceback
-                    "watched folder: the scan stopped (%s); again in %.0f s", crashed[0][1], pause
-                )
-                stop.wait(pause)
-
-    def problem() -> str | None:
-        if not thread.is_alive() and not stop.is_set():
-            return "its thread ended"
-        if crashed and time.time() - crashed[0][0] < 2 * pause + config.folder.poll_interval_s:
-            return f"its scan stopped ({crashed[0][1]}); restarting"
-        try:
-            with os.scandir(root) as entries:
-                next(entries, None)
-        except OSError as exc:
-            return f"cannot read {root}: {exc.strerror}"
-        if not os.access(root, os.W_OK | os.X_OK):
-            return f"cannot move files out of {root}: no write permission for uid {os.getuid()}"
-        return None
-
-    thread = threading.Thread(target=loop, name="folder", daemon=True)
-    health.probe("folder", problem)
+    """The watched folder's thread. The watcher beats its health part after each good scan and
+    marks it failed when the folder cannot be scanned or files cannot be moved out; the thread
+    is watched from outside as well (it never ends by itself)."""
+    stale = max(60.0, 10 * config.folder.poll_interval_s)
+    part = health.component("folder", stale_after_s=stale)
+    watcher = FolderWatcher(
+        config.folder,
+        ingestor,
+        set(trials.protocols),
+        max_bytes=config.scp.max_instance_mb << 20,
+        health=part,
+    )
+    thread = threading.Thread(target=watcher.run, args=(stop,), name="folder", daemon=True)
+    health.watch_thread("folder", thread)
     return thread
 
 
@@ -238,8 +218,7 @@ def run(config_path: Path) -> int:
         ready["scp_port"] = server.server_address[1]
     _watch_ingest(health, ingestor, server)
     if config.folder.enabled:
-        watcher = FolderWatcher(config.folder, ingestor, set(trials.protocols))
-        threads.append(_folder_thread(config, watcher, stop, health))
+        threads.append(_folder_thread(config, ingestor, trials, stop, health))
     for t in threads:
         t.start()
     health.start(stop)

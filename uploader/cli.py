@@ -14,7 +14,6 @@ import logging
 import os
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -210,12 +209,9 @@ def _is_anonymised(config: Path) -> bool:
 
 def _quiet_pydicom() -> None:
     """pydicom's validation warnings quote values (a patient's name, say): never let them out."""
-    from pydicom import config
+    from uploader.hardening import harden_process
 
-    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
-    config.settings.reading_validation_mode = config.IGNORE
-    config.settings.writing_validation_mode = config.IGNORE
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    harden_process()
 
 
 def _anonymise(args: argparse.Namespace) -> int:
