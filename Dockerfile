@@ -16,7 +16,7 @@ RUN --mount=type=secret,id=pip_ca,required=false \
     && pip install --no-cache-dir -c constraints.txt . \
     && groupadd --system --gid 10001 uploader \
     && useradd --system --uid 10001 --gid 10001 --home-dir /data uploader \
-    && mkdir -p /data && chown 10001:10001 /data
+    && mkdir -p /data /links && chown 10001:10001 /data /links
 
 USER 10001:10001
 VOLUME ["/data"]

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from uploader.errors import ConfigError
+from uploader.relay import parse_routes
 
 
 class _Section(BaseModel):
@@ -171,6 +172,17 @@ class Config(_Section):
         default_factory=dict,
         description="protocol ID -> CSV PatientID,SubjectID (manual trial IDs)",
     )
+    links: list[str] = Field(
+        default_factory=list,
+        description="relays LISTEN=TARGET between loopback ports and socket files "
+        "(a node with no network: docs/deployment.md)",
+    )
+
+    @field_validator("links")
+    @classmethod
+    def _links(cls, value: list[str]) -> list[str]:
+        parse_routes(value)  # ValueError: the route and the forms allowed
+        return value
 
 
 def load_config(path: Path) -> Config:

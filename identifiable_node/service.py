@@ -20,6 +20,7 @@ from identifiable_node.ingest import Ingestor
 from identifiable_node.optout import OptOut
 from identifiable_node.pipeline import Pipeline
 from identifiable_node.trials import Trials
+from uploader import relay
 from uploader.deid.pseudonyms import read_key
 from uploader.dicomnet import quiet_pynetdicom
 from uploader.dicomnet.scp import Received, ScpOptions, StoreServer, start_scp
@@ -182,6 +183,15 @@ def _start_scp(config: Config, ingestor: Ingestor) -> StoreServer:
     return server
 
 
+def _links(config: Config, stop: threading.Event, health: Health) -> list[threading.Thread]:
+    """This node's side of its links to the DICOM gateway (none outside Compose)."""
+    if not config.links:
+        return []
+    thread = relay.start_thread(relay.parse_routes(config.links), stop)
+    health.watch_thread("links", thread)
+    return [thread]
+
+
 def run(config_path: Path) -> int:
     """Run the node until SIGTERM; return the exit code."""
     config = load_config(config_path)
@@ -219,6 +229,7 @@ def run(config_path: Path) -> int:
     _watch_ingest(health, ingestor, server)
     if config.folder.enabled:
         threads.append(_folder_thread(config, ingestor, trials, stop, health))
+    threads += _links(config, stop, health)
     for t in threads:
         t.start()
     health.start(stop)

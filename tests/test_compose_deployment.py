@@ -191,10 +191,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def _study_files(root: Path, patient: Patient) -> list[Path]:
+    """Every file of a 3-slice CT + RTSTRUCT/RTPLAN/RTDOSE study (CT slices have no suffix)."""
     write_study(root, slices=3, rois=ROIS, patient=patient)
     for readme in root.rglob("README.txt"):
         readme.unlink()
-    return sorted(root.rglob("*.dcm"))
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    assert len(files) == 3 + 3 and len({f.name for f in files}) == len(files)
+    return files
 
 
 def _health(stack: Stack, service: str) -> str:
@@ -272,20 +275,38 @@ def test_down_then_up_keeps_every_study_and_its_state(stack: Stack) -> None:
     assert again == counts and sum(again.values()) >= 2
 
 
-def test_the_identifiable_node_is_only_on_the_internal_network_with_no_default_route(
-    stack: Stack,
-) -> None:
-    networks = set(stack.inspect("identifiable-node")["NetworkSettings"]["Networks"])
-    assert networks == {f"{PROJECT}_internal"}
-    internal = json.loads(stack.engine.docker("network", "inspect", f"{PROJECT}_internal"))[0]
-    assert internal["Internal"] is True
+def test_the_identifiable_node_has_no_network_and_no_default_route(stack: Stack) -> None:
+    """Only loopback inside: no address on any network, no route; its doors are socket files
+    the gateway serves. (Read from its settings and its own routing table; no traffic sent.)"""
+    node = stack.inspect("identifiable-node")
+    assert node["HostConfig"]["NetworkMode"] == "none"
+    assert set(node["NetworkSettings"]["Networks"]) <= {"none"}
+    assert not node["NetworkSettings"]["Ports"]
+
+    def read(service: str, path: str) -> list[str]:
+        done = stack.exec(service, "cat", path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
 
     def default_routes(service: str) -> list[str]:
-        table = stack.exec(service, "cat", "/proc/net/route").stdout.splitlines()[1:]
-        return [line for line in table if line.split()[1] == "00000000"]
+        return [
+            line for line in read(service, "/proc/net/route")[1:] if line.split()[1] == "00000000"
+        ]
 
-    assert default_routes("identifiable-node") == []
+    interfaces = {
+        line.split(":")[0].strip() for line in read("identifiable-node", "/proc/net/dev")[2:]
+    }
+    assert interfaces == {"lo"}, interfaces
+    assert read("identifiable-node", "/proc/net/route")[1:] == []
     assert default_routes("anonymised-node") != []  # the one with a route out (the check works)
+    gateway = stack.inspect("dicom-gateway")
+    assert set(gateway["NetworkSettings"]["Networks"]) == {
+        f"{PROJECT}_hospital",
+        f"{PROJECT}_internal",
+    }
+    assert [m["Destination"] for m in gateway["Mounts"]] == ["/links"]  # no data, no secret
+    internal = json.loads(stack.engine.docker("network", "inspect", f"{PROJECT}_internal"))[0]
+    assert internal["Internal"] is True
 
 
 def test_a_watched_folder_without_permissions_turns_the_node_unhealthy(stack: Stack) -> None:

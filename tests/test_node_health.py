@@ -11,12 +11,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from uploader.health import Health, read_health
-from uploader.relay import Route, listening, parse_route
+from uploader.relay import Endpoint, Route, listening, parse_route
+from uploader.relay import start_thread as relay_thread
 
 from .conftest import ROOT, run_cli
+from .peers import wait_for
 
 
 def _healthcheck(data: Path) -> subprocess.CompletedProcess[str]:
@@ -114,18 +117,75 @@ def test_the_anonymised_node_lists_every_missing_file_before_creating_anything(
     assert not data.exists()
 
 
-def test_the_gateway_relay_parses_routes_and_sees_its_listening_ports(tmp_path: Path) -> None:
-    assert parse_route("11112=identifiable-node:11112") == Route(11112, "identifiable-node", 11112)
+def test_the_gateway_relay_parses_routes_and_sees_its_listening_sides(tmp_path: Path) -> None:
+    assert parse_route("11112=unix:/links/scp.sock") == Route(
+        Endpoint("", 11112), Endpoint(path="/links/scp.sock")
+    )
+    assert parse_route("127.0.0.1:8443=unix:/l/f.sock").listen == Endpoint("127.0.0.1", 8443)
+    assert parse_route("unix:/l/p.sock=pacs:104").target == Endpoint("pacs", 104)
+    for bad in ("oops", "11112=", "unix:rel.sock=h:1", "1=h:99999", "=h:1"):
+        with pytest.raises(ValueError, match="LISTEN=TARGET"):
+            parse_route(bad)
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        assert listening([port])
-    assert not listening([port])
+        assert listening([parse_route(f"{port}=h:1")])
+    assert not listening([parse_route(f"{port}=h:1")])
+    path = tmp_path / "x.sock"
+    with socket.socket(socket.AF_UNIX) as u:
+        u.bind(str(path))
+        assert not listening([parse_route(f"unix:{path}=h:1")])  # bound, not yet listening
+        u.listen()
+        assert listening([parse_route(f"unix:{path}=h:1")])
     relay = subprocess.run(
         [sys.executable, "-m", "uploader.relay", "--check", "oops"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert relay.returncode == 2 and "LISTEN_PORT=HOST:PORT" in relay.stderr
+    assert relay.returncode == 2 and "LISTEN=TARGET" in relay.stderr
+
+
+def test_a_link_through_a_socket_file_carries_bytes_both_ways(tmp_path: Path) -> None:
+    """gateway side: TCP port -> socket file; node side: socket file -> its loopback port."""
+    import socket
+
+    echo = socket.create_server(("127.0.0.1", 0))
+    echo_port = echo.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = echo.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data[::-1])
+
+    threading.Thread(target=answer, daemon=True).start()
+    sock = tmp_path / "scp.sock"
+    sock.touch()  # a stale file where the socket goes is not a socket: left, and listen fails
+    stop = threading.Event()
+    failing = relay_thread([parse_route(f"unix:{sock}=127.0.0.1:{echo_port}")], stop)
+    failing.start()
+    failing.join(timeout=10)
+    assert not failing.is_alive() and sock.read_bytes() == b""
+    sock.unlink()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        front = probe.getsockname()[1]
+    threads = [
+        relay_thread([parse_route(f"unix:{sock}=127.0.0.1:{echo_port}")], stop),
+        relay_thread([parse_route(f"127.0.0.1:{front}=unix:{sock}")], stop),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: listening([parse_route(f"127.0.0.1:{front}=h:1")]), 10, "front", 0.05)
+        with socket.create_connection(("127.0.0.1", front), timeout=10) as c:
+            c.sendall(b"DICOM")
+            assert c.recv(5) == b"MOCID"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        echo.close()
+    assert not any(t.is_alive() for t in threads)
