@@ -143,10 +143,17 @@ def engine() -> Any:
             time.sleep(0.5)
         yield handle
     finally:
+        t0 = time.monotonic()
         stop(proc, grace=60)  # dockerd stops its containers and its containerd
         log.close()
+        t1 = time.monotonic()
         for mount in reversed(Path("/proc/mounts").read_text().splitlines()):
             target = mount.split()[1]
             if target.startswith(str(root)):
                 subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+        # rm (C) is many times faster than shutil.rmtree on the layers; it never leaves this
+        # file system, so a mount that could not be undone is not emptied through it
+        subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
         shutil.rmtree(root, ignore_errors=True)
+        removed = time.monotonic() - t1
+        print(f"engine stopped in {t1 - t0:.1f} s, its files removed in {removed:.1f} s")
