@@ -189,3 +189,40 @@ def test_a_link_through_a_socket_file_carries_bytes_both_ways(tmp_path: Path) ->
             t.join(timeout=10)
         echo.close()
     assert not any(t.is_alive() for t in threads)
+
+
+def test_the_watched_folder_beats_its_health_part_and_names_folder_trouble_without_file_names(
+    tmp_path: Path,
+) -> None:
+    from identifiable_node.config import FolderSettings
+    from identifiable_node.folder import FolderWatcher
+    from identifiable_node.ingest import Ingestor
+    from uploader.store.db import Store
+    from uploader.store.spool import Spool
+
+    incoming, data = tmp_path / "incoming", tmp_path / "data"
+    incoming.write_text("a file where the folder should be")  # the folder cannot be scanned
+    health = Health(data)
+    part = health.component("folder", stale_after_s=60)
+    settings = FolderSettings(path=incoming, stable_s=0, watch_events=False, poll_interval_s=0.05)
+    ingestor = Ingestor(Store(data / "node.sqlite"), Spool(data))
+    watcher = FolderWatcher(settings, ingestor, set(), health=part)
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    health.watch_thread("folder", thread)
+    thread.start()
+    try:
+        wait_for(lambda: not health.snapshot()["healthy"], 10, "the folder part failing", 0.05)
+        report = health.snapshot()["components"]["folder"]
+        assert (
+            report["state"] == "failing"
+            and "cannot be scanned: FileExistsError" in report["reason"]
+        )
+        assert "incoming" not in report["reason"]  # no path: it may name a patient
+        incoming.unlink()  # the watcher makes the folder: its next scan is good
+        wait_for(lambda: health.snapshot()["healthy"], 10, "the folder part healthy again", 0.05)
+        assert health.snapshot()["components"]["folder"]["state"] == "ok"
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert health.snapshot()["components"]["folder"]["state"] == "stopped"
