@@ -18,11 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
+
 from identifiable_node.config import Config
 from identifiable_node.deidpool import Done, Task, deid_file, failure_reason, run
 from identifiable_node.optout import OptOut
 from identifiable_node.trials import Trials
-from uploader.deid.batch import modality_label, read_dicom
+from uploader.deid.batch import modality_label
 from uploader.errors import (
     ConfigError,
     PermanentError,
@@ -52,7 +54,7 @@ def probe(path: Path) -> str | None:
     (one line, no values), or None when it reads. Nesting is followed without recursion and
     bounded by ``MAX_SEQUENCE_DEPTH``."""
     try:
-        ds = read_dicom(path)
+        ds = dcmread(path, stop_before_pixels=True, force=True)  # pixels: de-identification's
         stack = [(ds, 0)]
         while stack:
             item, depth = stack.pop()
