@@ -7,12 +7,13 @@ Every setting has a default and a description here; docs/identifiable-node.md li
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from uploader.errors import ConfigError
+from uploader.relay import parse_routes
 
 
 class _Section(BaseModel):
@@ -181,6 +182,17 @@ class Config(_Section):
         default_factory=dict,
         description="protocol ID -> CSV PatientID,SubjectID (manual trial IDs)",
     )
+    links: list[str] = Field(
+        default_factory=list,
+        description="relays LISTEN=TARGET between loopback ports and socket files "
+        "(a node with no network: docs/deployment.md)",
+    )
+
+    @field_validator("links")
+    @classmethod
+    def _links(cls, value: list[str]) -> list[str]:
+        parse_routes(value)  # ValueError: the route and the forms allowed
+        return value
 
 
 def load_config(path: Path) -> Config:
@@ -214,12 +226,19 @@ def load_yaml_model(path: Path, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown setting (the node's guide in docs/ lists them all)"
-        raise ConfigError(f"{path}: {where}: {msg}") from exc
+        problems = [_problem(err) for err in exc.errors()]
+        if len(problems) == 1:
+            raise ConfigError(f"{path}: {problems[0]}") from exc
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{path}: {len(problems)} problems:\n{lines}") from exc
+
+
+def _problem(err: Any) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown setting (the node's guide in docs/ lists them all)"
+    return f"{where}: {msg}"
 
 
 def read_secret(path: Path | None, what: str) -> str:

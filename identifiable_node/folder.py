@@ -19,7 +19,11 @@ What else is in the folder is hostile until shown otherwise:
 
 The watcher's health (``FolderWatcher.health()``, also written to ``<data_dir>/folder-status.json``
 after each scan) says whether its thread is alive, when it last finished a scan, its last error
-and what it has left alone; ``uploader status`` reports it (``folder_problems``).
+and what it has left alone; ``uploader status`` reports it (``folder_problems``). Given the node's
+health :class:`~uploader.health.Component`, the watcher also beats it after each good scan and
+marks it failed when the folder itself is in trouble (cannot be opened, or files cannot be moved
+out of it); the container healthcheck reads that. Entries left alone need staff but do not make
+the node unhealthy. Reasons given there never hold a file name.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from identifiable_node.config import FolderSettings
 from identifiable_node.ingest import Ingestor
 from uploader.errors import NotDicomError, RetriableError
 from uploader.hardening import describe
+from uploader.health import Component
+from uploader.health import describe as short_reason
 from uploader.store.spool import durable_write
 
 log = logging.getLogger(__name__)
@@ -79,6 +85,7 @@ class FolderWatcher:
         known_protocols: set[str],
         *,
         max_bytes: int = 1 << 30,
+        health: Component | None = None,
     ) -> None:
         self.settings = settings
         self.ingestor = ingestor
@@ -97,6 +104,7 @@ class FolderWatcher:
         self._published_at = 0.0
         self.wake = threading.Event()
         self._observer: Any = None
+        self._part = health
 
     # -- health ------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -166,6 +174,8 @@ class FolderWatcher:
             self._alive = False
             self.stop_events()
             self._publish(force=True)
+            if self._part is not None and not stop.is_set():
+                self._part.stopped("its thread ended")
 
     def _guarded_scan(self) -> int:
         try:
@@ -180,9 +190,25 @@ class FolderWatcher:
                 log.error("watched folder: %s (%d time(s) in a row)", error, self._failures)  # noqa: TRY400 - one line, no values
             self._last_error = error
             self.stop_events()
+            if self._part is not None:
+                self._part.failed(f"the folder cannot be scanned: {short_reason(exc)}")
             return 0
         self._failures = 0
+        if self._part is not None:
+            trouble = self._folder_trouble()
+            if trouble:
+                self._part.failed(trouble)
+            else:
+                self._part.beat()
         return pending
+
+    def _folder_trouble(self) -> str | None:
+        """What keeps the folder as a whole from working, though it can be read: taken files
+        could not be moved out (no write permission on the folder)."""
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            uid = os.getuid()
+            return f"files cannot be moved out of the folder: no write permission for uid {uid}"
+        return None
 
     # -- one scan ----------------------------------------------------------------------------
     def scan(self) -> int:

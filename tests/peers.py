@@ -53,8 +53,9 @@ def stop(proc: subprocess.Popen[Any], grace: float = 10) -> int | None:
     return proc.returncode
 
 
-def make_cert(folder: Path, name: str = "localhost") -> Path:
-    """A self-signed certificate for localhost/127.0.0.1; returns one PEM (cert then key)."""
+def make_cert(folder: Path, name: str = "localhost", ip: str = "127.0.0.1") -> Path:
+    """A self-signed certificate for localhost/127.0.0.1 (and ``ip``); returns its path (the
+    PEM ``name``.pem holds cert then key)."""
     openssl = integration_tool("openssl")
     key, cert = folder / f"{name}.key", folder / f"{name}.crt"
     subprocess.run(
@@ -70,7 +71,8 @@ def make_cert(folder: Path, name: str = "localhost") -> Path:
             "-subj",
             "/CN=localhost",
             "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1"
+            + (f",IP:{ip}" if ip != "127.0.0.1" else ""),
             "-keyout",
             str(key),
             "-out",
@@ -119,8 +121,14 @@ class Orthanc:
 
 @contextmanager
 def orthanc(
-    tmp: Path, modalities: dict[str, Any] | None = None, aet: str = "ORTHANC", https_port: int = 0
+    tmp: Path,
+    modalities: dict[str, Any] | None = None,
+    aet: str = "ORTHANC",
+    https_port: int = 0,
+    tls_host: str = "127.0.0.1",
 ) -> Iterator[Orthanc]:
+    """Orthanc on loopback HTTP, with stunnel serving HTTPS on ``tls_host`` (an address of this
+    machine: loopback, or the host's side of a test's own container network)."""
     binary = integration_tool("Orthanc")
     stunnel = integration_tool("stunnel4")
     http_port, dicom_port = free_port(), free_port()
@@ -145,16 +153,16 @@ def orthanc(
             "Enable": True,
             "Root": "/dicom-web/",
             "Ssl": True,
-            "Host": f"127.0.0.1:{https_port}",
+            "Host": f"{tls_host}:{https_port}",
         },
         "HttpTimeout": 60,
     }
     (tmp / "orthanc.json").write_text(json.dumps(config))
     cert = tmp / "localhost.crt"
     if not (tmp / "localhost.pem").exists():  # a test may have made (and trusted) it already
-        cert = make_cert(tmp)
+        cert = make_cert(tmp, ip=tls_host)
     (tmp / "stunnel.conf").write_text(
-        f"foreground = yes\npid =\n[https]\naccept = 127.0.0.1:{https_port}\n"
+        f"foreground = yes\npid =\n[https]\naccept = {tls_host}:{https_port}\n"
         f"connect = 127.0.0.1:{http_port}\ncert = {tmp / 'localhost.pem'}\n"
     )
     log = (tmp / "orthanc.log").open("w")
@@ -173,7 +181,7 @@ def orthanc(
         wait_for(up, 20, "Orthanc")
         handle = Orthanc(
             url,
-            f"https://127.0.0.1:{https_port}/dicom-web",
+            f"https://{tls_host}:{https_port}/dicom-web",
             dicom_port,
             aet,
             cert,

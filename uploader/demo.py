@@ -77,7 +77,7 @@ def _configs(work: Path) -> tuple[Path, Path, Path]:
             "default_protocol": "PACE-C",
         },
         "folder": {"path": str(work / "incoming"), "poll_interval_s": 0.5, "stable_s": 0.5},
-        "scp": {"host": "127.0.0.1", "port": 0},
+        "scp": {"host": "127.0.0.1", "port": 0, "journal_mb": 8},  # not the 512 MiB default
         # the demo approves on both sides: the sample's planted names are struck and forwarded
         "study": {"quiet_period_s": 2, "complete_timeout_s": 10, "review_when_cleaned": False},
         "forward": {
