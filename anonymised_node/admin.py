@@ -11,13 +11,16 @@ from anonymised_node.config import load_config
 from anonymised_node.service import open_store
 from anonymised_node.store import AnonStore
 from uploader.errors import ConfigError
+from uploader.health import print_health, read_health
+from uploader.timefmt import iso_utc
 
 
 def run(args: argparse.Namespace) -> int:
     """``uploader status`` / ``uploader review`` against an anonymised node's configuration."""
-    store = open_store(load_config(args.config))
+    config = load_config(args.config)
+    store = open_store(config)
     if args.command == "status":
-        return _status(store, args.json)
+        return _status(store, args.json, read_health(config.node.data_dir))
     if args.command == "purge":
         return _purge_rejected(store, args)
     return _review(store, args)
@@ -39,26 +42,30 @@ def _purge_rejected(store: AnonStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(store: AnonStore, as_json: bool) -> int:
+def _status(store: AnonStore, as_json: bool, health: list[str] | None = None) -> int:
     counts = store.counts()
     alerts = [
-        dict(r) for r in store.query("SELECT at, sop_uid, problems FROM refusals ORDER BY id")
+        dict(r) for r in store.query("SELECT at, uid_digest, problems FROM refusals ORDER BY id")
     ]
     if as_json:
-        print(json.dumps({"counts": counts, "refusals": alerts}, indent=2))
+        running = health is not None
+        report = {"counts": counts, "running": running, "unhealthy": health or []}
+        print(json.dumps({**report, "refusals": alerts}, indent=2))
         return 0
     for state, n in counts.items():
         print(f"{state:18s} {n}")
     for a in alerts:
-        n = len(json.loads(a["problems"]))
-        print(f"ALERT refused instance {a['sop_uid']}: {n} problem(s)")
+        problems = json.loads(a["problems"])
+        first = f" ({problems[0]}{', ...' if len(problems) > 1 else ''})" if problems else ""
+        print(f"ALERT refused instance {a['uid_digest']}: {len(problems)} problem(s){first}")
+    print_health(health)
     return 0
 
 
 def _review(store: AnonStore, args: argparse.Namespace) -> int:
     if args.action == "list":
         for s in store.studies("ready"):
-            print(f"{s.id}\t{s.protocol}\t{s.subject}\t{s.session}")
+            print(f"{s.id}\tready\t{s.protocol}\t{s.session}\t{s.subject}")
         return 0
     if args.study is None:
         raise ConfigError("give the study number (see `uploader review list`)")
@@ -74,7 +81,7 @@ def _review(store: AnonStore, args: argparse.Namespace) -> int:
             "SELECT at, actor, action, detail FROM audit WHERE study_id=? ORDER BY id", (study.id,)
         )
         for row in rows:
-            print(f"  {row['at']:.0f} {row['actor']}: {row['action']} {row['detail']}")
+            print(f"  {iso_utc(row['at'])} {row['actor']}: {row['action']} {row['detail']}")
         return 0
     return _decide(store, study.id, study.state, args)
 

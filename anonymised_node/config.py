@@ -41,6 +41,18 @@ class IntakeSettings(_Section):
     review_token_file: Path | None = Field(
         None, description="bearer token for the review API (staff)"
     )
+    forward_key_file: Path = Field(
+        Path("/run/secrets/forward_key"),
+        description="the forwarding key both nodes hold: instances and manifests must carry"
+        " its signature",
+    )
+    max_body_mb: int = Field(2048, ge=1, description="largest STOW-RS request body (413 beyond)")
+    max_instance_mb: int = Field(
+        1024, ge=1, description="largest single instance in a request (413 beyond)"
+    )
+    max_json_kb: int = Field(
+        4096, ge=1, description="largest JSON body (manifest, review decision; 413 beyond)"
+    )
     allow_plain_http: bool = Field(
         False, description="serve without TLS (tests and the local demo only)"
     )

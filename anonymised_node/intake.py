@@ -1,122 +1,138 @@
-"""The intake: STOW-RS (``POST /dicom-web/studies``) and the study manifest, bearer token required.
+"""The intake: STOW-RS (``POST /dicom-web/studies``), the study manifest, and the review API.
 
-Every instance is checked on arrival with the core's knowledge-free verifier; one that fails is
-refused in the STOW-RS response (FailedSOPSequence) and never stored; the refusal is recorded by
-UID. Accepted instances are stored durably before the response. A re-sent instance is accepted
-once. Staff use the review API with their own token.
+The forwarders' bearer token opens the intake; the forwarding key proves what came from the
+identifiable node: a manifest (which must come first) announces a study, its instances and its
+pseudonyms, and each instance carries its own signature. Every part of a STOW-RS request is
+judged in memory as it arrives, and only then written: it must parse completely, be signed, belong
+to an announced study and pass the gate (``anonymised_node.gate``). A refused instance is answered
+in FailedSOPSequence with its reason and recorded by a keyed digest of its UID; its bytes are never
+written. A re-sent instance with the same bytes is accepted once; with other bytes it replaces the
+stored copy while its study awaits review, and is refused with the reason after that. Malformed
+requests get 400 with a one-line reason, oversize ones 413; no endpoint answers with a traceback.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
-from dataclasses import dataclass, field
-from io import BytesIO
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
-from pydicom import dcmread
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydicom.dataset import Dataset
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from anonymised_node.store import AnonStore
-from uploader.deid.policy import PrivatePolicy
-from uploader.deid.profile import Profile, load_table
-from uploader.deid.verify import audit, declared_options
-from uploader.protocols.model import Protocol
+from anonymised_node.bodies import (
+    MIB,
+    Part,
+    boundary_of,
+    multipart_parts,
+    parse_json_object,
+    raw_body,
+    read_json_object,
+)
+from anonymised_node.complete import IncompleteError, parse_complete
+from anonymised_node.config import IntakeSettings
+from anonymised_node.gate import Gate
+from anonymised_node.store import REPLACEABLE, AnonStore
 from uploader.store.spool import durable_write, name_for
+from uploader.transport.forwardsig import HEADER, ForwardKey
+from uploader.transport.paths import inside, valid_label, valid_uid
 
 log = logging.getLogger(__name__)
 PROCESSING_FAILURE = 0x0110
+DUPLICATE = 0x0111
 CANNOT_UNDERSTAND = 0xC000
 
 
 @dataclass
-class Verifier:
-    """The knowledge-free check, with each trial's private allow-list and burned-in allowance."""
+class Intake:
+    """Judges and stores arriving instances."""
 
-    protocols: dict[str, Protocol] = field(default_factory=dict)
-    _profiles: dict[frozenset[Any], Profile] = field(default_factory=dict)
+    store: AnonStore
+    gate: Gate
+    key: ForwardKey
+    received: Path
 
-    def problems(self, ds: Any) -> list[str]:
-        """Return what is wrong with an arriving instance (empty: accept)."""
-        pid = str(ds.get("ClinicalTrialProtocolID", "") or "")
-        protocol = self.protocols.get(pid)
-        if self.protocols and protocol is None:
-            return [
-                f"(0012,0020) ClinicalTrialProtocolID: not a trial served here ({pid or 'none'})"
-            ]
-        policy, allow = PrivatePolicy(), False
-        if protocol is not None:
-            policy = PrivatePolicy(t.key() for t in protocol.deidentify.keep_private)
-            allow = bool(protocol.deidentify.allow_burned_in)
-        options = declared_options(ds)
-        profile = self._profiles.get(options)
-        if profile is None:
-            profile = self._profiles[options] = Profile(load_table(), options)
-        return audit(ds, profile, policy, allow)
+    def accept(self, part: Part) -> tuple[bool, dict[str, Any]]:
+        """Judge one part in memory; store it durably only if it passes: (stored, reference)."""
+        kind = part.headers.get("content-type", "application/dicom").split(";")[0].strip()
+        if kind.lower() != "application/dicom":
+            return self._refused(None, CANNOT_UNDERSTAND, ["the part is not application/dicom"])
+        try:
+            ds = parse_complete(part.content)
+        except IncompleteError as exc:
+            return self._refused(None, CANNOT_UNDERSTAND, [f"incomplete DICOM: {exc.reason}"])
+        sop_uid = str(ds.get("SOPInstanceUID", ""))
+        if not valid_uid(sop_uid) or not valid_uid(str(ds.get("StudyInstanceUID", ""))):
+            return self._refused(ds, PROCESSING_FAILURE, ["a SOP Instance or Study UID is invalid"])
+        tag = part.headers.get(HEADER.lower(), "")
+        if not tag or not self.key.instance_signed(part.content, tag):
+            problems = ["not signed with the forwarding key (not sent by the identifiable node)"]
+        else:
+            problems = self.gate.judge(ds, self.store.announced(str(ds.StudyInstanceUID)))
+        if problems:
+            return self._refused(ds, PROCESSING_FAILURE, problems)
+        return self._store(ds, part.content)
 
-
-def _parts(body: bytes, content_type: str) -> list[bytes]:
-    """Split a multipart/related body into its parts' contents."""
-    boundary = ""
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.lower() == "boundary":
-            boundary = value.strip('"')
-    if not content_type.lower().startswith("multipart/related") or not boundary:
-        raise HTTPException(
-            415, "expected multipart/related; type=application/dicom with a boundary"
+    def _store(self, ds: Dataset, data: bytes) -> tuple[bool, dict[str, Any]]:
+        sop_uid, study_uid = str(ds.SOPInstanceUID), str(ds.StudyInstanceUID)
+        digest = hashlib.sha256(data).hexdigest()
+        held = self.store.held(sop_uid)
+        if held is not None and held.study_uid != study_uid:
+            return self._refused(ds, DUPLICATE, ["already received in another study"])
+        if held is not None and held.digest == digest:
+            return True, _ref(ds)  # the same bytes again: stored once
+        if held is not None and held.state not in REPLACEABLE:
+            return self._refused(
+                ds, DUPLICATE, [f"already received with other bytes; its study is {held.state}"]
+            )
+        name = name_for(sop_uid)
+        path = inside(self.received, name[:2], name)
+        durable_write(path, data)
+        announced = self.store.announced(study_uid)
+        self.store.add_instance(
+            study_uid=study_uid,
+            sop_uid=sop_uid,
+            sop_class=str(ds.get("SOPClassUID", "")),
+            path=str(path),
+            protocol=announced.protocol if announced else "",
+            subject=announced.subject if announced else "",
+            session=announced.session if announced else "",
+            digest=digest,
         )
-    out = []
-    for chunk in body.split(b"--" + boundary.encode())[1:]:
-        if chunk.startswith(b"--"):
-            break
-        _headers, sep, content = chunk.partition(b"\r\n\r\n")
-        if sep:
-            out.append(content[:-2] if content.endswith(b"\r\n") else content)
-    return out
+        return True, _ref(ds)
+
+    def _refused(
+        self, ds: Dataset | None, reason: int, problems: list[str]
+    ) -> tuple[bool, dict[str, Any]]:
+        uid = str(ds.get("SOPInstanceUID", "")) if ds is not None else ""
+        digest = self.key.uid_digest(uid) if uid else "uid-unreadable"
+        self.store.refuse(digest, problems)
+        log.warning(
+            "refused instance %s: %d problem(s), first: %s", digest, len(problems), problems[0]
+        )
+        return False, _ref(ds, reason, "; ".join(problems))
 
 
-def _ref(sop_class: str, sop_uid: str, reason: int | None = None) -> dict[str, Any]:
+def _ref(ds: Dataset | None, reason: int | None = None, comment: str = "") -> dict[str, Any]:
+    """A STOW-RS reference; UIDs are echoed only when they are valid UIDs."""
+    sop_class = str(ds.get("SOPClassUID", "")) if ds is not None else ""
+    sop_uid = str(ds.get("SOPInstanceUID", "")) if ds is not None else ""
     item: dict[str, Any] = {
-        "00081150": {"vr": "UI", "Value": [sop_class]} if sop_class else {"vr": "UI"},
-        "00081155": {"vr": "UI", "Value": [sop_uid]} if sop_uid else {"vr": "UI"},
+        "00081150": {"vr": "UI", "Value": [sop_class]} if valid_uid(sop_class) else {"vr": "UI"},
+        "00081155": {"vr": "UI", "Value": [sop_uid]} if valid_uid(sop_uid) else {"vr": "UI"},
     }
     if reason is not None:
         item["00081197"] = {"vr": "US", "Value": [reason]}
+        item["00000902"] = {"vr": "LO", "Value": [comment[:1024]]}  # ErrorComment: the reason
     return item
-
-
-def _accept(
-    part: bytes, store: AnonStore, verifier: Verifier, received: Path
-) -> tuple[bool, dict[str, Any]]:
-    """Check one arriving instance and store it durably if it passes; (stored, reference)."""
-    try:
-        ds = dcmread(BytesIO(part))
-    except Exception:
-        return False, _ref("", "", CANNOT_UNDERSTAND)
-    sop_uid, sop_class = str(ds.get("SOPInstanceUID", "")), str(ds.get("SOPClassUID", ""))
-    problems = verifier.problems(ds)
-    if problems:
-        store.refuse(sop_uid, problems)
-        log.warning("refused instance %s: %d problem(s)", sop_uid, len(problems))
-        return False, _ref(sop_class, sop_uid, PROCESSING_FAILURE)
-    path = received / name_for(sop_uid)[:2] / name_for(sop_uid)
-    if not path.exists():
-        durable_write(path, part)
-    comments = str(ds.get("PatientComments", "") or "")
-    session = comments.rsplit("Session:", 1)[1].strip() if "Session:" in comments else ""
-    store.add_instance(
-        study_uid=str(ds.get("StudyInstanceUID", "")),
-        sop_uid=sop_uid,
-        sop_class=sop_class,
-        path=str(path),
-        protocol=str(ds.get("ClinicalTrialProtocolID", "") or ""),
-        subject=str(ds.get("PatientID", "") or ""),
-        session=session,
-    )
-    return True, _ref(sop_class, sop_uid)
 
 
 def _bearer(request: Request, expected: str | None) -> None:
@@ -125,12 +141,40 @@ def _bearer(request: Request, expected: str | None) -> None:
         raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
 
 
+def _one_line(exc: RequestValidationError) -> str:
+    err = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    return f"invalid request: {where}: {err.get('msg', 'malformed')}"
+
+
 def make_app(
-    store: AnonStore, data_dir: Path, token: str, verifier: Verifier, review_token: str | None
+    store: AnonStore,
+    data_dir: Path,
+    settings: IntakeSettings,
+    *,
+    token: str,
+    gate: Gate,
+    key: ForwardKey,
+    review_token: str | None,
 ) -> FastAPI:
     """The intake web application: STOW-RS, manifests, and the review API."""
     app = FastAPI(title="Secure DICOM Uploader: anonymised node", docs_url=None, redoc_url=None)
-    received = data_dir / "received"
+    app.openapi_url = None
+    intake = Intake(store, gate, key, data_dir / "received")
+    max_json = settings.max_json_kb * 1024
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": str(exc.detail)}, exc.status_code, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(exc)}, 400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+        return JSONResponse({"detail": "the node could not handle the request (see its log)"}, 500)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -139,12 +183,20 @@ def make_app(
     @app.post("/dicom-web/studies")
     async def stow(request: Request) -> Response:
         _bearer(request, token)
-        body = await request.body()
+        boundary = boundary_of(request.headers.get("content-type", ""))
         stored: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
-        for part in _parts(body, request.headers.get("content-type", "")):
-            ok, ref = _accept(part, store, verifier, received)
+        parts = multipart_parts(
+            request,
+            boundary,
+            max_body=settings.max_body_mb * MIB,
+            max_part=settings.max_instance_mb * MIB,
+        )
+        async for part in parts:
+            ok, ref = await run_in_threadpool(intake.accept, part)
             (stored if ok else failed).append(ref)
+        if not stored and not failed:
+            raise HTTPException(400, "the request holds no instance")
         doc: dict[str, Any] = {"00081199": {"vr": "SQ", "Value": stored}}
         if failed:
             doc["00081198"] = {"vr": "SQ", "Value": failed}
@@ -154,26 +206,53 @@ def make_app(
     @app.post("/manifests")
     async def manifest(request: Request) -> dict[str, str]:
         _bearer(request, token)
-        doc = await request.json()
-        uids = doc.get("sop_instance_uids") or []
-        study_uid = str(doc.get("study_uid") or "")
-        if not study_uid and uids:
-            rows = store.query(
-                "SELECT s.study_uid FROM instances i JOIN studies s ON s.id=i.study_id"
-                " WHERE i.sop_uid=?",
-                (str(uids[0]),),
-            )
-            study_uid = rows[0]["study_uid"] if rows else ""
-        if not study_uid:
-            raise HTTPException(422, "the manifest names no study (study_uid or sop_instance_uids)")
-        store.manifest(study_uid, doc)
+        body = await raw_body(request, max_json)
+        doc = parse_json_object(body)
+        signature = request.headers.get(HEADER, "")
+        if not signature or not key.manifest_signed(body, signature):
+            raise HTTPException(403, "the manifest is not signed with the forwarding key")
+        study_uid = _manifest_checked(doc, gate)
+        await run_in_threadpool(store.manifest, study_uid, doc)
         return {"status": "recorded"}
 
-    _review_api(app, store, review_token)
+    _review_api(app, store, review_token, max_json)
     return app
 
 
-def _review_api(app: FastAPI, store: AnonStore, review_token: str | None) -> None:
+def _manifest_checked(doc: dict[str, Any], gate: Gate) -> str:
+    """Validate a manifest's fields; return its study UID.
+
+    Raises:
+        HTTPException: 400 naming the first bad field; 422 for a trial not served here.
+    """
+    study_uid = doc.get("study_uid")
+    if not valid_uid(study_uid):
+        raise HTTPException(400, "manifest: study_uid must be a valid UID")
+    for name in ("protocol", "subject", "session"):
+        if not valid_label(doc.get(name)):
+            raise HTTPException(400, f"manifest: {name} must be a plain label")
+    count = doc.get("instances")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise HTTPException(400, "manifest: instances must be a whole number")
+    uids = doc.get("sop_instance_uids")
+    if not isinstance(uids, list) or not all(valid_uid(u) for u in uids):
+        raise HTTPException(400, "manifest: sop_instance_uids must be a list of valid UIDs")
+    if len(set(uids)) != len(uids) or len(uids) != count:
+        raise HTTPException(400, "manifest: sop_instance_uids must list `instances` distinct UIDs")
+    if "validation" in doc and not isinstance(doc["validation"], dict):
+        raise HTTPException(400, "manifest: validation must be an object")
+    if not gate.serves(str(doc["protocol"])):
+        raise HTTPException(422, "manifest: the trial is not served by this node")
+    wrong = gate.pseudonyms_problem(str(doc["protocol"]), str(doc["subject"]), str(doc["session"]))
+    if wrong:
+        raise HTTPException(422, f"manifest: {wrong}")
+    wrong = gate.manifest_uid_problem(str(doc["protocol"]), [str(study_uid), *uids])
+    if wrong:
+        raise HTTPException(422, f"manifest: {wrong}")
+    return str(study_uid)
+
+
+def _review_api(app: FastAPI, store: AnonStore, review_token: str | None, max_json: int) -> None:
     """Staff: list studies, approve or reject one that is ready (audited: who, when, what)."""
 
     @app.get("/api/studies")
@@ -182,18 +261,23 @@ def _review_api(app: FastAPI, store: AnonStore, review_token: str | None) -> Non
         return [s.__dict__ for s in store.studies()]
 
     @app.post("/api/studies/{study_id}/{decision}")
-    async def decide(study_id: int, decision: str, request: Request) -> dict[str, str]:
+    async def decide(study_id: str, decision: str, request: Request) -> dict[str, str]:
         _bearer(request, review_token)
-        doc = await request.json() if await request.body() else {}
-        who = str(doc.get("by") or "api")
-        study = store.study(study_id)
+        if not study_id.isdigit() or len(study_id) > 18:
+            raise HTTPException(400, "the study number must be a whole number")
+        if decision not in ("approve", "reject"):
+            raise HTTPException(404, "the decision is approve or reject")
+        doc = await read_json_object(request, max_json)
+        who, reason = doc.get("by", "api"), doc.get("reason", "")
+        if not isinstance(who, str) or not isinstance(reason, str) or len(who) > 64:
+            raise HTTPException(400, "`by` and `reason` must be strings (`by` at most 64)")
+        study = store.study(int(study_id))
         if study is None:
             raise HTTPException(404, "no such study")
-        if decision not in ("approve", "reject") or study.state != "ready":
+        if study.state != "ready":
             raise HTTPException(409, f"cannot {decision} a study that is {study.state}")
-        reason = str(doc.get("reason") or "")
         if decision == "approve":
-            store.set_state(study_id, "approved", who)
+            store.set_state(study.id, "approved", who or "api")
         else:
-            store.set_state(study_id, "rejected", who, reason, reason=reason)
+            store.set_state(study.id, "rejected", who or "api", reason, reason=reason)
         return {"status": decision + "d"}

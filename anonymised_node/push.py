@@ -20,6 +20,7 @@ from identifiable_node.config import read_secret
 from uploader.errors import PermanentError, RetriableError
 from uploader.protocols.model import Protocol
 from uploader.store.spool import durable_write
+from uploader.transport.paths import check_label, check_uid, inside
 from uploader.transport.stowrs import StowClient
 
 log = logging.getLogger(__name__)
@@ -76,16 +77,23 @@ class Directory:
         self.batch = target.batch_size
 
     def _folder(self, study: AnonStudy) -> Path:
-        return (
-            self.root
-            / (study.protocol or "none")
-            / (study.subject or "none")
-            / (study.session or "none")
-        )
+        """The study's folder, built only from checked labels and proven inside the root.
+
+        Raises:
+            PermanentError: a label is not a plain label (the study cannot go to a folder).
+        """
+        parts = [
+            check_label(study.protocol or "none", "the trial's protocol ID"),
+            check_label(study.subject or "none", "the subject pseudonym"),
+            check_label(study.session or "none", "the session label"),
+        ]
+        return inside(self.root, *parts)
 
     def send(self, study: AnonStudy, files: list[tuple[str, Path]]) -> list[str]:
+        folder = self._folder(study)
         for uid, path in files:
-            durable_write(self._folder(study) / f"{uid}.dcm", path.read_bytes())
+            target = inside(folder, f"{check_uid(uid, 'a SOP Instance UID')}.dcm")
+            durable_write(target, path.read_bytes())
         return [uid for uid, _p in files]
 
     def present(self, study: AnonStudy, expected: list[str]) -> set[str]:

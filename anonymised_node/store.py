@@ -1,16 +1,22 @@
 """The anonymised node's index: studies received, their review and upload states, refusals.
 
 States: receiving -> ready (the manifest's count arrived) -> approved | rejected ->
-uploading -> uploaded | failed. Everything here is already de-identified; still, refusals are
-recorded by SOP Instance UID only.
+uploading -> uploaded | failed. A study is created by its (signed) manifest, which announces its
+instances and pseudonyms; instances are judged against it. Everything here is de-identified;
+a refused instance is recorded by a keyed digest of its UID and its problems (attribute paths
+and kinds), never by its UID or a value.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from anonymised_node.gate import Announced
 from uploader.store.sqlite import Database, audit
 
 _NEW_STUDY = (
@@ -41,12 +47,13 @@ CREATE TABLE IF NOT EXISTS instances (
     sop_class TEXT NOT NULL DEFAULT '',
     path TEXT NOT NULL,
     uploaded INTEGER NOT NULL DEFAULT 0,
-    received REAL NOT NULL
+    received REAL NOT NULL,
+    digest TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS refusals (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
-    sop_uid TEXT NOT NULL,
+    uid_digest TEXT NOT NULL,
     problems TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit (
@@ -72,10 +79,52 @@ class AnonStudy:
     uploaded_at: float | None
 
 
+#: Studies whose instances may still be replaced by a re-sent copy with other bytes.
+REPLACEABLE = ("receiving", "ready")
+
+
+@dataclass(frozen=True)
+class Held:
+    """An instance already stored: its study, the study's state, and the digest of its bytes."""
+
+    study_uid: str
+    state: str
+    digest: str
+
+
 class AnonStore(Database):
     """The anonymised node's database."""
 
     SCHEMA = _SCHEMA
+
+    def __init__(self, path: Path) -> None:
+        _migrate(path)
+        super().__init__(path)
+
+    def held(self, sop_uid: str) -> Held | None:
+        """The stored copy of an instance, if any."""
+        rows = self.query(
+            "SELECT s.study_uid, s.state, i.digest FROM instances i JOIN studies s"
+            " ON s.id = i.study_id WHERE i.sop_uid=?",
+            (sop_uid,),
+        )
+        return Held(rows[0]["study_uid"], rows[0]["state"], rows[0]["digest"]) if rows else None
+
+    def announced(self, study_uid: str) -> Announced | None:
+        """The study as its manifest announced it (None: no manifest yet)."""
+        rows = self.query("SELECT manifest FROM studies WHERE study_uid=?", (study_uid,))
+        if not rows or not rows[0]["manifest"]:
+            return None
+        doc = json.loads(rows[0]["manifest"])
+        if "study_uid" not in doc:
+            return None  # recorded before manifests were signed and came first
+        return Announced(
+            study_uid=str(doc["study_uid"]),
+            protocol=str(doc.get("protocol") or ""),
+            subject=str(doc.get("subject") or ""),
+            session=str(doc.get("session") or ""),
+            sop_uids=frozenset(str(u) for u in doc.get("sop_instance_uids") or []),
+        )
 
     def add_instance(
         self,
@@ -87,8 +136,10 @@ class AnonStore(Database):
         protocol: str,
         subject: str,
         session: str,
+        digest: str = "",
     ) -> bool:
-        """Index a durably stored instance; False if it was already there (idempotent)."""
+        """Index a durably stored instance; False if it was already there (a re-sent copy with
+        other bytes, written over the old file, is recorded with its new digest and audited)."""
         now = time.time()
         with self.tx() as c:
             row = c.execute("SELECT id FROM studies WHERE study_uid=?", (study_uid,)).fetchone()
@@ -101,12 +152,20 @@ class AnonStore(Database):
                 audit(c, study_id, "intake", "study created", protocol)
             else:
                 study_id = int(row["id"])
-            if c.execute("SELECT 1 FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone():
+            old = c.execute("SELECT digest FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
+            if old is not None:
+                if old["digest"] != digest:
+                    c.execute(
+                        "UPDATE instances SET digest=?, path=?, uploaded=0, received=?"
+                        " WHERE sop_uid=?",
+                        (digest, path, now, sop_uid),
+                    )
+                    audit(c, study_id, "intake", "instance replaced", "re-sent with other bytes")
                 return False
             c.execute(
-                "INSERT INTO instances (sop_uid, study_id, sop_class, path, received)"
-                " VALUES (?,?,?,?,?)",
-                (sop_uid, study_id, sop_class, path, now),
+                "INSERT INTO instances (sop_uid, study_id, sop_class, path, received, digest)"
+                " VALUES (?,?,?,?,?,?)",
+                (sop_uid, study_id, sop_class, path, now, digest),
             )
             self._maybe_ready(c, study_id)
         return True
@@ -132,8 +191,17 @@ class AnonStore(Database):
             else:
                 study_id = int(row["id"])
             c.execute(
-                "UPDATE studies SET expected=?, manifest=?, updated=? WHERE id=?",
-                (expected, json.dumps(document), now, study_id),
+                "UPDATE studies SET expected=?, manifest=?, updated=?, protocol=?, subject=?,"
+                " session=? WHERE id=?",
+                (
+                    expected,
+                    json.dumps(document),
+                    now,
+                    str(document.get("protocol") or ""),
+                    str(document.get("subject") or ""),
+                    str(document.get("session") or ""),
+                    study_id,
+                ),
             )
             audit(c, study_id, "intake", "manifest", f"{expected} instance(s) expected")
             self._maybe_ready(c, study_id)
@@ -154,12 +222,13 @@ class AnonStore(Database):
             conn.execute("UPDATE studies SET state='ready' WHERE id=?", (study_id,))  # type: ignore[attr-defined]
             audit(conn, study_id, "intake", "receiving -> ready", f"{row['n']} instance(s)")  # type: ignore[arg-type]
 
-    def refuse(self, sop_uid: str, problems: list[str]) -> None:
-        """Record an instance refused at intake (by UID and problem, never by content)."""
+    def refuse(self, uid_digest: str, problems: list[str]) -> None:
+        """Record an instance refused at intake: a digest of its UID and its problems (attribute
+        paths and kinds), never the UID or any value."""
         with self.tx() as c:
             c.execute(
-                "INSERT INTO refusals (at, sop_uid, problems) VALUES (?,?,?)",
-                (time.time(), sop_uid, json.dumps(problems)),
+                "INSERT INTO refusals (at, uid_digest, problems) VALUES (?,?,?)",
+                (time.time(), uid_digest, json.dumps(problems)),
             )
 
     def set_state(
@@ -233,6 +302,31 @@ class AnonStore(Database):
         out = {s: int(found.get(s, 0)) for s in STATES}
         out["refused_instances"] = int(self.query("SELECT COUNT(*) n FROM refusals")[0]["n"])
         return out
+
+
+def _migrate(path: Path) -> None:
+    """Bring an older database up to this schema: instances gain the digest of their bytes;
+    refusals recorded by SOP Instance UID are rewritten to a digest (SHA-256, unkeyed: the key
+    is not known here) and the UID is gone."""
+    if not path.exists():
+        return
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(instances)")}
+        if columns and "digest" not in columns:
+            conn.execute("ALTER TABLE instances ADD COLUMN digest TEXT NOT NULL DEFAULT ''")
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(refusals)")}
+        if "sop_uid" in columns:
+            conn.execute("BEGIN IMMEDIATE")
+            for rid, uid in conn.execute("SELECT id, sop_uid FROM refusals").fetchall():
+                old = "uid-sha256-" + hashlib.sha256(str(uid).encode()).hexdigest()[:20]
+                conn.execute("UPDATE refusals SET sop_uid=? WHERE id=?", (old, rid))
+            conn.execute("ALTER TABLE refusals RENAME COLUMN sop_uid TO uid_digest")
+            conn.execute("COMMIT")
+            conn.execute("VACUUM")  # the old values leave the file, not only the table
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # nor stay in the write-ahead log
+    finally:
+        conn.close()
 
 
 def _study(row: object) -> AnonStudy:

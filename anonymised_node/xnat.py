@@ -29,6 +29,7 @@ from anonymised_node.config import Target
 from anonymised_node.store import AnonStudy
 from identifiable_node.config import read_secret
 from uploader.errors import PermanentError, RetriableError
+from uploader.transport.paths import check_label, check_uid
 from uploader.transport.stowrs import tls_error
 
 _RETRIABLE = {408, 429, 500, 502, 503, 504}
@@ -39,7 +40,7 @@ class Xnat:
 
     def __init__(self, target: Target) -> None:
         self.base = target.url.rstrip("/")
-        self.project = target.project
+        self.project = check_label(target.project, "the XNAT project")
         self.share = target.share_to_trial
         self.batch = 10**9  # one zip per session
         self.timeout = target.timeout_s
@@ -70,12 +71,13 @@ class Xnat:
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
             for uid, path in files:
-                zf.write(path, f"{uid}.dcm")
+                zf.write(path, f"{check_uid(uid, 'a SOP Instance UID')}.dcm")
+        subject, session = _labels(study)
         params = {
             "import-handler": "DICOM-zip",
             "PROJECT_ID": self.project,
-            "SUBJECT_ID": study.subject,
-            "EXPT_LABEL": study.session,
+            "SUBJECT_ID": subject,
+            "EXPT_LABEL": session,
             "overwrite": "append",
             "dest": "/archive",
         }
@@ -89,24 +91,24 @@ class Xnat:
         if r.status_code >= 400:
             raise PermanentError(f"XNAT refused the import (HTTP {r.status_code})")
         if self.share and study.protocol and study.protocol != self.project:
-            self._share(study)
+            self._share(study, check_label(study.protocol, "the trial's protocol ID"))
         return [uid for uid, _p in files]
 
-    def _share(self, study: AnonStudy) -> None:
-        subject = f"/data/projects/{self.project}/subjects/{study.subject}"
+    def _share(self, study: AnonStudy, trial: str) -> None:
+        subject, session = _labels(study)
+        base = f"/data/projects/{self.project}/subjects/{subject}"
         for path, label in (
-            (f"{subject}/projects/{study.protocol}", study.subject),
-            (f"{subject}/experiments/{study.session}/projects/{study.protocol}", study.session),
+            (f"{base}/projects/{trial}", subject),
+            (f"{base}/experiments/{session}/projects/{trial}", session),
         ):
             r = self._call("PUT", path, params={"label": label})
             if r.status_code >= 400 and r.status_code != 409:
-                raise PermanentError(
-                    f"XNAT refused to share into {study.protocol} (HTTP {r.status_code})"
-                )
+                raise PermanentError(f"XNAT refused to share into {trial} (HTTP {r.status_code})")
 
     def present(self, study: AnonStudy, expected: list[str]) -> set[str]:
+        subject, session = _labels(study)
         path = (
-            f"/data/projects/{self.project}/subjects/{study.subject}/experiments/{study.session}"
+            f"/data/projects/{self.project}/subjects/{subject}/experiments/{session}"
             "/scans/ALL/files"
         )
         r = self._call("GET", path, params={"format": "json"})
@@ -117,3 +119,15 @@ class Xnat:
         rows = (r.json().get("ResultSet") or {}).get("Result") or []
         dicom = [row for row in rows if str(row.get("Name", "")).lower().endswith(".dcm")]
         return set(expected) if len(dicom) >= len(expected) else set()
+
+
+def _labels(study: AnonStudy) -> tuple[str, str]:
+    """The subject and session as URL segments, checked (never a path from a raw value).
+
+    Raises:
+        PermanentError: one is not a plain label.
+    """
+    return (
+        check_label(study.subject, "the subject pseudonym"),
+        check_label(study.session, "the session label"),
+    )

@@ -10,12 +10,18 @@ import argparse
 import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from identifiable_node.config import load_config
+from identifiable_node.folder import folder_problems
+from identifiable_node.folder import read_health as read_folder_health
 from identifiable_node.service import open_store
 from uploader.errors import ConfigError
-from uploader.store.db import Store
+from uploader.health import print_health, read_health
+from uploader.store.db import Store, Study
+from uploader.timefmt import iso_utc
 
 ATTENTION = ("needs_review", "quarantined", "opted_out")
 
@@ -25,7 +31,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store, _spool = open_store(config)
     if args.command == "status":
-        return _status(store, args.json, _journal_status(config.node.data_dir))
+        data_dir = config.node.data_dir
+        health = read_health(data_dir)
+        journal, folder = _journal_status(data_dir), _folder_status(data_dir)
+        return _status(store, args.json, journal, folder, health)
     if args.command == "review":
         return _review(store, args)
     if args.command == "purge":
@@ -46,6 +55,13 @@ def _journal_status(data_dir: Path) -> dict[str, object] | None:
     return state
 
 
+def _folder_status(data_dir: Path) -> dict[str, object] | None:
+    """The running node's watched-folder health (None when the node or its folder is off)."""
+    if not (data_dir / "node.ready").exists():
+        return None
+    return read_folder_health(data_dir)
+
+
 def _journal_problems(journal: dict[str, object] | None) -> list[str]:
     if not journal:
         return []
@@ -62,16 +78,29 @@ def _journal_problems(journal: dict[str, object] | None) -> list[str]:
     return problems
 
 
-def _status(store: Store, as_json: bool, journal: dict[str, object] | None = None) -> int:
+def _status(
+    store: Store,
+    as_json: bool,
+    journal: dict[str, object] | None = None,
+    folder: dict[str, Any] | None = None,
+    health: list[str] | None = None,
+) -> int:
     counts = store.counts()
     waiting = [s for s in store.studies() if s.state in ATTENTION]
-    problems = _journal_problems(journal)
+    problems = [f"journal: {p}" for p in _journal_problems(journal)]
+    aside = Counter(str(r["kind"]) for r in store.set_aside_rows())
+    if health is None:  # else the health registry names the folder's trouble (no repeats)
+        problems += [f"folder: {p}" for p in folder_problems(folder)]
     if as_json:
         print(
             json.dumps(
                 {
                     "counts": counts,
+                    "running": health is not None,
+                    "unhealthy": health or [],
                     "journal": journal,
+                    "folder": folder,
+                    "set_aside": dict(aside),
                     "problems": problems,
                     "attention": [
                         {
@@ -92,14 +121,27 @@ def _status(store: Store, as_json: bool, journal: dict[str, object] | None = Non
     for s in waiting:
         print(f"study {s.id}: {s.state} ({s.protocol or 'no trial'}): {s.reason}")
     for problem in problems:
-        print(f"journal: {problem}")
+        print(problem)
+    print_health(health)
+    if aside:
+        kept = ", ".join(f"{n} {kind}" for kind, n in sorted(aside.items()))
+        print(f"kept in quarantine for staff: {kept} (see `uploader review show`)")
+    if folder is not None:
+        print(
+            f"folder: {'running' if folder.get('alive') else 'STOPPED'}, "
+            f"{folder.get('taken', 0)} taken, {folder.get('quarantined', 0)} quarantined, "
+            f"{folder.get('left_alone', 0)} entry(ies) left alone"
+        )
+        for entry in folder.get("entries", []):
+            print(f"  {entry}")
     return 0
 
 
 def _review(store: Store, args: argparse.Namespace) -> int:
-    if args.action == "list":
-        for s in store.studies("needs_review"):
-            print(f"{s.id}\t{s.protocol or '-'}\t{s.reason}")
+    if args.action == "list":  # what waits for staff: to review, or quarantined
+        waiting = [s for s in store.studies() if s.state in ("needs_review", "quarantined")]
+        for s in waiting:
+            print(f"{s.id}\t{s.state}\t{s.protocol or '-'}\t{s.session or '-'}\t{s.reason}")
         return 0
     if args.study is None:
         raise ConfigError("give the study number (see `uploader review list`)")
@@ -107,13 +149,7 @@ def _review(store: Store, args: argparse.Namespace) -> int:
     if study is None:
         raise ConfigError(f"no study {args.study}")
     if args.action == "show":
-        print(f"study {study.id}: {study.state}, trial {study.protocol or '-'}: {study.reason}")
-        report = json.loads(study.report or "{}")
-        for c in report.get("checks", []):
-            print(f"  {c['status'].upper():4s} {c['check']}: {c['message']}")
-        if report.get("relabel"):
-            print(f"  relabel: {report['relabel']}")
-        return 0
+        return _show(store, study)
     decisions: dict[str, object] = {}
     if args.override:
         decisions["override"] = True
@@ -128,6 +164,22 @@ def _review(store: Store, args: argparse.Namespace) -> int:
         decisions["subject"] = args.subject
     store.decide(study.id, args.by, **decisions)
     print(f"study {study.id}: decision recorded; it goes through the pipeline again")
+    return 0
+
+
+def _show(store: Store, study: Study) -> int:
+    print(f"study {study.id}: {study.state}, trial {study.protocol or '-'}: {study.reason}")
+    if study.session:  # the same names the anonymised node shows for this study
+        print(f"  subject {study.subject}, session {study.session}")
+    report = json.loads(study.report or "{}")
+    for c in report.get("checks", []):
+        print(f"  {c['status'].upper():4s} {c['check']}: {c['message']}")
+    if report.get("relabel"):
+        print(f"  relabel: {report['relabel']}")
+    for row in store.set_aside_rows(study.id):
+        print(f"  {row['kind'].upper()}: {row['reason']} (kept in {row['path']})")
+    for row in store.audit_rows(study.id):
+        print(f"  {iso_utc(row['at'])} {row['actor']}: {row['action']} {row['detail']}")
     return 0
 
 

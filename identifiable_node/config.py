@@ -7,12 +7,13 @@ Every setting has a default and a description here; docs/identifiable-node.md li
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from uploader.errors import ConfigError
+from uploader.relay import parse_routes
 
 
 class _Section(BaseModel):
@@ -94,6 +95,11 @@ class StudySettings(_Section):
     """When a study is complete."""
 
     quiet_period_s: float = Field(60.0, ge=0, description="no new instance for this long")
+    review_when_cleaned: bool = Field(
+        True,
+        description="send a study to review when cleaning struck part of a kept value "
+        "(a name in an ROI name or a description) instead of forwarding it",
+    )
     complete_timeout_s: float = Field(
         900.0, ge=0, description="complete after this long even without the required modalities"
     )
@@ -116,6 +122,11 @@ class ForwardSettings(_Section):
         None, description="CA bundle the peer's certificate is checked with"
     )
     token_file: Path | None = Field(None, description="file holding the bearer token")
+    key_file: Path | None = Field(
+        None,
+        description="the forwarding key both nodes hold: each instance and manifest is signed"
+        " with it (the anonymised node refuses what is not); none: unsigned",
+    )
     allow_plain_http: bool = Field(False, description="permit an http:// URL (tests only)")
     manifest_url: str | None = Field(None, description="URL the study manifest is POSTed to")
     batch_size: int = Field(20, ge=1, description="instances per STOW-RS request")
@@ -171,6 +182,17 @@ class Config(_Section):
         default_factory=dict,
         description="protocol ID -> CSV PatientID,SubjectID (manual trial IDs)",
     )
+    links: list[str] = Field(
+        default_factory=list,
+        description="relays LISTEN=TARGET between loopback ports and socket files "
+        "(a node with no network: docs/deployment.md)",
+    )
+
+    @field_validator("links")
+    @classmethod
+    def _links(cls, value: list[str]) -> list[str]:
+        parse_routes(value)  # ValueError: the route and the forms allowed
+        return value
 
 
 def load_config(path: Path) -> Config:
@@ -204,12 +226,19 @@ def load_yaml_model(path: Path, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown setting (the node's guide in docs/ lists them all)"
-        raise ConfigError(f"{path}: {where}: {msg}") from exc
+        problems = [_problem(err) for err in exc.errors()]
+        if len(problems) == 1:
+            raise ConfigError(f"{path}: {problems[0]}") from exc
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{path}: {len(problems)} problems:\n{lines}") from exc
+
+
+def _problem(err: Any) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown setting (the node's guide in docs/ lists them all)"
+    return f"{where}: {msg}"
 
 
 def read_secret(path: Path | None, what: str) -> str:

@@ -19,7 +19,10 @@ from pydicom.errors import InvalidDicomError
 
 from uploader.deid.batch import read_dicom
 from uploader.deid.engine import Settings, deidentify
+from uploader.deid.identifiers import Identifiers, collect
+from uploader.deid.profile import Profile
 from uploader.errors import VerificationError, WithheldError
+from uploader.hardening import describe, harden_process
 from uploader.store.spool import name_for, quick_write
 
 #: Below this many instances the start of the worker processes costs more than it saves.
@@ -35,6 +38,7 @@ class Task:
     label: str  # the study's modality label
     subject: str | None
     session: str | None
+    study: Identifiers | None = None  # everything the whole study identifies (every instance)
 
 
 @dataclass(frozen=True)
@@ -48,21 +52,51 @@ class Done:
     subject: str = ""
     session: str = ""
     detail: str = ""  # the withholding code, or the verification problems (no values)
+    struck: tuple[str, ...] = ()  # where cleaning struck part of a kept value (no values)
+
+
+def study_identifiers(paths: list[Path], profile: Profile) -> Identifiers:
+    """Return everything a study identifies, read from every instance's header (every level):
+    staff who appear only in the RTSTRUCT are struck from the CT's descriptions too."""
+    found = Identifiers()
+    for path in paths:
+        try:
+            collect(read_dicom(path, stop_before_pixels=True), found, kept=profile.kept_tags)
+        except Exception:  # noqa: S112 - an unreadable instance fails alone, later
+            continue
+    return found
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why an instance could not be read or de-identified, in one line without its values."""
+    if isinstance(exc, RecursionError):
+        return "its sequences are nested too deeply to be read (RecursionError)"
+    if isinstance(exc, MemoryError):
+        return "it is too large to be read (MemoryError)"
+    if isinstance(exc, InvalidDicomError):
+        return "not a readable DICOM file (InvalidDicomError)"
+    if isinstance(exc, OSError):
+        return f"its file cannot be read or written ({type(exc).__name__})"
+    return f"it cannot be read or de-identified ({describe(exc)})"
 
 
 def deid_file(sop_uid: str, path: Path, task: Task) -> Done:
     """De-identify one instance and write its output (not yet durable); every outcome is a
-    result, never an exception (one bad instance must not undo the rest of the study)."""
+    result, never an exception (one bad instance must not undo the rest of the study). Any
+    error, even one the code did not foresee, is a ``failed`` result whose detail names the
+    kind of problem but quotes no value."""
     try:
         return _deid_file(sop_uid, path, task)
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError) as exc:
-        return Done(sop_uid, "failed", detail=type(exc).__name__)
+    except Exception as exc:  # hostile input can raise anything: a result, never a crash
+        return Done(sop_uid, "failed", detail=failure_reason(exc))
 
 
 def _deid_file(sop_uid: str, path: Path, task: Task) -> Done:
     ds = read_dicom(path)
     try:
-        outcome = deidentify(ds, task.settings, task.label, task.subject, task.session)
+        outcome = deidentify(
+            ds, task.settings, task.label, task.subject, task.session, study=task.study
+        )
     except WithheldError as exc:
         return Done(sop_uid, "withheld", detail=exc.code)
     except VerificationError as exc:
@@ -72,14 +106,24 @@ def _deid_file(sop_uid: str, path: Path, task: Task) -> Done:
     out_uid = str(outcome.dataset.SOPInstanceUID)
     target = task.folder / name_for(out_uid)
     quick_write(target, [buf.getbuffer()])
-    return Done(sop_uid, "written", str(target), out_uid, outcome.subject, outcome.session)
+    return Done(
+        sop_uid,
+        "written",
+        str(target),
+        out_uid,
+        outcome.subject,
+        outcome.session,
+        struck=tuple(outcome.struck),
+    )
 
 
 _TASK: Task | None = None
 
 
 def _init(task: Task) -> None:
+    """Start of a worker process: the same hardening as the node's, then the study's task."""
     global _TASK  # noqa: PLW0603 - per-process state of a pool worker, set once at its start
+    harden_process()
     _TASK = task
 
 

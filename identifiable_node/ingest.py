@@ -18,11 +18,12 @@ from io import BytesIO
 from pathlib import Path
 from typing import cast
 
-from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from uploader.dicom_header import scan, text
+from uploader.dicomfile import read_dicom
 from uploader.errors import NotDicomError
+from uploader.hardening import describe
 from uploader.store.db import Store
 from uploader.store.journal import Journal, Record
 from uploader.store.spool import Spool, durable_write, fsync_files, quick_write
@@ -98,7 +99,7 @@ def read_header(source: bytes | Path) -> Header:
             return header
     try:
         fp = BytesIO(source) if isinstance(source, bytes) else source
-        ds = dcmread(fp, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        ds = read_dicom(fp, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError) as exc:
         raise NotDicomError(f"not a readable DICOM file ({type(exc).__name__})") from exc
     study, sop = str(ds.get("StudyInstanceUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")
@@ -218,7 +219,7 @@ class Ingestor:
                 if self._writer_turn():
                     return
             except Exception as exc:  # a defect must not leave the journal undrained
-                log.exception("spool writer: %s", type(exc).__name__)
+                log.error("spool writer: %s", describe(exc))  # noqa: TRY400 - no values
                 time.sleep(1.0)
 
     def _writer_turn(self) -> bool:
@@ -357,7 +358,51 @@ class Ingestor:
             parts = [data] if isinstance(data, bytes) else data
             if not self._journal(header, path, parts, crc, (source, protocol)):
                 self.spool.store(header.sop_uid, data)
+            return self._index(header, path, source, protocol)
+        self._duplicate(header, path, data, source)
         return self._index(header, path, source, protocol)
+
+    def _duplicate(
+        self, header: Header, path: Path, data: bytes | Sequence[bytes | memoryview], source: str
+    ) -> None:
+        """An instance already stored arrived again: the same bytes are a no-op; other bytes
+        are a conflict, both copies kept in quarantine for staff (the first stays in the study).
+        Only duplicates pay for the comparison.
+
+        Raises:
+            OSError: the conflict could not be kept (nothing acknowledged).
+        """
+        first = self._stored_bytes(path)
+        second = data if isinstance(data, bytes) else b"".join(data)
+        if first is None or first == second:
+            return
+        name = path.stem
+        reason = (
+            f"a second copy of instance {name} (spool file name) arrived from {source} with "
+            f"other content ({len(first)} and {len(second)} bytes): both kept here, the first "
+            "stays in the study; approve the study to go on with it"
+        )
+        kept = self.spool.quarantine(second, f"{name}.second.dcm", reason)
+        self.spool.quarantine(first, f"{name}.first.dcm", reason)
+        study_id = self.store.conflict(header.sop_uid, str(kept), reason)
+        log.warning(
+            "study %s: a second copy of an instance with other content was kept as a conflict"
+            " (spool file %s)",
+            study_id,
+            name,
+        )
+
+    def _stored_bytes(self, path: Path) -> bytes | None:
+        """The first copy's bytes: its spool file, or its journal record if not yet written."""
+        with self._cond:
+            pending = next((i for i in self._pending if i.path == path), None)
+        if pending is not None and self.journal is not None:
+            with contextlib.suppress(OSError):
+                return self.journal.read(pending.record)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
 
     def _journal(
         self,

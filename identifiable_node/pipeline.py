@@ -18,8 +18,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
+
 from identifiable_node.config import Config
-from identifiable_node.deidpool import Done, Task, deid_file, run
+from identifiable_node.deidpool import (
+    Done,
+    Task,
+    deid_file,
+    failure_reason,
+    run,
+    study_identifiers,
+)
 from identifiable_node.optout import OptOut
 from identifiable_node.trials import Trials
 from uploader.deid.batch import modality_label
@@ -27,7 +36,9 @@ from uploader.errors import (
     ConfigError,
     PermanentError,
     RetriableError,
+    UploaderError,
 )
+from uploader.hardening import describe
 from uploader.protocols.study import study_from_files
 from uploader.protocols.validate import validate_study
 from uploader.store.db import Instance, Store, Study
@@ -35,6 +46,35 @@ from uploader.store.spool import Spool, fsync_files, name_for
 from uploader.transport.stowrs import StowClient
 
 log = logging.getLogger(__name__)
+
+#: A study step that fails this many times in a row goes to review (instead of for ever).
+STEP_ATTEMPTS = 5
+#: Seconds before the first retry of a failed step; doubled each time, at most STEP_BACKOFF_MAX_S.
+STEP_BACKOFF_S = 2.0
+STEP_BACKOFF_MAX_S = 300.0
+#: Sequences inside sequences an instance may have (real objects have fewer than 10).
+MAX_SEQUENCE_DEPTH = 32
+
+
+def probe(path: Path) -> str | None:
+    """Read an instance's whole header, every sequence included; return why it cannot be read
+    (one line, no values), or None when it reads. Nesting is followed without recursion and
+    bounded by ``MAX_SEQUENCE_DEPTH``."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True, force=True)  # pixels: de-identification's
+        stack = [(ds, 0)]
+        while stack:
+            item, depth = stack.pop()
+            if depth > MAX_SEQUENCE_DEPTH:
+                return f"its sequences are nested more than {MAX_SEQUENCE_DEPTH} deep"
+            for elem in item:
+                if elem.VR == "SQ":
+                    stack.extend((child, depth + 1) for child in elem.value)
+                else:
+                    _ = elem.value  # decode it now: a value that cannot be decoded shows here
+    except Exception as exc:  # hostile input can raise anything: a reason, never a crash
+        return failure_reason(exc)
+    return None
 
 
 class Pipeline:
@@ -58,9 +98,15 @@ class Pipeline:
         # True while a study's journaled instances still lack their spool files
         self.busy = busy or (lambda _study_uid: False)
         self.deid_processes = deid_processes  # worker processes for a large study
+        self.review_when_cleaned = config.study.review_when_cleaned
+        self._claimed: Study | None = None
 
     def _release(self, study_id: int, state: str, actor: str, detail: str = "", **kw: Any) -> None:
-        """Release our claim; if a late instance reopened the study meanwhile, leave it be."""
+        """Release our claim; if a late instance reopened the study meanwhile, leave it be. A
+        step that moves the study to another state starts its count of failures afresh."""
+        claimed = self._claimed
+        if claimed is not None and claimed.id == study_id and state != claimed.state:
+            kw.setdefault("attempts", 0)
         if not self.store.release(study_id, state, actor, detail, lease=self.owner, **kw):
             log.info("study %d changed while being worked on: the step will be redone", study_id)
 
@@ -75,16 +121,77 @@ class Pipeline:
             "validated": self._pseudonymise,
             "pseudonymised": self._forward,
         }[study.state]
+        self._claimed = study
         try:
             handler(study)
         except ConfigError as exc:
             self._release(study.id, "needs_review", self.owner, reason=str(exc))
-        except Exception as exc:
-            log.exception("study %d: %s failed", study.id, study.state)
-            self._release(
-                study.id, study.state, self.owner, f"error: {type(exc).__name__}", retry_in=30.0
-            )
+        except Exception as exc:  # anything at all: retried a few times, then staff are told
+            self._step_failed(study, exc)
+        finally:
+            self._claimed = None
         return True
+
+    def _step_failed(self, study: Study, exc: Exception) -> None:
+        """Retry a failed step with back-off; after ``STEP_ATTEMPTS`` send the study to review
+        with the error in one line (our own errors' messages; others only their kind and
+        place: a message could quote a value)."""
+        what = f"{type(exc).__name__}: {exc}" if isinstance(exc, UploaderError) else describe(exc)
+        attempts = study.attempts + 1
+        if attempts >= STEP_ATTEMPTS:
+            log.error(
+                "study %d: the %s step failed %d times (%s): sent to review",
+                study.id, study.state, attempts, what,
+            )  # fmt: skip
+            self._release(
+                study.id,
+                "needs_review",
+                self.owner,
+                reason=f"the {study.state} step failed {attempts} times: {what}",
+                attempts=0,
+            )
+            return
+        delay = min(STEP_BACKOFF_S * 2 ** (attempts - 1), STEP_BACKOFF_MAX_S)
+        log.warning(
+            "study %d: the %s step failed (%s), attempt %d of %d; again in %.0f s",
+            study.id, study.state, what, attempts, STEP_ATTEMPTS, delay,
+        )  # fmt: skip
+        self._release(
+            study.id,
+            study.state,
+            self.owner,
+            f"error: {what}",
+            retry_in=delay,
+            attempts=attempts,
+        )
+
+    def _set_aside(self, study: Study, sop_uid: str, path: Path, reason: str) -> None:
+        """Keep an instance that cannot be read or de-identified in quarantine, with its
+        reason; it leaves the study, whose other instances go on."""
+        try:
+            kept = str(
+                self.spool.quarantine(path, name_for(sop_uid), f"study {study.id}: {reason}")
+            )
+        except FileNotFoundError:  # its spool file is gone: nothing left to keep
+            kept, reason = "", f"{reason}; its spool file is missing"
+        self.store.set_aside(
+            study.id, "quarantined", kept, reason, sop_uid=sop_uid, actor=self.owner
+        )
+        path.unlink(missing_ok=True)  # its copy is in quarantine (else a rescan would re-add it)
+        log.warning("study %d: an instance was quarantined: %s", study.id, reason)
+
+    def _unreviewed_conflicts(self, study: Study) -> int:
+        """Conflicting copies of the study's instances recorded since staff last decided."""
+        conflicts = [
+            r["at"] for r in self.store.set_aside_rows(study.id) if r["kind"] == "conflict"
+        ]
+        if not conflicts:
+            return 0
+        decided = [
+            r["at"] for r in self.store.audit_rows(study.id) if r["detail"].startswith("decision")
+        ]
+        last = max(decided, default=0.0)
+        return sum(1 for at in conflicts if at > last)
 
     def _protocol_id(self, study: Study) -> str | None:
         return study.decided.get("protocol") or study.protocol or self.config.node.default_protocol
@@ -97,7 +204,13 @@ class Pipeline:
             return
         pid = self._protocol_id(study)
         protocol = self.trials.get(pid) if pid else None
-        have = {i.modality for i in self.store.instances(study.id)}
+        instances = self.store.instances(study.id)
+        if not instances:
+            self._release(
+                study.id, "needs_review", self.owner, reason="no instances left in this study"
+            )
+            return
+        have = {i.modality for i in instances}
         missing = set(protocol.modalities.required) - have if protocol else set()
         waited = now - study.first_seen
         if missing and waited < self.config.study.complete_timeout_s:
@@ -127,6 +240,18 @@ class Pipeline:
         if protocol is None:
             self._release(study.id, "needs_review", self.owner, reason=f"unknown trial {pid}")
             return
+        conflicts = self._unreviewed_conflicts(study)
+        if conflicts:
+            self._release(
+                study.id,
+                "needs_review",
+                self.owner,
+                reason=f"{conflicts} instance(s) arrived again with other content: both copies "
+                "are in quarantine; approve to go on with the first",
+            )
+            return
+        if self._quarantine_unreadable(study):
+            return
         files = [(Path(i.path), name_for(i.sop_uid)) for i in self.store.instances(study.id)]
         report = validate_study(protocol, study_from_files(Path(self.spool.spool), files))
         doc = json.dumps(report.as_dict())
@@ -149,6 +274,27 @@ class Pipeline:
             report=doc,
             protocol=pid,
         )
+
+    def _quarantine_unreadable(self, study: Study) -> bool:
+        """Quarantine each instance that cannot be read whole; True (and the study to review,
+        the rest kept) when there was one."""
+        bad = []
+        for inst in self.store.instances(study.id):
+            reason = probe(Path(inst.path))
+            if reason is not None:
+                self._set_aside(study, inst.sop_uid, Path(inst.path), reason)
+                bad.append(reason)
+        if not bad:
+            return False
+        left = len(self.store.instances(study.id))
+        self._release(
+            study.id,
+            "needs_review",
+            self.owner,
+            reason=f"{len(bad)} instance(s) quarantined ({bad[0]}); {left} kept: "
+            "approve to go on without them",
+        )
+        return True
 
     def _back_to_receiving(self, study: Study) -> bool:
         """True (and the study back to receiving) while instances are only in the journal."""
@@ -182,6 +328,7 @@ class Pipeline:
             label,
             subject,
             study.decided.get("session"),
+            study=study_identifiers([Path(i.path) for i in instances], settings.profile),
         )
         session, withheld = study.session or "", 0
         done: list[Done] = []
@@ -207,14 +354,29 @@ class Pipeline:
             if d.status == "withheld":
                 withheld += 1
                 self.store.audit(study.id, self.owner, "instance withheld", d.detail)
-        failed = [d for d in done if d.status == "failed"]
-        if failed:  # the rest is kept; staff see why (`uploader review`), approving retries
+        struck = [w for d in written for w in d.struck]
+        if struck and self.review_when_cleaned and not study.decided.get("override"):
+            # cleaning struck part of a kept value (a name in an ROI name or a description):
+            # staff see where before anything leaves; approving forwards the cleaned outputs
             self._release(
                 study.id,
                 "needs_review",
                 self.owner,
-                reason=f"{len(failed)} instance(s) could not be read or written "
-                f"({failed[0].detail})",
+                reason=f"cleaning struck an identifier in {len(struck)} kept value(s) "
+                f"({'; '.join(sorted(set(struck))[:3])}): check and approve to forward",
+            )
+            return
+        failed = [d for d in done if d.status == "failed"]
+        if failed:  # quarantined, the rest kept; staff see why, approving goes on without them
+            paths = {i.sop_uid: Path(i.path) for i in instances}
+            for d in failed:
+                self._set_aside(study, d.sop_uid, paths[d.sop_uid], d.detail)
+            self._release(
+                study.id,
+                "needs_review",
+                self.owner,
+                reason=f"{len(failed)} instance(s) could not be de-identified and were "
+                f"quarantined ({failed[0].detail}): approve to go on without them",
             )
             return
         if written:
@@ -235,8 +397,8 @@ class Pipeline:
             self._release(study.id, "pseudonymised", self.owner, retry_in=60.0)
             return
         try:
+            self._manifest(study)  # first: the anonymised node refuses unannounced instances
             self._send_all(study)
-            self._manifest(study)
         except RetriableError as exc:
             attempts = study.attempts + 1
             if attempts >= self.config.forward.max_attempts:
@@ -314,6 +476,7 @@ class Pipeline:
         self.forwarder.post_json(
             url,
             {
+                "study_uid": _out_study_uid(sent),
                 "protocol": self._protocol_id(fresh),
                 "subject": fresh.subject,
                 "session": fresh.session,
@@ -322,3 +485,13 @@ class Pipeline:
                 "validation": {"passed": report.get("passed"), "checks": report.get("checks", [])},
             },
         )
+
+
+def _out_study_uid(sent: list[Instance]) -> str:
+    """The de-identified StudyInstanceUID (read from the first output file)."""
+    from pydicom import dcmread
+
+    if not sent:
+        return ""
+    ds = dcmread(sent[0].out_path or "", stop_before_pixels=True, specific_tags=[0x0020000D])
+    return str(ds.get("StudyInstanceUID", ""))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from identifiable_node.bulk import Bulk
@@ -43,12 +46,7 @@ def run(args: argparse.Namespace) -> int:
             ingestor.take_bytes(data, source="qr:get", protocol=trial)
 
     bulk = Bulk(store, peer, config.scp.ae_title, config.pacs.concurrency, take)
-    source = args.csv
-    if source is None:
-        if not (args.patient_id or args.accession):
-            raise ConfigError("qr retrieve needs --csv FILE, or --patient-id / --accession")
-        source = _one_row_csv(args)
-    job = bulk.load(source)
+    job = _load(bulk, args, config.node.data_dir)
     total = len(bulk.report(job))
     if not args.json and sys.stderr.isatty():
         from tqdm import tqdm
@@ -67,11 +65,32 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "done" for r in rows) else 1
 
 
-def _one_row_csv(args: argparse.Namespace) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="qr-"))
-    path = folder / "request.csv"
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["Patient ID", "Accession Number", "Study Date", "Modality", "Trial"])
-        w.writerow([args.patient_id, args.accession, args.date, args.modality, args.trial or ""])
-    return path
+def _load(bulk: Bulk, args: argparse.Namespace, data_dir: Path) -> str:
+    """Record the request's rows (a bulk CSV, or the one row of --patient-id/--accession)."""
+    if args.csv is not None:
+        return bulk.load(args.csv)
+    if not (args.patient_id or args.accession):
+        raise ConfigError("qr retrieve needs --csv FILE, or --patient-id / --accession")
+    with _one_row_csv(args, data_dir) as source:
+        return bulk.load(source)
+
+
+@contextmanager
+def _one_row_csv(args: argparse.Namespace, data_dir: Path) -> Iterator[Path]:
+    """The request as a one-row bulk CSV. It holds a Patient ID or an accession number, so it
+    lives under the node's own state directory (``tmp/``, owner-only) and is removed once
+    loaded, whatever happens."""
+    parent = data_dir / "tmp"
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="qr-", dir=parent))
+    try:
+        path = folder / "request.csv"
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["Patient ID", "Accession Number", "Study Date", "Modality", "Trial"])
+            w.writerow(
+                [args.patient_id, args.accession, args.date, args.modality, args.trial or ""]
+            )
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

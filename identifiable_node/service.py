@@ -20,13 +20,17 @@ from identifiable_node.ingest import Ingestor
 from identifiable_node.optout import OptOut
 from identifiable_node.pipeline import Pipeline
 from identifiable_node.trials import Trials
+from uploader import relay
 from uploader.deid.pseudonyms import read_key
 from uploader.dicomnet import quiet_pynetdicom
-from uploader.dicomnet.scp import Received, ScpOptions, start_scp
+from uploader.dicomnet.scp import Received, ScpOptions, StoreServer, start_scp
 from uploader.errors import ConfigError
+from uploader.health import Component, Health, describe
+from uploader.preflight import Problems
 from uploader.store.db import Store
 from uploader.store.journal import Journal, JournalBusyError
 from uploader.store.spool import Spool, durable_write
+from uploader.transport.forwardsig import ForwardKey
 from uploader.transport.stowrs import StowClient
 
 log = logging.getLogger(__name__)
@@ -47,11 +51,12 @@ def _forwarder(config: Config) -> StowClient:
         token=token,
         timeout_s=fwd.timeout_s,
         allow_plain_http=fwd.allow_plain_http,
+        signer=ForwardKey.from_file(fwd.key_file) if fwd.key_file else None,
     )
 
 
 def _workers(
-    config: Config, ingestor: Ingestor, trials: Trials, stop: threading.Event
+    config: Config, ingestor: Ingestor, trials: Trials, stop: threading.Event, part: Component
 ) -> threading.Thread:
     store, spool = ingestor.store, ingestor.spool
     pipeline = Pipeline(
@@ -68,10 +73,125 @@ def _workers(
 
     def loop() -> None:
         while not stop.is_set():
-            if not pipeline.step():
+            try:
+                busy = pipeline.step()
+            except Exception as exc:  # counted: a step that keeps failing turns the node unhealthy
+                log.exception("pipeline step failed")
+                part.failed(describe(exc))
+                busy = False
+            else:
+                part.beat()
+            if not busy:
                 stop.wait(config.workers.idle_s)
 
     return threading.Thread(target=loop, name="pipeline", daemon=True)
+
+
+def preflight(config: Config, config_path: Path) -> tuple[bytes, Trials]:
+    """Check everything the node will read before anything is created on disk.
+
+    Returns the site key and the trials. Raises:
+        ConfigError: every problem found, listed together.
+    """
+    problems = Problems(config_path)
+    key = problems.check(lambda: read_key(config.node.key_file))
+    node, fwd = config.node, config.forward
+    problems.readable(fwd.ca_bundle, "forward CA bundle (forward.ca_bundle)")
+    if fwd.token_file is not None:
+        problems.check(lambda: read_secret(fwd.token_file, "forward token"))
+    problems.readable(config.optout.file, "opt-out list (optout.file)")
+    problems.readable(node.site_script, "site script (node.site_script)")
+    for protocol, csv_path in config.manual_ids.items():
+        problems.readable(csv_path, f"manual trial IDs of {protocol} (manual_ids)")
+    trials = None
+    if key is not None:
+        trials = problems.check(
+            lambda: Trials(node.protocols_dir, key, node.site, node.site_script, {})
+        )
+    problems.raise_if_any()
+    assert key is not None and trials is not None
+    if config.manual_ids:  # read once all the files are known to be there
+        trials = Trials(
+            node.protocols_dir, key, node.site, node.site_script, dict(config.manual_ids)
+        )
+    return key, trials
+
+
+def _folder_thread(
+    config: Config, ingestor: Ingestor, trials: Trials, stop: threading.Event, health: Health
+) -> threading.Thread:
+    """The watched folder's thread. The watcher beats its health part after each good scan and
+    marks it failed when the folder cannot be scanned or files cannot be moved out; the thread
+    is watched from outside as well (it never ends by itself)."""
+    stale = max(60.0, 10 * config.folder.poll_interval_s)
+    part = health.component("folder", stale_after_s=stale)
+    watcher = FolderWatcher(
+        config.folder,
+        ingestor,
+        set(trials.protocols),
+        max_bytes=config.scp.max_instance_mb << 20,
+        health=part,
+    )
+    thread = threading.Thread(target=watcher.run, args=(stop,), name="folder", daemon=True)
+    health.watch_thread("folder", thread)
+    return thread
+
+
+def _watch_ingest(health: Health, ingestor: Ingestor, server: StoreServer | None) -> None:
+    if server is not None:
+        health.probe("scp", lambda: None if server.alive() else "it stopped listening")
+    if ingestor.journal is None:
+        return
+
+    def journal_problem() -> str | None:
+        writer = ingestor._thread  # the journal's writer (ingest.py owns it)
+        if writer is None or not writer.is_alive():
+            return "the spool writer stopped"
+        state = ingestor.status()
+        if state.get("checkpoints_stopped"):
+            return "a spool fsync failed: fix the disk, then restart the node"
+        if state.get("retired"):
+            return "the journal's disk failed: instances are stored the slow way; restart"
+        if state.get("failing_spool_writes"):
+            return f"{state['failing_spool_writes']} instance(s) cannot be written to the spool"
+        return None
+
+    health.probe("journal", journal_problem)
+
+
+def _start_scp(config: Config, ingestor: Ingestor) -> StoreServer:
+    scp = config.scp
+    options = ScpOptions(
+        scp.ae_title,
+        allowed_calling=scp.allowed_calling_aets,
+        max_associations=scp.max_associations,
+        sop_classes=scp.sop_classes,
+        transfer_syntaxes=scp.transfer_syntaxes,
+        timeout_s=scp.timeout_s,
+        max_instance_bytes=scp.max_instance_mb << 20,
+    )
+
+    def store_fn(received: Received) -> None:
+        protocol = scp.protocols_by_called_aet.get(received.called_aet)
+        ingestor.take_bytes(
+            received.parts,
+            source=f"scp:{received.calling_aet}",
+            protocol=protocol,
+            crc=received.crc32,
+        )
+
+    server = start_scp(options, scp.host, scp.port, store_fn)
+    log.info("C-STORE SCP %s listening on port %s", scp.ae_title, server.server_address[1])
+    return server
+
+
+def _links(config: Config, stop: threading.Event, health: Health) -> list[threading.Thread]:
+    """This node's side of its links to the DICOM gateway (none outside Compose)."""
+    if not config.links:
+        return []
+    thread = relay.start_thread(relay.parse_routes(config.links), stop)
+    health.watch_thread("links", thread)
+    return [thread]
 
 
 def run(config_path: Path) -> int:
@@ -79,6 +199,7 @@ def run(config_path: Path) -> int:
     config = load_config(config_path)
     logging.getLogger().setLevel(config.node.log_level)
     quiet_pynetdicom()
+    _key, trials = preflight(config, config_path)  # nothing is created before this passes
     store, spool = open_store(config)
     journal = None
     if config.scp.enabled and config.scp.journal_mb:
@@ -98,47 +219,22 @@ def run(config_path: Path) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    trials = Trials(
-        config.node.protocols_dir,
-        read_key(config.node.key_file),
-        config.node.site,
-        config.node.site_script,
-        dict(config.manual_ids),
-    )
-    threads = [_workers(config, ingestor, trials, stop)]
+    health = Health(config.node.data_dir)
+    pipeline_part = health.component("pipeline", stale_after_s=config.workers.lease_s + 60)
+    threads = [_workers(config, ingestor, trials, stop, pipeline_part)]
+    health.watch_thread("pipeline", threads[0])
     server = None
     ready: dict[str, object] = {"pid": os.getpid()}
     if config.scp.enabled:
-        scp = config.scp
-        options = ScpOptions(
-            scp.ae_title,
-            allowed_calling=scp.allowed_calling_aets,
-            max_associations=scp.max_associations,
-            sop_classes=scp.sop_classes,
-            transfer_syntaxes=scp.transfer_syntaxes,
-            timeout_s=scp.timeout_s,
-            max_instance_bytes=scp.max_instance_mb << 20,
-        )
-
-        def store_fn(received: Received) -> None:
-            protocol = scp.protocols_by_called_aet.get(received.called_aet)
-            ingestor.take_bytes(
-                received.parts,
-                source=f"scp:{received.calling_aet}",
-                protocol=protocol,
-                crc=received.crc32,
-            )
-
-        server = start_scp(options, scp.host, scp.port, store_fn)
+        server = _start_scp(config, ingestor)
         ready["scp_port"] = server.server_address[1]
-        log.info("C-STORE SCP %s listening on port %s", scp.ae_title, ready["scp_port"])
+    _watch_ingest(health, ingestor, server)
     if config.folder.enabled:
-        watcher = FolderWatcher(config.folder, ingestor, set(trials.protocols))
-        threads.append(
-            threading.Thread(target=watcher.run, args=(stop,), name="folder", daemon=True)
-        )
+        threads.append(_folder_thread(config, ingestor, trials, stop, health))
+    threads += _links(config, stop, health)
     for t in threads:
         t.start()
+    health.start(stop)
     durable_write(config.node.data_dir / "node.ready", json.dumps(ready).encode())
     stop.wait()
     # producers first (the SCP, the folder watcher), then the journal's writer
@@ -150,5 +246,6 @@ def run(config_path: Path) -> int:
     if journal is not None:
         journal.close()
     (config.node.data_dir / "node.ready").unlink(missing_ok=True)
+    health.close()
     log.info("stopped")
     return 0

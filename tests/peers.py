@@ -22,6 +22,8 @@ import yaml
 from .conftest import integration_tool
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The forwarding key both nodes of a test hold (each writes it into its own folder).
+FORWARD_KEY = "test-forwarding-key-" + "5a" * 22
 
 
 def free_port() -> int:
@@ -51,8 +53,9 @@ def stop(proc: subprocess.Popen[Any], grace: float = 10) -> int | None:
     return proc.returncode
 
 
-def make_cert(folder: Path, name: str = "localhost") -> Path:
-    """A self-signed certificate for localhost/127.0.0.1; returns one PEM (cert then key)."""
+def make_cert(folder: Path, name: str = "localhost", ip: str = "127.0.0.1") -> Path:
+    """A self-signed certificate for localhost/127.0.0.1 (and ``ip``); returns its path (the
+    PEM ``name``.pem holds cert then key)."""
     openssl = integration_tool("openssl")
     key, cert = folder / f"{name}.key", folder / f"{name}.crt"
     subprocess.run(
@@ -68,7 +71,8 @@ def make_cert(folder: Path, name: str = "localhost") -> Path:
             "-subj",
             "/CN=localhost",
             "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1"
+            + (f",IP:{ip}" if ip != "127.0.0.1" else ""),
             "-keyout",
             str(key),
             "-out",
@@ -117,8 +121,14 @@ class Orthanc:
 
 @contextmanager
 def orthanc(
-    tmp: Path, modalities: dict[str, Any] | None = None, aet: str = "ORTHANC", https_port: int = 0
+    tmp: Path,
+    modalities: dict[str, Any] | None = None,
+    aet: str = "ORTHANC",
+    https_port: int = 0,
+    tls_host: str = "127.0.0.1",
 ) -> Iterator[Orthanc]:
+    """Orthanc on loopback HTTP, with stunnel serving HTTPS on ``tls_host`` (an address of this
+    machine: loopback, or the host's side of a test's own container network)."""
     binary = integration_tool("Orthanc")
     stunnel = integration_tool("stunnel4")
     http_port, dicom_port = free_port(), free_port()
@@ -143,16 +153,16 @@ def orthanc(
             "Enable": True,
             "Root": "/dicom-web/",
             "Ssl": True,
-            "Host": f"127.0.0.1:{https_port}",
+            "Host": f"{tls_host}:{https_port}",
         },
         "HttpTimeout": 60,
     }
     (tmp / "orthanc.json").write_text(json.dumps(config))
     cert = tmp / "localhost.crt"
     if not (tmp / "localhost.pem").exists():  # a test may have made (and trusted) it already
-        cert = make_cert(tmp)
+        cert = make_cert(tmp, ip=tls_host)
     (tmp / "stunnel.conf").write_text(
-        f"foreground = yes\npid =\n[https]\naccept = 127.0.0.1:{https_port}\n"
+        f"foreground = yes\npid =\n[https]\naccept = {tls_host}:{https_port}\n"
         f"connect = 127.0.0.1:{http_port}\ncert = {tmp / 'localhost.pem'}\n"
     )
     log = (tmp / "orthanc.log").open("w")
@@ -171,7 +181,7 @@ def orthanc(
         wait_for(up, 20, "Orthanc")
         handle = Orthanc(
             url,
-            f"https://127.0.0.1:{https_port}/dicom-web",
+            f"https://{tls_host}:{https_port}/dicom-web",
             dicom_port,
             aet,
             cert,
@@ -238,6 +248,7 @@ def node_config(tmp: Path, forward_url: str, ca: Path | None, **overrides: Any) 
     )
     key = tmp / "site.key"
     key.write_text("11" * 32)
+    (tmp / "forward.key").write_text(FORWARD_KEY + "\n")
     config: dict[str, Any] = {
         "node": {
             "data_dir": str(tmp / "data"),
@@ -260,12 +271,15 @@ def node_config(tmp: Path, forward_url: str, ca: Path | None, **overrides: Any) 
             "port": 0,
             "journal_mb": 32,
         },
-        "study": {"quiet_period_s": 1.0, "complete_timeout_s": 5.0},
+        # the sample plants the patient's name in descriptions: cleaning strikes it, and with
+        # review_when_cleaned every study would wait for staff (tested on its own)
+        "study": {"quiet_period_s": 1.0, "complete_timeout_s": 5.0, "review_when_cleaned": False},
         "forward": {
             "url": forward_url,
             "ca_bundle": str(ca) if ca else None,
             "backoff_s": 0.2,
             "max_attempts": 3,
+            "key_file": str(tmp / "forward.key"),
         },
         "workers": {"lease_s": 5.0, "idle_s": 0.2},
     }
@@ -343,6 +357,7 @@ def anon_config(tmp: Path, target: dict[str, Any], **protocol_lines: str) -> tup
     cert = make_cert(tmp, "intake")
     (tmp / "token").write_text("intake-token-123\n")
     (tmp / "review").write_text("review-token-456\n")
+    (tmp / "forward.key").write_text(FORWARD_KEY + "\n")
     protocols = tmp / "protocols"
     protocols.mkdir(exist_ok=True)
     text = (ROOT / "protocols" / "example-prostate.yaml").read_text()
@@ -359,6 +374,7 @@ def anon_config(tmp: Path, target: dict[str, Any], **protocol_lines: str) -> tup
             "tls_key": str(tmp / "intake.key"),
             "token_file": str(tmp / "token"),
             "review_token_file": str(tmp / "review"),
+            "forward_key_file": str(tmp / "forward.key"),
         },
         "targets": {"repo": target},
         "default_target": "repo",

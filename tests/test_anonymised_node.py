@@ -4,7 +4,6 @@ staff approve, and the study lands in Orthanc (DICOMweb over TLS), confirmed by 
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import requests
 from uploader.sample import write_study
 
 from .conftest import run_cli
+from .intake_client import failures, manifest_for, post_manifest, send, stow
 from .peers import (
     AnonNode,
     anon_config,
@@ -30,38 +30,9 @@ pytestmark = pytest.mark.integration
 ROIS = ["Prostate", "Rectum", "Bladder", "PTV_1"]
 
 
-def _stow(url: str, ca: Path, token: str, files: list[Path]) -> requests.Response:
-    boundary = "b" + secrets.token_hex(8)
-    body = (
-        b"".join(
-            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-            + f.read_bytes()
-            + b"\r\n"
-            for f in files
-        )
-        + f"--{boundary}--\r\n".encode()
-    )
-    return requests.post(
-        f"{url}/dicom-web/studies",
-        data=body,
-        verify=str(ca),
-        timeout=30,
-        headers={
-            "Authorization": f"Bearer {token}",
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-        },
-    )
-
-
 def _send(anon: AnonNode, files: list[Path]) -> None:
-    """STOW the files to the intake, then their manifest, as the identifiable node does."""
-    assert _stow(anon.url, anon.ca, anon.token, files).status_code == 200
-    manifest = {"instances": len(files), "sop_instance_uids": [f.stem for f in files]}
-    auth = {"Authorization": f"Bearer {anon.token}"}
-    sent = requests.post(
-        f"{anon.url}/manifests", json=manifest, headers=auth, verify=str(anon.ca), timeout=10
-    )
-    assert sent.ok, sent.text
+    """The signed manifest, then the signed instances, as the identifiable node sends them."""
+    send(anon, files)
 
 
 def _deidentified(tmp_path: Path, key_file: Path, **study: Any) -> list[Path]:
@@ -127,13 +98,13 @@ def test_identifiable_data_and_bad_tokens_are_refused_and_nothing_is_stored(tmp_
     study = tmp_path / "study"
     files = [f for f in write_study(study, slices=2, rois=ROIS) if f.suffix != ".txt"]
     target = {"type": "directory", "path": str(tmp_path / "out")}
-    aconfig, cert, _port = anon_config(tmp_path / "anon", target)
+    aconfig, _cert, _port = anon_config(tmp_path / "anon", target)
     with anon_node(aconfig) as anon:
-        bad_token = _stow(anon.url, cert, "wrong", files[:1])
+        bad_token = stow(anon, files[:1], token="wrong")
         assert bad_token.status_code == 401
-        refused = _stow(anon.url, cert, anon.token, files)
+        refused = stow(anon, files)
         assert refused.status_code == 409
-        failed = refused.json()["00081198"]["Value"]
+        failed = failures(refused)
         assert len(failed) == len(files)
         assert all(item["00081197"]["Value"] == [0x0110] for item in failed)
         assert (
@@ -212,17 +183,14 @@ def test_review_api_approval_and_retention(tmp_path: Path, key_file: Path) -> No
     text = aconfig.read_text() + "retention:\n  delete_after_days: 0\n"
     aconfig.write_text(text)
     with anon_node(aconfig) as anon:
-        stored = _stow(anon.url, cert, anon.token, files)
+        r = post_manifest(anon, manifest_for(files))
+        assert r.ok, r.text
+        auth = {"Authorization": f"Bearer {anon.token}"}
+        stored = stow(anon, files)
         assert stored.status_code == 200, stored.text
         assert len(stored.json()["00081199"]["Value"]) == len(files)
-        again = _stow(anon.url, cert, anon.token, files[:2])  # re-sent: accepted, stored once
+        again = stow(anon, files[:2])  # re-sent: accepted, stored once
         assert again.status_code == 200
-        auth = {"Authorization": f"Bearer {anon.token}"}
-        manifest = {"instances": len(files), "sop_instance_uids": [f.stem for f in files]}
-        r = requests.post(
-            f"{anon.url}/manifests", json=manifest, headers=auth, verify=str(cert), timeout=10
-        )
-        assert r.ok, r.text
         anon.wait_state("ready")
         api = f"{anon.url}/api/studies"
         assert requests.get(api, headers=auth, verify=str(cert), timeout=10).status_code == 401

@@ -19,3 +19,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     for path in repository.rglob("*.dcm"):
         data = path.read_bytes()
         assert b"9434765919" not in data and "MÜLLER".encode("latin-1") not in data
+    # it says where it left its files and how large they are, and they are small
+    size = sum(f.stat().st_size for f in tmp_path.rglob("*") if f.is_file()) / (1 << 20)
+    assert f"rm -r {tmp_path}" in result.stdout and "MiB of sample data" in result.stdout
+    assert size < 50, f"the demo left {size:.0f} MiB"

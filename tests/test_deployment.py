@@ -13,6 +13,7 @@ import yaml
 
 from anonymised_node.config import load_config as load_anonymised
 from identifiable_node.config import load_config as load_identifiable
+from uploader.relay import parse_routes
 
 from .conftest import ROOT, integration_tool
 
@@ -64,20 +65,37 @@ def test_every_file_compose_names_exists_after_setup(tmp_path: Path) -> None:
     for secret in compose["secrets"].values():
         path = copy / secret["file"]
         assert path.exists(), path
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o400, path
+        assert path.stat().st_uid == 10001, path  # the images' user: Compose keeps host owners
     for service in compose["services"].values():
         assert (copy / service["build"]["context"] / "Dockerfile").exists()
         assert service["build"]["target"] in ("identifiable", "anonymised")
-        for volume in service["volumes"]:
+        for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (copy / source).exists(), source
     assert compose["networks"]["internal"]["internal"] is True
-    assert "outbound" not in compose["services"]["identifiable-node"]["networks"]
+    node = compose["services"]["identifiable-node"]
+    assert node["network_mode"] == "none" and "networks" not in node and "ports" not in node
+    assert (copy / "deploy" / "incoming").stat().st_uid == 10001
 
 
 def test_shipped_node_configurations_load() -> None:
     ident = load_identifiable(ROOT / "deploy" / "identifiable.yaml")
     anon = load_anonymised(ROOT / "deploy" / "anonymised.yaml")
-    assert ident.forward.url.startswith("https://anonymised-node:8443")
+    assert ident.forward.url.startswith("https://localhost:8443")  # through its link
+    # each socket file is listened on by one side (gateway or node) and reached by the other
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    env = compose["services"]["dicom-gateway"]["environment"]["UPLOADER_RELAY_ROUTES"]
+    gateway, node = parse_routes(env.split()), parse_routes(ident.links)
+    assert (
+        {r.listen.path for r in gateway if r.listen.path}
+        == {r.target.path for r in node if r.target.path}
+        == {"/links/pacs.sock", "/links/forward.sock"}
+    )
+    assert {r.target.path for r in gateway} & {r.listen.path for r in node} - {""} == {
+        "/links/scp.sock"
+    }
+    local = {(r.listen.host, r.listen.port) for r in node if not r.listen.path}
+    assert ("127.0.0.1", ident.pacs.port) in local and ("127.0.0.1", 8443) in local
     assert anon.intake.tls_cert is not None and not anon.intake.allow_plain_http

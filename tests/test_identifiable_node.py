@@ -216,3 +216,35 @@ def test_calling_aet_filter_called_aet_trial_manual_ids_and_link_export(tmp_path
             assert rows[1].startswith(
                 "PACE-C,9434765919,1.2.826.0.1.3680043.9.7133.19620314.1.1,PACE-C-RXH-000042,"
             )
+
+
+def test_a_study_whose_kept_text_named_someone_waits_for_staff(tmp_path: Path) -> None:
+    """Cleaning struck the patient's name from descriptions (the sample plants it there): with
+    study.review_when_cleaned (the default) the study waits in review, saying where and what
+    kind, never the value; approving forwards the cleaned outputs."""
+    from .conftest import run_cli
+
+    study = tmp_path / "study"
+    write_study(study, slices=2, rois=_rois_ok())
+    with orthanc(tmp_path / "orthanc") as pacs:
+        config = node_config(
+            tmp_path / "node", pacs.https, pacs.ca, study__review_when_cleaned=True
+        )
+        with node(config) as n:
+            assert storescu(n.scp_port, study).returncode == 0
+            status = n.wait_state("needs_review")
+            reason = next(a["reason"] for a in status["attention"])
+            assert "cleaning struck an identifier" in reason and "ImageComments: ID" in reason
+            assert "MÜLLER" not in reason.upper() and "9434765919" not in reason
+            assert pacs.instances() == []
+            waiting = next(a["study"] for a in status["attention"])
+            approve = run_cli(
+                "review", "approve", str(waiting), "--config", config, "--by", "physicist1"
+            )
+            assert approve.returncode == 0, approve.stderr
+            n.wait_state("forwarded")
+            tags = [pacs.tags(i) for i in pacs.instances()]
+            assert len(tags) == 5
+            ct = next(t for t in tags if t.get("Modality") == "CT")
+            assert "***" in ct["StudyDescription"]
+            assert "MÜLLER" not in json.dumps(tags, ensure_ascii=False).upper()

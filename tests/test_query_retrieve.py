@@ -147,6 +147,10 @@ def test_retrieve_by_c_get_on_the_same_association(tmp_path: Path) -> None:
             rows = json.loads(result.stdout)["rows"]
             assert result.returncode == 0, result.stdout + result.stderr
             assert [(r["status"], r["matched"], r["arrived"]) for r in rows] == [("done", 1, 5)]
+            # the one-row request (it holds the accession number) was made under the node's
+            # own state directory and removed
+            scratch = n.data / "tmp"
+            assert scratch.is_dir() and not any(scratch.iterdir())
             n.wait_state("forwarded")
             assert len(repo.instances()) == 5
 

@@ -14,7 +14,6 @@ import logging
 import os
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,21 @@ from uploader import __version__
 from uploader.errors import ConfigError, UploaderError
 
 log = logging.getLogger(__name__)
+DESCRIPTION = (
+    "Pseudonymise hospital DICOM studies (CT, MR, RT) for clinical trials, check them, and "
+    "send them to the trial's repository: run either node, check and review studies, or "
+    "de-identify a folder by hand."
+)
+EPILOG = (
+    "Start with `uploader demo`. Guides: docs/deployment.md (IT), docs/identifiable-node.md, "
+    "docs/anonymised-node.md, docs/protocols.md. Exit codes: 0 done, 1 something failed, "
+    "2 bad usage or configuration."
+)
 _SHOWN = 5  # problems listed per failing file by `verify` unless --all
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="uploader", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="uploader", description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"uploader {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress (never identifiers)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -91,17 +100,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _node_commands(sub: Any) -> None:
-    """The identifiable node's commands: run it, and the staff/IT commands on its store."""
+    """The nodes' commands: run one, and the staff/IT commands on its store."""
     anon = sub.add_parser("anonymised", help="run the anonymised node (foreground)")
     anon.add_argument("--config", type=Path, required=True, help="the node's YAML configuration")
     node = sub.add_parser("identifiable", help="run the identifiable node (foreground)")
     node.add_argument("--config", type=Path, required=True, help="the node's YAML configuration")
     st = sub.add_parser(
-        "status", help="identifiable node: studies per state, and those needing attention"
+        "status", help="a node: its health, studies per state, and those needing attention"
     )
     st.add_argument("--config", type=Path, required=True)
     st.add_argument("--json", action="store_true")
-    rv = sub.add_parser("review", help="identifiable node: staff decisions on waiting studies")
+    rv = sub.add_parser("review", help="a node: list, show and decide studies waiting for staff")
     rv.add_argument("--config", type=Path, required=True)
     rv.add_argument("action", choices=["list", "show", "approve", "reject"])
     rv.add_argument("--reason", help="why a study is rejected (anonymised node)")
@@ -113,7 +122,7 @@ def _node_commands(sub: Any) -> None:
     rv.add_argument("--trial", help="assign this protocol ID")
     rv.add_argument("--subject", help="a manual trial subject ID")
     rv.add_argument("--by", default=os.environ.get("USER", "staff"), help="who decides (audit)")
-    pg = sub.add_parser("purge", help="identifiable node: delete opted-out studies' files")
+    pg = sub.add_parser("purge", help="a node: delete opted-out (or rejected) studies' files")
     pg.add_argument("--config", type=Path, required=True)
     kind = pg.add_mutually_exclusive_group(required=True)
     kind.add_argument("--opted-out", action="store_true", help="identifiable node")
@@ -225,12 +234,9 @@ def _is_anonymised(config: Path) -> bool:
 
 def _quiet_pydicom() -> None:
     """pydicom's validation warnings quote values (a patient's name, say): never let them out."""
-    from pydicom import config
+    from uploader.hardening import harden_process
 
-    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
-    config.settings.reading_validation_mode = config.IGNORE
-    config.settings.writing_validation_mode = config.IGNORE
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    harden_process()
 
 
 def _anonymise(args: argparse.Namespace) -> int:
@@ -375,5 +381,7 @@ def _demo(args: argparse.Namespace) -> int:
     from uploader.demo import run_pipeline
 
     ok = rc == 0 and rc_verify == 0 and rc_input == 1 and run_pipeline(work / "pipeline")
+    size = sum(f.stat().st_size for f in work.rglob("*") if f.is_file()) / (1 << 20)
     print("demo " + ("passed" if ok else "FAILED") + f"; everything is under {work}")
+    print(f"   it holds {size:.1f} MiB of sample data (fake patients): `rm -r {work}` removes it")
     return 0 if ok else 1

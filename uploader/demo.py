@@ -53,6 +53,7 @@ def _configs(work: Path) -> tuple[Path, Path, Path]:
     )
     generate_key(work / "site.key")
     (work / "token").write_text(os.urandom(16).hex())
+    (work / "forward.key").write_text(os.urandom(32).hex())  # both nodes hold it
     port = _port()
     anon = {
         "node": {"data_dir": str(work / "anonymised"), "protocols_dir": str(protocols)},
@@ -60,6 +61,7 @@ def _configs(work: Path) -> tuple[Path, Path, Path]:
             "host": "127.0.0.1",
             "port": port,
             "token_file": str(work / "token"),
+            "forward_key_file": str(work / "forward.key"),
             "allow_plain_http": True,
         },
         "targets": {"repository": {"type": "directory", "path": str(work / "repository")}},
@@ -75,12 +77,14 @@ def _configs(work: Path) -> tuple[Path, Path, Path]:
             "default_protocol": "PACE-C",
         },
         "folder": {"path": str(work / "incoming"), "poll_interval_s": 0.5, "stable_s": 0.5},
-        "scp": {"host": "127.0.0.1", "port": 0},
-        "study": {"quiet_period_s": 2, "complete_timeout_s": 10},
+        "scp": {"host": "127.0.0.1", "port": 0, "journal_mb": 8},  # not the 512 MiB default
+        # the demo approves on both sides: the sample's planted names are struck and forwarded
+        "study": {"quiet_period_s": 2, "complete_timeout_s": 10, "review_when_cleaned": False},
         "forward": {
             "url": f"http://127.0.0.1:{port}/dicom-web",
             "allow_plain_http": True,
             "token_file": str(work / "token"),
+            "key_file": str(work / "forward.key"),
             "manifest_url": f"http://127.0.0.1:{port}/manifests",
         },
         "workers": {"idle_s": 0.2},

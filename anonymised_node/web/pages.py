@@ -35,21 +35,28 @@ def _when(at: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else ""
 
 
-def build_site(store: AnonStore, accounts: Accounts, *, tls: bool, cache_mb: int) -> Site:
-    """The staff pages of the anonymised node."""
+def build_site(
+    store: AnonStore,
+    accounts: Accounts,
+    *,
+    tls: bool,
+    cache_mb: int,
+    digest: queue.Digest | None = None,
+) -> Site:
+    """The staff pages of the anonymised node (``digest``: how refusals are recorded by UID)."""
     site = Site(accounts, title="Review queue · anonymised node", templates=TEMPLATES, tls=tls)
     site.env.filters["when"] = _when
     files = StudyFiles(store)
     cache = RenderCache(cache_mb * 1024 * 1024)
-    _queue_pages(site, store)
-    _study_pages(site, store, files)
+    _queue_pages(site, store, digest)
+    _study_pages(site, store, files, digest)
     _image_routes(site, files, cache)
     _audit_pages(site, store)
     add_dicomweb(site, store, files)
     return site
 
 
-def _queue_pages(site: Site, store: AnonStore) -> None:
+def _queue_pages(site: Site, store: AnonStore, digest: queue.Digest | None) -> None:
     def filters(request: Request) -> dict[str, str]:
         q = request.query_params
         state = q.get("state", "")
@@ -62,7 +69,7 @@ def _queue_pages(site: Site, store: AnonStore) -> None:
     @site.page("/")
     def home(request: Request, session: Session) -> Response:
         chosen = filters(request)
-        rows = queue.rows(store, chosen["state"], chosen["trial"], chosen["sort"])
+        rows = queue.rows(store, chosen["state"], chosen["trial"], chosen["sort"], digest=digest)
         return site.render(
             "queue.html",
             session,
@@ -71,20 +78,23 @@ def _queue_pages(site: Site, store: AnonStore) -> None:
             states=STATES,
             labels=queue.LABEL,
             trials=queue.trials(store),
-            refusals=queue.unmatched_refusals(store, rows) if not chosen["state"] else [],
+            refusals=queue.unmatched_refusals(store, rows, digest) if not chosen["state"] else [],
             query=request.url.query,
         )
 
     @site.page("/queue/rows")
     def rows_fragment(request: Request, session: Session) -> Response:
         chosen = filters(request)
-        rows = queue.rows(store, chosen["state"], chosen["trial"], chosen["sort"])
+        rows = queue.rows(store, chosen["state"], chosen["trial"], chosen["sort"], digest=digest)
         return site.render("queue_rows.html", session, rows=rows, query=request.url.query)
 
 
-def _study_pages(site: Site, store: AnonStore, files: StudyFiles) -> None:
+def _study_pages(
+    site: Site, store: AnonStore, files: StudyFiles, digest: queue.Digest | None
+) -> None:
     def row_of(study_id: str) -> queue.Row | None:
-        found = queue.rows(store, study_id=int(study_id)) if study_id.isdigit() else []
+        wanted = int(study_id) if study_id.isdigit() else 0
+        found = queue.rows(store, study_id=wanted, digest=digest) if wanted else []
         return found[0] if found else None
 
     @site.page("/studies/{study_id}")

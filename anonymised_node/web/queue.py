@@ -1,12 +1,14 @@
 """What the queue and study pages show, read from the node's store in a few queries.
 
-Refusals are matched to a study through its manifest's SOP Instance UIDs: an instance the second
-check refused is never stored, so that list is the only link between the two.
+Refusals are matched to a study through its manifest's SOP Instance UIDs, by the same keyed
+digest the intake records them under (the UID itself is never kept): an instance the second check
+refused is never stored, so that list is the only link between the two.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -75,8 +77,17 @@ class Row:
         return f"all {self.instances} passed" if self.instances else "nothing stored yet"
 
 
+Digest = Callable[[str], str]  # SOP Instance UID -> the digest a refusal is recorded by
+
+
 def rows(
-    store: AnonStore, state: str = "", trial: str = "", sort: str = "new", study_id: int = 0
+    store: AnonStore,
+    state: str = "",
+    trial: str = "",
+    sort: str = "new",
+    *,
+    study_id: int = 0,
+    digest: Digest | None = None,
 ) -> list[Row]:
     """Studies for the queue (filtered, sorted), with their counts and refusals."""
     where: list[str] = []
@@ -125,39 +136,44 @@ def rows(
         first[row.id] = min(first.get(row.id, r["first"]), r["first"])
     for row in out.values():
         row.arrived = first.get(row.id, row.arrived)
-    refusals = refused_by_uid(store)
+    refusals = refused_by_digest(store) if digest is not None else {}
     for row in out.values():
         uids = (row.manifest.get("sop_instance_uids") or []) if refusals else []
-        row.refused = [refusals[u] for u in uids if u in refusals]
+        marks = [digest(str(u)) for u in uids] if digest is not None else []
+        row.refused = [refusals[m] for m in marks if m in refusals]
     newest = sort != "old"
     return sorted(out.values(), key=lambda r: (r.arrived, r.id), reverse=newest)
 
 
-def refused_by_uid(store: AnonStore) -> dict[str, list[str]]:
-    """Problems of each refused instance, by SOP Instance UID."""
-    out: dict[str, list[str]] = {}
-    for r in store.query("SELECT sop_uid, problems FROM refusals ORDER BY id"):
-        try:
-            out[str(r["sop_uid"])] = [str(p) for p in json.loads(r["problems"])]
-        except (TypeError, ValueError):
-            out[str(r["sop_uid"])] = [str(r["problems"])]
-    return out
+def _problems(text: str) -> list[str]:
+    try:
+        return [str(p) for p in json.loads(text)]
+    except (TypeError, ValueError):
+        return [str(text)]
 
 
-def unmatched_refusals(store: AnonStore, studies: list[Row]) -> list[tuple[float, list[str]]]:
+def refused_by_digest(store: AnonStore) -> dict[str, list[str]]:
+    """Problems of each refused instance, by the digest of its UID."""
+    return {
+        str(r["uid_digest"]): _problems(r["problems"])
+        for r in store.query("SELECT uid_digest, problems FROM refusals ORDER BY id")
+    }
+
+
+def unmatched_refusals(
+    store: AnonStore, studies: list[Row], digest: Digest | None
+) -> list[tuple[float, list[str]]]:
     """Refusals no study's manifest names (the whole study was refused, or no manifest came)."""
-    found = store.query("SELECT at, sop_uid, problems FROM refusals ORDER BY id DESC")
+    found = store.query("SELECT at, uid_digest, problems FROM refusals ORDER BY id DESC")
     if not found:
         return []
-    named = {u for row in studies for u in row.manifest.get("sop_instance_uids") or []}
+    named = {
+        digest(str(u)) for row in studies for u in row.manifest.get("sop_instance_uids") or []
+    } if digest is not None else set()  # fmt: skip
     out = []
     for r in found:
-        if r["sop_uid"] not in named:
-            try:
-                problems = [str(p) for p in json.loads(r["problems"])]
-            except (TypeError, ValueError):
-                problems = [str(r["problems"])]
-            out.append((float(r["at"]), problems))
+        if r["uid_digest"] not in named:
+            out.append((float(r["at"]), _problems(r["problems"])))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 
@@ -11,6 +12,7 @@ from anonymised_node.config import Config
 from anonymised_node.store import AnonStore
 from anonymised_node.web.pages import build_site
 from uploader.errors import ConfigError
+from uploader.transport.forwardsig import ForwardKey
 from uploader.web.accounts import Accounts
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,9 @@ def web_server(config: Config, store: AnonStore) -> uvicorn.Server | None:
         max_failures=web.throttle_failures,
         window_s=web.throttle_window_min * 60,
     )
-    site = build_site(store, accounts, tls=tls, cache_mb=web.render_cache_mb)
+    key = ForwardKey.from_file(intake.forward_key_file)  # refusals are recorded by its digests
+    digest = functools.lru_cache(maxsize=100_000)(key.uid_digest)
+    site = build_site(store, accounts, tls=tls, cache_mb=web.render_cache_mb, digest=digest)
     host, port = web.address()
     return uvicorn.Server(
         uvicorn.Config(

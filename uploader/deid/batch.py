@@ -11,7 +11,9 @@ import csv
 import logging
 import multiprocessing
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -72,9 +74,15 @@ def input_files(root: Path) -> Iterator[Path]:
             yield Path(folder) / name
 
 
-def _atomic_write(ds: Dataset, target: Path) -> None:
-    """Write to a temporary name beside the target, then rename: never a partial file.
+class DuplicateError(Exception):
+    """Another input of this run has the same SOP Instance UID with other content."""
 
+
+def _atomic_write(ds: Dataset, target: Path, run_started: float = 0.0) -> None:
+    """Write to a temporary name beside the target, then link it in: never a partial file.
+
+    A file a previous run wrote is replaced; one this run wrote (another input with the same
+    SOP Instance UID) is kept, and different content is a DuplicateError, never an overwrite.
     Durability comes from one ``os.sync()`` when the batch ends, cheaper than a fsync per file.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +90,15 @@ def _atomic_write(ds: Dataset, target: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             ds.save_as(f, enforce_file_format=True)
-        Path(tmp).replace(target)
+        try:
+            os.link(tmp, target)  # atomic, and refuses to overwrite (workers may race)
+        except FileExistsError:
+            if target.stat().st_mtime < run_started:
+                Path(tmp).replace(target)
+                return
+            if Path(tmp).read_bytes() != target.read_bytes():
+                raise DuplicateError from None
+        Path(tmp).unlink(missing_ok=True)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -92,9 +108,22 @@ def output_path(out: Path, outcome: Outcome) -> Path:
     """Return where an output goes: subject/session/modality_series/sop.dcm, all pseudonymous."""
     ds = outcome.dataset
     series = str(ds.get("SeriesInstanceUID", "unknown"))
-    modality = str(ds.get("Modality", "OT")) or "OT"
-    folder = out / outcome.subject / outcome.session / f"{modality}_{series[-12:]}"
-    return folder / f"{ds.SOPInstanceUID}.dcm"
+    modality = str(ds.get("Modality", "OT") or "OT")
+    if not _MODALITY.fullmatch(modality):
+        modality = "OT"  # a value is never a path: only a modality code names a folder
+    parts = [outcome.subject, outcome.session, f"{modality}_{series[-12:]}"]
+    name = f"{ds.SOPInstanceUID}.dcm"
+    for part in (*parts, name):
+        if not _SAFE_NAME.fullmatch(part) or part in (".", ".."):
+            raise VerificationError([f"output path: unsafe name part {part[:16]!r}"])
+    target = out.joinpath(*parts, name)
+    if not target.resolve().is_relative_to(out.resolve()):
+        raise VerificationError(["output path: leaves the output folder"])
+    return target
+
+
+_MODALITY = re.compile(r"[A-Z0-9]{1,16}")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 
 
 class Mapping:
@@ -158,6 +187,8 @@ def anonymise_tree(
     Raises:
         ConfigError: ``out`` lies inside ``src`` (outputs would be read back as inputs).
     """
+    global _RUN_STARTED  # noqa: PLW0603 - the run's start, inherited by the forked workers
+    _RUN_STARTED = time.time() - 1.0  # file times can be a little coarse
     src, out = src.resolve(), out.resolve()
     if out == src or src in out.parents:
         raise ConfigError(f"{out}: the output folder must not be inside the input folder")
@@ -193,6 +224,7 @@ def anonymise_tree(
 
 
 _MIN_PARALLEL = 16
+_RUN_STARTED = time.time()  # set again by each run (workers are forked after it)
 _WORKER: tuple[Path, Settings, dict[str, str]] | None = None
 #: XNAT-style session modality: the first of these present among a study's modalities.
 _LABEL_ORDER = ("MR", "PT", "CT", "NM", "US", "XA", "RF", "MG", "CR", "DX")
@@ -296,9 +328,13 @@ def _one(  # noqa: PLR0917 - one file and the run's context
     try:
         label = labels.get(str(ds.get("StudyInstanceUID", "") or ""), "")
         outcome = deidentify(ds, settings, label, study=study)
-        _atomic_write(outcome.dataset, output_path(out, outcome))
+        _atomic_write(outcome.dataset, output_path(out, outcome), _RUN_STARTED)
     except WithheldError as exc:
         return FileResult(rel, "withheld", exc.reason)
+    except DuplicateError:
+        return FileResult(
+            rel, "failed", "another input has the same SOP Instance UID with other content"
+        )
     except VerificationError as exc:
         log.warning("verification failed for one input (%d problems)", len(exc.problems))
         return FileResult(rel, "failed", f"withheld, verification failed: {exc}")

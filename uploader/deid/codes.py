@@ -27,6 +27,66 @@ CODED_KEYWORDS = (
     "CodingSchemeExternalID",
 )
 CODED_TAGS = frozenset(t for t in (tag_for_keyword(k) for k in CODED_KEYWORDS) if t is not None)
+#: Device descriptions: never struck by institution words or header dates (a vendor may share
+#: a word with the hospital; a version number may look like a date).
+DEVICE_TAGS = frozenset(
+    t
+    for t in (
+        tag_for_keyword(k)
+        for k in (
+            "Manufacturer",
+            "ManufacturerModelName",
+            "SoftwareVersions",
+            "DeviceSerialNumber",
+            "ConvolutionKernel",
+            "ImplementationVersionName",
+        )
+    )
+    if t is not None
+)
+#: Code strings with enumerated values or defined terms (no person's name belongs there,
+#: and a name part may equal a term: MR, F, TEXT).
+ENUMERATED_TAGS = frozenset(
+    t
+    for t in (
+        tag_for_keyword(k)
+        for k in (
+            "Modality",
+            "PatientSex",
+            "ValueType",
+            "RelationshipType",
+            "ContinuityOfContent",
+            "Laterality",
+            "ImageLaterality",
+            "PatientPosition",
+            "PhotometricInterpretation",
+            "ContourGeometricType",
+            "RTROIInterpretedType",
+            "ROIGenerationAlgorithm",
+            "ApprovalStatus",
+            "PlanIntent",
+            "RTPlanGeometry",
+            "DoseUnits",
+            "DoseType",
+            "DoseSummationType",
+            "RadiationType",
+            "BeamType",
+            "TreatmentDeliveryType",
+            "PositionReferenceIndicator",
+            "ScanOptions",
+            "SpecificCharacterSet",
+            "BurnedInAnnotation",
+            "PatientIdentityRemoved",
+            "LongitudinalTemporalInformationModified",
+            "CompletionFlag",
+            "VerificationFlag",
+            "PresentationIntentType",
+            "RescaleType",
+            "PixelIntensityRelationship",
+        )
+    )
+    if t is not None
+)
 _CODE_MEANING = 0x00080104
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pydicom._uid_dict import UID_dictionary  # pinned pydicom: the registry of standard UIDs
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag, private_dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -72,7 +72,7 @@ def strings(ds: Dataset, tag: int) -> list[str]:
 def walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, int, str, Dataset]]:
     """Yield (path, tag, vr, parent) for every element at any depth, sequences included."""
     for tag in list(ds.keys()):
-        vr = vr_of(ds.get_item(tag), tag)
+        vr = private_vr(ds, tag) if tag >> 16 & 1 else vr_of(ds.get_item(tag), tag)
         yield path, tag, vr, ds
         if vr == "SQ":
             value = ds[tag].value
@@ -80,6 +80,24 @@ def walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, int, str, Dataset]]
                 name = keyword_for_tag(tag) or "item"
                 for i, item in enumerate(value):
                     yield from walk(item, f"{path}{name}[{i}].")
+
+
+def private_vr(ds: Dataset, tag: int, creators: dict[tuple[int, int], str] | None = None) -> str:
+    """Return the VR of a private element: as written (explicit VR), else as pydicom's private
+    dictionary gives it for its creator; "UN" when neither knows."""
+    elem = ds.get_item(tag)
+    vr = str(elem.VR or "")
+    if vr and vr != "UN":
+        return vr
+    creators = private_creators(ds) if creators is None else creators
+    creator = creators.get((tag >> 16, (tag & 0xFFFF) >> 8))
+    if creator is None:
+        return "UN"
+    try:
+        found = str(private_dictionary_VR(tag, creator))
+    except KeyError:
+        return "UN"
+    return found.split(" or ", 1)[0]
 
 
 def private_creators(ds: Dataset) -> dict[tuple[int, int], str]:

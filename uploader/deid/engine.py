@@ -21,11 +21,12 @@ from pydicom.sequence import Sequence
 
 from uploader import __version__
 from uploader.deid import header, iod
-from uploader.deid.codes import CODED_TAGS, is_standard_meaning
+from uploader.deid.codes import CODED_TAGS, DEVICE_TAGS, is_standard_meaning
 from uploader.deid.elements import (
     TEXT_VRS,
     is_registry_uid,
     private_creators,
+    private_vr,
     raw_ascii,
     strings,
     vr_of,
@@ -79,6 +80,16 @@ _DUMMY: dict[str, Any] = {
 #: Values that cannot be cleaned, only kept whole or taken away.
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _OUR_WORDS = ("ANONYMIZED", "ANONYMOUS")
+_NUMBERS = re.compile(
+    r"(?:[ ]*[-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?[ ]*)(?:\\[ ]*[-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?[ ]*)*|"
+)
+_SHORT_LENGTH_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST"})
+#: Binary attributes the table does not list that are image data and stay; other unlisted
+#: binary goes (HPGL documents, ICC-free encrypted content, record keys can hold text).
+_KEPT_BINARY_GROUPS = frozenset({0x7FE0, 0x0028, 0x5400, 0x0066, 0x0070, 0x3006, 0x300A})
+#: Sequences that hold original values or their encryption, and ICC profiles (free-text
+#: descriptions inside a binary): never sent on.
+_NEVER_KEPT = frozenset({0x04000500, 0x04000550, 0x04000561, 0x04000551, 0x00282000})
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1583.1"  # placeholder root, ours to assign
 
 
@@ -149,6 +160,14 @@ class _Instance:
         self.uid_map: dict[str, str] = {}
         self.struck: list[str] = []
         self.required = iod.requirements(str(ds.get("SOPClassUID", "") or ""))
+        options = settings.profile.options
+        self.unlisted_dates = (
+            Op.KEEP
+            if Option.RETAIN_LONGITUDINAL_FULL_DATES in options
+            else Op.SHIFT
+            if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in options
+            else Op.EMPTY
+        )
 
     def walk(self, ds: Dataset, path: tuple[int, ...] = (), where: str = "") -> None:
         self._privates(ds)
@@ -176,12 +195,16 @@ class _Instance:
         return op if op is not None else self._default_op(tag, vr)
 
     def _default_op(self, tag: int, vr: str) -> Op:
-        if vr == "PN" or not dictionary_has_tag(tag):
+        if vr == "PN" or not dictionary_has_tag(tag) or tag in _NEVER_KEPT:
             return Op.REMOVE  # names the table does not know, and attributes we do not know
+        if vr in BINARY_VRS and tag >> 16 not in _KEPT_BINARY_GROUPS:
+            return Op.REMOVE  # binary that is not image data cannot be judged: it goes
         if vr == "UI":
             return Op.KEEP if self.retain_uids else Op.UID
         if vr == "SQ":
             return Op.RECURSE
+        if vr in ("DA", "DT"):  # a date the table does not list is treated like Study Date
+            return self.unlisted_dates
         return Op.KEEP
 
     def _apply(  # noqa: PLR0917 - the walk's own state, passed down
@@ -220,13 +243,15 @@ class _Instance:
         return new
 
     def _clean(self, ds: Dataset, tag: int, vr: str, where: str) -> None:
-        coded = tag in CODED_TAGS
+        patterns = None if tag in CODED_TAGS or tag in DEVICE_TAGS else self.patterns
+        # code strings (Modality MR, PatientSex F, ValueType TEXT) and device descriptions are
+        # enumerations, not prose: names and places never strike them, IDs and patterns do
+        matcher = self.matcher.for_tag(tag, vr)
+        text = raw_ascii(ds.get_item(tag))
+        if text is not None and not matcher.hits(text, patterns):
+            return  # nothing to clean: the element stays raw, undecoded, written as it came
         if is_standard_meaning(ds, tag):
             return  # the coding scheme's own words
-        patterns = None if coded else self.patterns
-        text = raw_ascii(ds.get_item(tag))
-        if text is not None and not self.matcher.hits(text, patterns):
-            return  # nothing to clean: the element stays raw, undecoded, written as it came
         elem = ds[tag]
         values = [str(v) for v in elem.value] if elem.VM > 1 else [str(elem.value or "")]
         cleaned, kinds = [], []
@@ -234,11 +259,13 @@ class _Instance:
             if v in self.protected:
                 cleaned.append(v)
                 continue
-            new, found = self.matcher.clean(v, patterns)
+            new, found = matcher.clean(v, patterns)
             cleaned.append(new)
             kinds += found
         if cleaned == values:
             return
+        if vr in _SHORT_LENGTH_VRS and any(len(v.encode("utf-8")) > 0xFFF0 for v in cleaned):
+            elem.VR = "UT"  # too long for a 16-bit length: written as UT, never as broken UN
         if vr == "CS":
             cleaned = [v.replace(Matcher.REPLACEMENT, "") for v in cleaned]
         elem.value = cleaned if elem.VM > 1 else cleaned[0]
@@ -260,6 +287,22 @@ class _Instance:
             return ""  # a date we cannot read is a date we cannot keep
         return (day + self.shift).strftime("%Y%m%d") + value[8:]
 
+    def _private_value(self, ds: Dataset, tag: int, vr: str) -> bool:
+        """Keep an allowed private element only as what its VR says: text is cleaned like any
+        kept text; numbers and binary stay; a value whose VR nobody knows goes (True: kept)."""
+        if vr in TEXT_VRS:
+            elem = ds.get_item(tag)
+            if elem.VR in (None, "UN") and isinstance(elem.value, bytes):
+                text = elem.value.decode("latin-1").rstrip(" \x00")
+                ds[tag] = DataElement(tag, vr, text.split("\\") if "\\" in text else text)
+            self._clean(ds, tag, vr, "")
+            return True
+        if vr in ("DS", "IS"):  # decimal strings: kept only when they hold numbers
+            raw = ds.get_item(tag).value
+            text = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw or "")
+            return bool(_NUMBERS.fullmatch(text.strip(" \x00")))
+        return vr not in ("UN", "SQ")
+
     def _privates(self, ds: Dataset) -> None:
         private = [t for t in ds.keys() if t >> 16 & 1]
         if not private:
@@ -270,7 +313,9 @@ class _Instance:
             elem_no = tag & 0xFFFF
             if elem_no <= 0x00FF:
                 continue
-            if private_kept(tag, creators, self.private, self.profile):
+            if private_kept(tag, creators, self.private, self.profile) and self._private_value(
+                ds, tag, private_vr(ds, tag, creators)
+            ):
                 kept_blocks.add((tag >> 16, elem_no >> 8))
             else:
                 del ds[tag]
@@ -315,9 +360,8 @@ def deidentify(  # noqa: PLR0917 - the public API; callers pass these by positio
     check_pixels(ds, settings.allow_burned_in)
     if settings.relabel and ds.get("Modality") == "RTSTRUCT":
         relabel(ds, settings.relabel)  # before the profile, so the new names are what is kept
-    ident = collect(ds, kept=settings.profile.kept_tags)
-    if study is not None:
-        ident.update(study)
+    # the study's identifiers include this instance's (gathered from the same file)
+    ident = study if study is not None else collect(ds, kept=settings.profile.kept_tags)
     key = patient_key(ds)
     pseudo = settings.pseudonymiser
     trial = settings.trial

@@ -25,10 +25,12 @@ from typing import Any
 from pydicom.datadict import tag_for_keyword
 from pydicom.sequence import Sequence
 
+from uploader.deid.codes import DEVICE_TAGS, ENUMERATED_TAGS
 from uploader.deid.elements import strings, vr_of
 from uploader.deid.patterns import Detector
 
 _MIN_NAME = 3
+_GLUED = 6  # name parts this long are found inside other words too
 _MIN_ID = 3
 _MIN_PLACE_WORD = 4
 _UMLAUTS = {"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "æ": "ae", "ø": "oe", "å": "aa"}
@@ -224,6 +226,7 @@ class Identifiers:
 
     names: set[str] = field(default_factory=set)  # name parts of 3+ letters (any person)
     short_names: set[str] = field(default_factory=set)  # shorter parts: whole values only
+    full_names: set[str] = field(default_factory=set)  # names with short parts, both orders
     ids: set[str] = field(default_factory=set)
     birth_dates: set[str] = field(default_factory=set)
     other_dates: set[str] = field(default_factory=set)
@@ -234,12 +237,17 @@ class Identifiers:
 
     def key(self) -> tuple[tuple[str, ...], ...]:
         """Return a hashable form (the same study's files share one matcher)."""
-        return tuple(tuple(sorted(getattr(self, f))) for f in self.__dataclass_fields__)
+        cached: tuple[tuple[str, ...], ...] | None = self.__dict__.get("_key")
+        if cached is None:
+            cached = tuple(tuple(sorted(getattr(self, f))) for f in self.__dataclass_fields__)
+            self.__dict__["_key"] = cached
+        return cached
 
     def update(self, other: Identifiers) -> None:
         """Add another instance's identifiers (a study's are the union of its instances')."""
         for name in self.__dataclass_fields__:
             getattr(self, name).update(getattr(other, name))
+        self.__dict__.pop("_key", None)
 
 
 def _name_parts(pn: str) -> Iterator[str]:
@@ -254,9 +262,41 @@ def _name_parts(pn: str) -> Iterator[str]:
                         yield from (p for p in part.split("-") if p)
 
 
+_TITLES = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "miss",
+        "mx",
+        "dr",
+        "prof",
+        "sir",
+        "rev",
+        "revd",
+        "fr",
+        "dame",
+        "lady",
+        "lord",
+    ]
+)
+
+
+def _is_short(part: str) -> bool:
+    """A Latin name part under 3 letters (ideographic parts are names at any length)."""
+    return len(part) < _MIN_NAME and all(ord(c) < 0x2E80 for c in part)
+
+
 def _add_name(found: Identifiers, pn: str) -> None:
-    for part in _name_parts(pn):
-        (found.names if len(part) >= _MIN_NAME else found.short_names).add(part)
+    parts = [p for p in _name_parts(pn) if fold(p) not in _TITLES and len(p) > 1]
+    for part in parts:
+        (found.short_names if _is_short(part) else found.names).add(part)
+    if any(_is_short(p) for p in parts):  # "Li Wu": the whole name, in either order
+        for group in pn.split("="):
+            comps = [c.strip() for c in group.split("^")[:2] if c.strip()]
+            if len(comps) == 2:
+                found.full_names.add(f"{comps[0]} {comps[1]}")
+                found.full_names.add(f"{comps[1]} {comps[0]}")
 
 
 def _add_place(target: set[str], text: str) -> None:
@@ -298,7 +338,17 @@ def _add(found: Identifiers, tag: int, vr: str, values: list[str]) -> None:
         for v in values:
             _add_place(found.institutions, v)
     elif kind == "station":
-        found.stations.update(v for v in values if len(v) >= _MIN_ID)
+        _add_stations(found.stations, values)
+
+
+def _add_stations(target: set[str], values: list[str]) -> None:
+    """A station's name, and its parts with digits (TB3 of LINAC-TB3)."""
+    for v in values:
+        if len(v) >= _MIN_ID:
+            target.add(v)
+        target.update(
+            w for w in re.split(r"[\s_\-/.]+", v) if len(w) >= _MIN_ID and re.search(r"\d", w)
+        )
 
 
 def collect(
@@ -306,7 +356,6 @@ def collect(
     found: Identifiers | None = None,
     *,
     kept: frozenset[int] = frozenset(),
-    depth: int = 0,
 ) -> Identifiers:
     """Gather the identifiers of one instance (every level), into ``found`` if given.
 
@@ -314,31 +363,57 @@ def collect(
     institution's name, say): what the profile keeps is not an identifier to strike elsewhere.
     """
     found = Identifiers() if found is None else found
-    for tag in list(ds.keys()):
-        if tag >> 16 & 1 or tag in _GEOMETRY or tag in kept:
-            continue
-        raw = ds.get_item(tag)
-        vr = vr_of(raw, tag)
-        if vr == "SQ":
-            if depth < 16:
-                value = ds[tag].value
-                for item in value if isinstance(value, Sequence) else ():
-                    collect(item, found, kept=kept, depth=depth + 1)
-            continue
-        if vr in ("PN", "DA", "DT", "TM") or tag in _KIND_OF or tag in _PATIENT_NAME_TAGS:
-            try:
-                values = strings(ds, tag)
-            except Exception:  # noqa: S112 - a value pydicom cannot decode names nobody
+    stack = [ds]  # no recursion and no depth limit: a name 40 levels down is still a name
+    while stack:
+        level = stack.pop()
+        for tag in list(level.keys()):
+            if tag >> 16 & 1 or tag in _GEOMETRY or tag in kept:
                 continue
-            if values:
-                _add(found, tag, vr, values)
+            vr = vr_of(level.get_item(tag), tag)
+            if vr == "SQ":
+                value = level[tag].value
+                stack.extend(value if isinstance(value, Sequence) else ())
+                continue
+            if vr in ("PN", "DA", "DT", "TM") or tag in _KIND_OF or tag in _PATIENT_NAME_TAGS:
+                try:
+                    values = strings(level, tag)
+                except Exception:  # noqa: S112 - a value pydicom cannot decode names nobody
+                    continue
+                if values:
+                    _add(found, tag, vr, values)
     return found
 
 
+_SPELLED = (("ae", "a"), ("oe", "o"), ("ue", "u"), ("ss", "s"))
+_APOSTROPHES = re.compile(r"['\u2019\u2018`\u00b4]")
+
+
 def _variants(text: str) -> set[str]:
+    """Spellings of one name: folded; umlauts written out (ü -> ue) and written-out umlauts
+    read back (Mueller -> muller, the fold of Müller); apostrophes kept, dropped or spaced."""
     base = fold(text)
-    expanded = "".join(_UMLAUTS.get(c, c) for c in text.lower())
-    return {base, fold(expanded)}
+    expanded = fold("".join(_UMLAUTS.get(c, c) for c in text.lower()))
+    out = {base, expanded}
+    contracted = base
+    for long, short in _SPELLED:
+        contracted = contracted.replace(long, short)
+    out.add(contracted)
+    for v in list(out):
+        if _APOSTROPHES.search(v):
+            out.add(_APOSTROPHES.sub("", v))
+            out.add(_APOSTROPHES.sub(" ", v))
+    return {v for v in out if len(v) >= 2}
+
+
+def _name_regex(variant: str) -> str:
+    """A name part as a pattern: apostrophes in any form or none; long names also glued to
+    other letters (jmuller_plan), short ones only as whole words."""
+    body = "".join(
+        "['\u2019\u2018`\u00b4 ]?" if _APOSTROPHES.match(c) else re.escape(c) for c in variant
+    )
+    if len(variant) >= _GLUED and variant.isalpha():
+        return body
+    return _WORD.format(_TITLE + body)
 
 
 def _id_pattern(value: str) -> str:
@@ -355,13 +430,39 @@ def _date_patterns(da: str) -> list[str]:
     y, mo, d = m.groups()
     mo_, d_ = rf"0?{int(mo)}", rf"0?{int(d)}"
     sep = r"[\-/. ]"
+    month = _MONTHS[int(mo) - 1] if 1 <= int(mo) <= 12 else "(?!)"
+    day = rf"{d_}(?:st|nd|rd|th)?"
     return [
         rf"(?<!\d){y}{mo}{d}(?!\d)",
         rf"(?<!\d){y}{sep}{mo_}{sep}{d_}(?!\d)",
         rf"(?<!\d){d_}{sep}{mo_}{sep}{y}(?!\d)",
         rf"(?<!\d){mo_}{sep}{d_}{sep}{y}(?!\d)",
-        rf"(?<!\d){d_}{sep}{mo_}{sep}{y[2:]}(?!\d)",
+        # two-digit years: with dots only as dd.mm.yy (1.2.10 is a version, not a date)
+        rf"(?<![\d.]){d_}[\-/ ]{mo_}[\-/ ]{y[2:]}(?![\d.])",
+        rf"(?<![\d.]){d}\.{mo}\.{y[2:]}(?![\d.])",
+        rf"(?<!\d){d}{mo}{y[2:]}(?!\d)",  # ddmmyy
+        rf"(?<!\d){y[2:]}{mo}{d}(?!\d)",  # yymmdd
+        # the day and month without the year, as people write them on the day
+        rf"(?<![\d.]){d_}[/.\-]{mo_}(?![\d/.\-])",
+        rf"(?<![0-9a-z]){day}[\s\-.]*{month}[a-z]*\.?(?![0-9a-z])",
+        rf"(?<![0-9a-z]){month}[a-z]*\.?[\s\-]*{day}(?![0-9a-z])",
     ]
+
+
+_MONTHS = (
+    "(?:jan|janv|jän|jaen)",
+    "(?:feb|fev|fevr|febr)",
+    "(?:mar|mär|maer|mars)",
+    "(?:apr|avr)",
+    "(?:may|mai)",
+    "(?:jun|juin)",
+    "(?:jul|juil)",
+    "(?:aug|aou|aout)",
+    "(?:sep|sept)",
+    "(?:oct|okt)",
+    "(?:nov)",
+    "(?:dec|dez)",
+)
 
 
 def _time_patterns(tm: str) -> list[str]:
@@ -401,7 +502,11 @@ class Matcher:
         keep_device: bool = False,
         ours: Iterable[str] = (),
     ) -> None:
-        names = [_WORD.format(_TITLE + re.escape(v)) for n in ident.names for v in _variants(n)]
+        names = [_name_regex(v) for n in ident.names for v in _variants(n)]
+        names += [
+            _WORD.format(r"[\s,^]+".join(re.escape(w) for w in fold(f).split()))
+            for f in ident.full_names
+        ]
         by_kind: dict[str, list[str]] = {
             "name": names,
             "ID": [_id_pattern(v) for v in ident.ids],
@@ -415,12 +520,22 @@ class Matcher:
         if not keep_device:
             by_kind["station"] = [_WORD.format(re.escape(fold(v))) for v in ident.stations]
         self._verify_kinds = self._compile_kinds(by_kind)
+        self._verify_any = self._compile_any(by_kind)
         by_kind["date"] = [p for d in ident.other_dates for p in _date_patterns(d)]
         by_kind["time"] = [p for t in ident.times for p in _time_patterns(t)]
         self._clean_kinds = self._compile_kinds(by_kind)
+        self._clean_any = self._compile_any(by_kind)
         self._short = {fold(s) for s in ident.short_names}
+        self._ident, self._ours_words = ident, tuple(ours)
+        self._ids_only: Matcher | None = None
+        self._people: Matcher | None = None
         words = sorted({fold(w).strip() for w in ours if w and len(w.strip()) >= 2}, key=len)
         self._ours = re.compile("|".join(re.escape(w) for w in reversed(words))) if words else None
+
+    @staticmethod
+    def _compile_any(by_kind: dict[str, list[str]]) -> re.Pattern[str] | None:
+        pats = sorted({p for ps in by_kind.values() for p in ps}, key=len, reverse=True)
+        return re.compile("|".join(pats)) if pats else None
 
     @staticmethod
     def _compile_kinds(by_kind: dict[str, list[str]]) -> list[tuple[str, re.Pattern[str]]]:
@@ -430,6 +545,30 @@ class Matcher:
             if unique:
                 out.append((kind, re.compile("|".join(unique))))
         return out
+
+    def for_tag(self, tag: int, vr: str) -> Matcher:
+        """The matcher for one attribute: enumerated code strings (Modality MR, PatientSex F,
+        ValueType TEXT) are struck by the study's IDs only; other code strings and device
+        descriptions by people's names (3+ letters) and IDs, never by places, stations or
+        header dates (a vendor may share a word with the hospital, a version look like a
+        date); everything else by all of them."""
+        if tag in ENUMERATED_TAGS:
+            if self._ids_only is None:
+                ident = Identifiers(
+                    ids=set(self._ident.ids), birth_dates=set(self._ident.birth_dates)
+                )
+                self._ids_only = Matcher(ident, ours=self._ours_words)
+            return self._ids_only
+        if vr == "CS" or tag in DEVICE_TAGS:
+            if self._people is None:
+                ident = Identifiers(
+                    names=set(self._ident.names),
+                    ids=set(self._ident.ids),
+                    birth_dates=set(self._ident.birth_dates),
+                )
+                self._people = Matcher(ident, ours=self._ours_words)
+            return self._people
+        return self
 
     @property
     def empty(self) -> bool:
@@ -444,8 +583,10 @@ class Matcher:
         found: list[Hit] = []
         if self._short and folded.strip() in self._short:
             found.append(Hit(0, len(text), "name"))
-        for kind, regex in self._verify_kinds if verify else self._clean_kinds:
-            found.extend(Hit(m.start(), m.end(), kind) for m in regex.finditer(folded))
+        quick = self._verify_any if verify else self._clean_any
+        if quick is not None and quick.search(folded):
+            for kind, regex in self._verify_kinds if verify else self._clean_kinds:
+                found.extend(Hit(m.start(), m.end(), kind) for m in regex.finditer(folded))
         if patterns is not None:
             found.extend(Hit(f.start, f.end, f.kind) for f in patterns.find(text, folded))
         if found and self._ours is not None:

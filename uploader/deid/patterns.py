@@ -147,9 +147,21 @@ class Detector:
     def __init__(self, extra: Iterable[Pattern] = (), *, audit: bool = False) -> None:
         rows = [*_packaged(), *extra]
         self.patterns = [p for p in rows if (p.audit if audit else p.clean)]
+        # one alternation of all rows: most text holds nothing, and is passed in one search
+        self._any = _union([p for p in self.patterns if not p.sensitive], re.IGNORECASE)
+        self._any_sensitive = _union([p for p in self.patterns if p.sensitive], 0)
+
+    def any_in(self, text: str, folded: str) -> bool:
+        """True if some row may match (a quick pass before ``find``; checks not applied)."""
+        if len(text) > MAX_TEXT:
+            return True
+        hit = self._any is not None and self._any.search(folded) is not None
+        return hit or (self._any_sensitive is not None and bool(self._any_sensitive.search(text)))
 
     def find(self, text: str, folded: str) -> Iterator[Finding]:
         """Yield every finding in ``text`` (``folded``: the same text folded, same length)."""
+        if not self.any_in(text, folded):
+            return
         for start in range(0, max(len(text), 1), MAX_TEXT - _OVERLAP):
             end = start + MAX_TEXT
             for p in self.patterns:
@@ -163,6 +175,15 @@ class Detector:
     def kinds(self, text: str, folded: str) -> list[str]:
         """Return the kinds found in ``text``, each once, in table order."""
         return list(dict.fromkeys(f.kind for f in self.find(text, folded)))
+
+
+def _union(rows: list[Pattern], flags: int) -> re.Pattern[str] | None:
+    if not rows:
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p.regex.pattern})" for p in rows), flags)
+    except re.error:  # a site's named groups clash when joined: every text takes the long way
+        return re.compile("")
 
 
 @cache

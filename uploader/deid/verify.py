@@ -17,7 +17,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from uploader.deid import iod
-from uploader.deid.codes import CODED_TAGS, is_standard_meaning
+from uploader.deid.codes import CODED_TAGS, DEVICE_TAGS, is_standard_meaning
 from uploader.deid.elements import TEXT_VRS, is_registry_uid, private_creators, strings, walk
 from uploader.deid.identifiers import Identifiers, StructureNames, fold, matcher_for
 from uploader.deid.patterns import Detector, default_detector
@@ -25,7 +25,7 @@ from uploader.deid.policy import SECONDARY_CAPTURE_CLASSES, PrivatePolicy, priva
 from uploader.deid.profile import METHOD_CODES, Op, Option, Profile, is_conditional, resolve
 from uploader.errors import VerificationError
 
-_UID_IN_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+){3,}")
+_UID_IN_TEXT = re.compile(r"(?<![0-9.])[0-9]+(?:\.[0-9]+){3,}")  # one start per run: linear
 #: Attributes the uploader itself writes after the profile (pseudonyms and the record).
 WRITTEN_BY_US = frozenset(
     {
@@ -109,14 +109,15 @@ def check_output(
             if problem:
                 problems.append(f"{_where(path, tag)}: {problem}")
         elif vr in TEXT_VRS:
-            if (not path and tag in RECORD_TAGS) or is_standard_meaning(parent, tag):
+            if not path and tag in RECORD_TAGS:
                 continue
-            scan = None if tag in CODED_TAGS else patterns
+            scan = None if tag in CODED_TAGS or tag in DEVICE_TAGS else patterns
+            narrow = matcher.for_tag(tag, vr)
             for text in strings(parent, tag):
-                if protected is not None and text in protected:
+                kinds = narrow.kinds_in(text, scan)
+                if kinds and protected is not None and text in protected:
                     continue
-                kinds = matcher.kinds_in(text, scan)
-                if kinds:
+                if kinds and not is_standard_meaning(parent, tag):
                     problems.append(f"{_where(path, tag)}: {', '.join(kinds)}")
                 if not retain_uids and any(u in originals for u in _UID_IN_TEXT.findall(text)):
                     problems.append(f"{_where(path, tag)}: original UID in text")
@@ -187,7 +188,7 @@ def _audit_text(
 ) -> str | None:
     if not path and (tag in WRITTEN_BY_US or tag in RECORD_TAGS):
         return None
-    if is_standard_meaning(parent, tag) or path.startswith("DeidentificationMethodCodeSequence"):
+    if path.startswith("DeidentificationMethodCodeSequence"):
         return None
     for value in strings(parent, tag):
         text, folded = value, fold(value)
@@ -197,7 +198,7 @@ def _audit_text(
                 text = text[: m.start()] + blank + text[m.end() :]
                 folded = folded[: m.start()] + blank + folded[m.end() :]
         kinds = detector.kinds(text, folded)
-        if kinds:
+        if kinds and not is_standard_meaning(parent, tag):
             return f"kept text holds {', '.join(kinds)}"
     return None
 

@@ -585,6 +585,10 @@ class StoreServer:
                 self._connections.pop(assoc, None)
             raise
 
+    def alive(self) -> bool:
+        """True while the server accepts connections (its accept thread runs)."""
+        return self._thread.is_alive() and not self._stopping.is_set()
+
     def shutdown(self, wait_s: float = 10.0) -> None:
         """Stop listening; end every connection (an instance being stored is finished first:
         its sender sees the connection close and sends it again if it got no answer). Waits at

@@ -2,6 +2,11 @@
 
 Every problem is reported as ``FILE:LINE: message`` (the line of the offending key, found in
 the YAML node tree); nothing here ever shows a traceback.
+
+A protocol file is bounded before it is parsed into objects: at most ``MAX_PROTOCOL_BYTES``,
+nested at most ``MAX_NESTING`` levels, and without YAML aliases (a few nested aliases stand for
+billions of nodes). The limits are checked on the parser's event stream, which needs no
+recursion, so a 5000-deep file is one clear error instead of a ``RecursionError``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from uploader.errors import ConfigError
 from uploader.protocols.model import Protocol, Structure
 
 Loc = tuple[str | int, ...]
+MAX_PROTOCOL_BYTES = 1 << 20  # a real protocol is a few kB
+MAX_NESTING = 32  # mappings and lists inside each other (a real protocol needs 5)
 
 
 @dataclass(frozen=True)
@@ -58,12 +65,50 @@ def _line(root: yaml.Node | None, loc: Loc) -> int:
     return line
 
 
-def _parse(path: Path) -> tuple[Any, yaml.Node | None]:
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_PROTOCOL_BYTES + 1)
+        if len(raw) > MAX_PROTOCOL_BYTES:
+            raise ConfigError(
+                f"{path}: too large for a protocol (at most {MAX_PROTOCOL_BYTES >> 10} kB)"
+            )
+        return raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the protocol: {exc}") from exc
+
+
+def check_shape(path: Path, text: str) -> None:
+    """Refuse YAML nested deeper than ``MAX_NESTING`` or holding aliases, before any object
+    is built (the parser's events need no recursion).
+
+    Raises:
+        ConfigError: the first such place, as FILE:LINE: message.
+        yaml.YAMLError: not valid YAML (the caller reports it).
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1 if event.start_mark else 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise ConfigError(
+                    f"{path}:{line}: nested more than {MAX_NESTING} levels "
+                    "deep: a protocol is a few levels of keys and lists"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            raise ConfigError(
+                f"{path}:{line}: YAML aliases (*{event.anchor}) are not "
+                "accepted in a protocol: write the value out"
+            )
+
+
+def _parse(path: Path) -> tuple[Any, yaml.Node | None]:
+    text = _read(path)
     try:
+        check_shape(path, text)
         return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -17,6 +17,7 @@ from uploader.deid.policy import BURNED_IN_KINDS, PrivateKey
 from uploader.deid.profile import DEFAULT_OPTIONS, Option
 from uploader.deid.pseudonyms import SESSION_FIELDS, SUBJECT_FIELDS, check_pattern
 from uploader.errors import ConfigError
+from uploader.protocols.patterns import PatternError, compile_pattern, search
 
 BurnedInKind = Literal["burned_in_annotation", "secondary_capture", "screen_save", "report_series"]
 assert set(BurnedInKind.__args__) == set(BURNED_IN_KINDS)  # type: ignore[attr-defined]
@@ -58,9 +59,9 @@ def _pattern(value: str, allowed: frozenset[str], what: str) -> str:
 
 def _regex(value: str) -> str:
     try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"not a valid regular expression: {exc}") from exc
+        compile_pattern(value)
+    except PatternError as exc:
+        raise ValueError(str(exc)) from exc  # pydantic reports it at the pattern's line
     return value
 
 
@@ -152,7 +153,7 @@ class Structure(_Strict):
         """True if an ROI name (after relabelling) is this structure."""
         if self.name is not None:
             return roi_name == self.name
-        return re.search(self.pattern or "", roi_name) is not None
+        return search(self.pattern or "", roi_name)
 
 
 class Structures(_Strict):

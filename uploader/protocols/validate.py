@@ -6,7 +6,6 @@ never quote patient data: only modalities, ROI names, counts and the rule's own 
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +14,7 @@ from pydicom.dataset import Dataset
 
 from uploader.protocols.model import AttributeRule, Protocol, Structure
 from uploader.protocols.nomenclature import check_name, suggest
+from uploader.protocols.patterns import search
 from uploader.protocols.study import RT_MODALITIES, Study, rois
 
 
@@ -103,7 +103,7 @@ def _series(protocol: Protocol, study: Study, report: Report) -> None:
 def _forbidden(name: str, forbidden: list[str]) -> bool:
     for f in forbidden:
         if len(f) > 2 and f.startswith("/") and f.endswith("/"):
-            if re.search(f[1:-1], name):
+            if search(f[1:-1], name):
                 return True
         elif name == f:
             return True
@@ -351,4 +351,4 @@ def _holds(rule: AttributeRule, value: Any) -> bool:
         return False
     if rule.one_of is not None and text not in rule.one_of:
         return False
-    return rule.matches is None or re.search(rule.matches, text) is not None
+    return rule.matches is None or search(rule.matches, text)

@@ -88,6 +88,14 @@ CREATE TABLE IF NOT EXISTS bulk_rows (
     message TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (job, line)
 );
+CREATE TABLE IF NOT EXISTS set_aside (
+    id INTEGER PRIMARY KEY,
+    study_id INTEGER,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS links (
     protocol TEXT NOT NULL,
     patient_id TEXT NOT NULL,
@@ -168,6 +176,9 @@ class Store(Database):
         """
         now = time.time()
         with self.tx() as c:
+            known = c.execute("SELECT 1 FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
+            if known:  # before any study row is made: a duplicate never leaves an empty study
+                return False
             row = c.execute(
                 "SELECT id, state FROM studies WHERE study_uid=?", (study_uid,)
             ).fetchone()
@@ -187,9 +198,6 @@ class Store(Database):
                 _audit(c, study_id, "ingest", "study created", source)
             else:
                 study_id = int(row["id"])
-            known = c.execute("SELECT 1 FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
-            if known:
-                return False
             c.execute(
                 "INSERT INTO instances (sop_uid, study_id, series_uid, modality, path, received)"
                 " VALUES (?,?,?,?,?,?)",
@@ -211,6 +219,58 @@ class Store(Database):
                     (protocol, study_id),
                 )
         return True
+
+    def set_aside(
+        self,
+        study_id: int | None,
+        kind: str,
+        path: str,
+        reason: str,
+        *,
+        sop_uid: str | None = None,
+        actor: str = "ingest",
+    ) -> None:
+        """Record a copy kept in quarantine for staff (``kind``: ``quarantined``, an instance
+        that could not be read or de-identified, or ``conflict``, a second copy of an instance
+        with other bytes), with an audit row. With ``sop_uid``, that instance leaves its study:
+        the rest of the study goes on without it."""
+        with self.tx() as c:
+            if sop_uid is not None:
+                c.execute("DELETE FROM instances WHERE sop_uid=?", (sop_uid,))
+            c.execute(
+                "INSERT INTO set_aside (study_id, kind, path, reason, at) VALUES (?,?,?,?,?)",
+                (study_id, kind, path, reason, time.time()),
+            )
+            _audit(c, study_id, actor, f"instance {kind}", reason)
+
+    def conflict(self, sop_uid: str, path: str, reason: str) -> int | None:
+        """Record a second copy of a known instance with other bytes (kept in quarantine); a
+        study still being worked on waits for staff. Return the study's row id."""
+        with self.tx() as c:
+            row = c.execute(
+                "SELECT s.id, s.state FROM instances i JOIN studies s ON s.id = i.study_id"
+                " WHERE i.sop_uid=?",
+                (sop_uid,),
+            ).fetchone()
+            study_id = int(row["id"]) if row else None
+            c.execute(
+                "INSERT INTO set_aside (study_id, kind, path, reason, at) VALUES (?,?,?,?,?)",
+                (study_id, "conflict", path, reason, time.time()),
+            )
+            _audit(c, study_id, "ingest", "instance conflict", reason)
+            if row is not None and row["state"] in ("complete", "validated", "pseudonymised"):
+                c.execute(  # a study still receiving is stopped at its `complete` step
+                    "UPDATE studies SET state='needs_review', reason=?, lease_owner=NULL,"
+                    " lease_until=0, updated=? WHERE id=?",
+                    (f"conflicting copies of an instance: {reason}", time.time(), study_id),
+                )
+        return study_id
+
+    def set_aside_rows(self, study_id: int | None = None) -> list[sqlite3.Row]:
+        """What was kept in quarantine for staff (of one study, or all), oldest first."""
+        if study_id is None:
+            return self.query("SELECT * FROM set_aside ORDER BY id")
+        return self.query("SELECT * FROM set_aside WHERE study_id=? ORDER BY id", (study_id,))
 
     def assign(self, study_uid: str, protocol: str | None, **decisions: str) -> None:
         """Say in advance which trial (and subject/session) a study being retrieved belongs to."""

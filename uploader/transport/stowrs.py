@@ -18,6 +18,8 @@ from typing import Any
 import requests
 
 from uploader.errors import PermanentError, RetriableError
+from uploader.transport.forwardsig import HEADER, ForwardKey
+from uploader.transport.paths import check_uid
 
 _RETRIABLE = {408, 429, 500, 502, 503, 504}
 
@@ -42,6 +44,7 @@ class StowClient:
         auth: tuple[str, str] | None = None,
         timeout_s: float = 60.0,
         allow_plain_http: bool = False,
+        signer: ForwardKey | None = None,
     ) -> None:
         if base_url.startswith("http://") and not allow_plain_http:
             raise PermanentError(
@@ -53,6 +56,7 @@ class StowClient:
         self._token = token
         self._local = threading.local()  # a session per thread: requests' are not thread-safe
         self.auth = auth
+        self.signer = signer  # node to node: each instance and manifest carries its tag
 
     @property
     def session(self) -> requests.Session:
@@ -76,8 +80,10 @@ class StowClient:
         boundary = "sdu-" + secrets.token_hex(12)
         body = bytearray()
         for _uid, path in files:
-            body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-            body += path.read_bytes()
+            data = path.read_bytes()
+            tag = f"{HEADER}: {self.signer.sign_instance(data)}\r\n" if self.signer else ""
+            body += f"--{boundary}\r\nContent-Type: application/dicom\r\n{tag}\r\n".encode()
+            body += data
             body += b"\r\n"
         body += f"--{boundary}--\r\n".encode()
         headers = {
@@ -118,7 +124,7 @@ class StowClient:
         Raises:
             RetriableError, PermanentError: as for ``store``.
         """
-        url = f"{self.base}/studies/{study_uid}/instances"
+        url = f"{self.base}/studies/{check_uid(study_uid, 'the StudyInstanceUID')}/instances"
         response = self._request("GET", url, headers={"Accept": "application/dicom+json"})
         if response.status_code in (204, 404):
             return set()
@@ -135,7 +141,11 @@ class StowClient:
 
     def post_json(self, url: str, payload: dict[str, Any]) -> None:
         """POST a JSON document (the study manifest) with the same TLS and credentials."""
-        self._post(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+        body = json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.signer is not None:
+            headers[HEADER] = self.signer.sign_manifest(body)
+        self._post(url, body, headers)
 
 
 def _sop_uids(items: Any) -> list[str]:
