@@ -9,13 +9,13 @@ import json
 from pathlib import Path
 
 import pytest
-import requests
 from markupsafe import escape
 from pydicom import dcmread
 
 from uploader.sample import write_study
 
-from .test_anonymised_node import _deidentified, _stow
+from .intake_client import manifest_for, post_manifest, stow
+from .test_anonymised_node import _deidentified
 from .webnode import csrf_of, web_node
 
 pytestmark = pytest.mark.integration
@@ -23,18 +23,17 @@ pytestmark = pytest.mark.integration
 
 def test_hostile_requests_to_the_pages_are_refused(tmp_path: Path, key_file: Path) -> None:
     files = _deidentified(tmp_path, key_file, slices=2)
+    planted = next(f for f in files if dcmread(f).Modality == "CT")
     raw = next(f for f in write_study(tmp_path / "raw", slices=1) if f.suffix != ".txt")
     with web_node(tmp_path / "anon", {"type": "directory", "path": str(tmp_path / "out")}) as n:
-        assert _stow(n.anon.url, n.ca, n.anon.token, files).status_code == 200
-        assert _stow(n.anon.url, n.ca, n.anon.token, [raw]).status_code == 409  # identifiable
-        refused_uid = str(dcmread(raw).SOPInstanceUID)
-        uids = [f.stem for f in files] + [refused_uid]
-        manifest = {"instances": len(uids), "sop_instance_uids": uids}
-        auth = {"Authorization": f"Bearer {n.anon.token}"}
-        r = requests.post(
-            f"{n.anon.url}/manifests", json=manifest, headers=auth, verify=str(n.ca), timeout=10
-        )
-        assert r.ok, r.text
+        assert post_manifest(n.anon, manifest_for(files)).ok
+        good = [f for f in files if f != planted]
+        assert stow(n.anon, good).status_code == 200
+        ds = dcmread(planted)  # one instance with the patient's phone number left in it
+        ds.ImageComments = "call 01483 555123 before the scan"
+        ds.save_as(planted)
+        assert stow(n.anon, [planted]).status_code == 409
+        assert stow(n.anon, [raw]).status_code == 409  # identifiable, in no manifest
 
         # an open redirect after sign-in: only paths on this site are followed
         s = n.client()
@@ -68,22 +67,14 @@ def test_hostile_requests_to_the_pages_are_refused(tmp_path: Path, key_file: Pat
         assert s.get(f"{n.web}/audit.csv", timeout=10).status_code == 403
         assert n.anon.status()["counts"]["rejected"] == 0
 
-        # the refused instance: its study says so, with why
+        # the refused instance: its study says so, with why; the other is listed on its own
+        refusals = n.anon.status()["refusals"]
+        assert len(refusals) == 2
         queue = s.get(f"{n.web}/", timeout=10).text
-        assert "1 instance(s) refused" in queue
+        assert "1 instance(s) refused" in queue and "Refused at intake" in queue
         study = s.get(f"{n.web}/studies/1", timeout=10).text
-        (refusal,) = n.anon.status()["refusals"]
-        why = json.loads(refusal["problems"])
+        why = json.loads(refusals[0]["problems"])
         assert why and str(escape("; ".join(why))) in study  # every problem, as text
-        # a refusal no manifest names is listed on its own, with why
-        other = next(f for f in write_study(tmp_path / "raw2", slices=1) if f.suffix != ".txt")
-        from pydicom.uid import generate_uid
-
-        ds = dcmread(other)
-        ds.SOPInstanceUID = generate_uid()
-        ds.save_as(other)
-        assert _stow(n.anon.url, n.ca, n.anon.token, [other]).status_code == 409
-        alone = s.get(f"{n.web}/", timeout=10).text
-        assert "Refused at intake" in alone
-        problems = json.loads(n.anon.status()["refusals"][-1]["problems"])
-        assert all(str(escape(p)) in alone for p in problems)
+        assert "01483 555123" not in study + queue  # the refusal names the kind, not the value
+        alone = json.loads(refusals[1]["problems"])
+        assert all(str(escape(p)) in queue for p in alone)
