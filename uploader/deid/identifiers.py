@@ -529,7 +529,7 @@ class Matcher:
         self._short = {fold(s) for s in ident.short_names}
         self._ident, self._ours_words = ident, tuple(ours)
         self._ids_only: Matcher | None = None
-        self._memo: dict[tuple[str, int, bool], list[Hit]] = {}
+        self._memo: dict[tuple[str, Detector | None, bool], list[Hit]] = {}
         self._people: Matcher | None = None
         words = sorted({fold(w).strip() for w in ours if w and len(w.strip()) >= 2}, key=len)
         self._ours = re.compile("|".join(re.escape(w) for w in reversed(words))) if words else None
@@ -584,7 +584,7 @@ class Matcher:
 
         Remembered per text: a study's instances repeat most of their values (the cleaner and
         the verifier ask about each one, in every slice)."""
-        key = (text, id(patterns), verify)
+        key = (text, patterns, verify)  # the detector itself: an id could be reused
         found = self._memo.get(key)
         if found is None:
             if len(self._memo) > _MEMO_SIZE:
