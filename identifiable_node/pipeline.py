@@ -303,6 +303,26 @@ class Pipeline:
         self._release(study.id, "receiving", self.owner, "instances still arriving", retry_in=0.2)
         return True
 
+    def _held_for_cleaning(self, study: Study, pid: str, written: list[Done]) -> bool:
+        """Cleaning struck part of a kept value (a name in an ROI name or a description): staff
+        see where before anything leaves, and approving forwards the cleaned outputs. Returns
+        True when the study now waits for them."""
+        struck = [w for d in written for w in d.struck]
+        if not struck or not self.review_when_cleaned or study.decided.get("override"):
+            return False
+        subject, session = written[0].subject, written[0].session
+        self.store.link(pid, study.patient_id, study.study_uid, subject, session)
+        self._release(
+            study.id,
+            "needs_review",
+            self.owner,
+            reason=f"cleaning struck an identifier in {len(struck)} kept value(s) "
+            f"({'; '.join(sorted(set(struck))[:3])}): check and approve to forward",
+            subject=subject,
+            session=session,
+        )
+        return True
+
     def _pseudonymise(self, study: Study) -> None:
         if self._back_to_receiving(study):
             return
@@ -354,17 +374,7 @@ class Pipeline:
             if d.status == "withheld":
                 withheld += 1
                 self.store.audit(study.id, self.owner, "instance withheld", d.detail)
-        struck = [w for d in written for w in d.struck]
-        if struck and self.review_when_cleaned and not study.decided.get("override"):
-            # cleaning struck part of a kept value (a name in an ROI name or a description):
-            # staff see where before anything leaves; approving forwards the cleaned outputs
-            self._release(
-                study.id,
-                "needs_review",
-                self.owner,
-                reason=f"cleaning struck an identifier in {len(struck)} kept value(s) "
-                f"({'; '.join(sorted(set(struck))[:3])}): check and approve to forward",
-            )
+        if self._held_for_cleaning(study, pid, written):
             return
         failed = [d for d in done if d.status == "failed"]
         if failed:  # quarantined, the rest kept; staff see why, approving goes on without them
@@ -379,8 +389,10 @@ class Pipeline:
                 f"quarantined ({failed[0].detail}): approve to go on without them",
             )
             return
-        if written:
-            subject, session = written[0].subject, written[0].session
+        # outputs made before a staff decision: the study keeps the pseudonyms it had
+        made = written[0] if written else None
+        subject = made.subject if made else (study.subject or subject)
+        session = made.session if made else (study.session or session)
         if subject and session:
             self.store.link(pid, study.patient_id, study.study_uid, subject, session)
         self._release(

@@ -331,9 +331,9 @@ def _one(  # noqa: PLR0917 - one file and the run's context
         _atomic_write(outcome.dataset, output_path(out, outcome), _RUN_STARTED)
     except WithheldError as exc:
         return FileResult(rel, "withheld", exc.reason)
-    except DuplicateError:
+    except DuplicateError:  # the first one written stays; this one is said, never overwritten
         return FileResult(
-            rel, "failed", "another input has the same SOP Instance UID with other content"
+            rel, "withheld", "another input has the same SOP Instance UID with other content"
         )
     except VerificationError as exc:
         log.warning("verification failed for one input (%d problems)", len(exc.problems))

@@ -31,6 +31,7 @@ from uploader.deid.patterns import Detector
 
 _MIN_NAME = 3
 _GLUED = 6  # name parts this long are found inside other words too
+_MEMO_SIZE = 20_000
 _MIN_ID = 3
 _MIN_PLACE_WORD = 4
 _UMLAUTS = {"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "æ": "ae", "ø": "oe", "å": "aa"}
@@ -528,6 +529,7 @@ class Matcher:
         self._short = {fold(s) for s in ident.short_names}
         self._ident, self._ours_words = ident, tuple(ours)
         self._ids_only: Matcher | None = None
+        self._memo: dict[tuple[str, Detector | None, bool], list[Hit]] = {}
         self._people: Matcher | None = None
         words = sorted({fold(w).strip() for w in ours if w and len(w.strip()) >= 2}, key=len)
         self._ours = re.compile("|".join(re.escape(w) for w in reversed(words))) if words else None
@@ -578,7 +580,19 @@ class Matcher:
     def hits(
         self, text: str, patterns: Detector | None = None, *, verify: bool = False
     ) -> list[Hit]:
-        """Return the identifiers in ``text`` (``verify``: without the study's plain dates)."""
+        """Return the identifiers in ``text`` (``verify``: without the study's plain dates).
+
+        Remembered per text: a study's instances repeat most of their values (the cleaner and
+        the verifier ask about each one, in every slice)."""
+        key = (text, patterns, verify)  # the detector itself: an id could be reused
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) > _MEMO_SIZE:
+                self._memo.clear()
+            found = self._memo[key] = self._hits(text, patterns, verify=verify)
+        return list(found)
+
+    def _hits(self, text: str, patterns: Detector | None, *, verify: bool) -> list[Hit]:
         folded = fold(text)
         found: list[Hit] = []
         if self._short and folded.strip() in self._short:

@@ -171,7 +171,7 @@ def audit(
             retain_uids=retain_uids,
             reqs=reqs,
         )
-        if problem is None and vr in TEXT_VRS and tag not in CODED_TAGS:
+        if problem is None and vr in TEXT_VRS and tag not in CODED_TAGS | DEVICE_TAGS:
             problem = _audit_text(path, tag, parent, detector, mask)
         if problem:
             problems.append(f"{_where(path, tag)}: {problem}")
