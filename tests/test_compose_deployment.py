@@ -48,10 +48,13 @@ class Stack:
     dicom_port: int
     review_port: int
     timings: dict[str, float]
+    pages_port: int = 0  # a free port too: nothing on this host may hold 8444
 
     def compose(self, *args: str, check: bool = True, timeout: float = 300) -> str:
         env = self.engine.env(
-            UPLOADER_DICOM_PORT=str(self.dicom_port), UPLOADER_REVIEW_PORT=str(self.review_port)
+            UPLOADER_DICOM_PORT=str(self.dicom_port),
+            UPLOADER_REVIEW_PORT=str(self.review_port),
+            UPLOADER_PAGES_PORT=str(self.pages_port),
         )
         done = subprocess.run(
             [str(Path(sys.executable).parent / "docker-compose"), "-p", PROJECT, *args],
@@ -155,7 +158,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         t1 = time.monotonic()
         _build(eng, repo)
         timings["builds"] = time.monotonic() - t1
-        handle = Stack(eng, repo, None, free_port(), free_port(), timings)  # type: ignore[arg-type]
+        handle = Stack(eng, repo, None, free_port(), free_port(), timings, free_port())  # type: ignore[arg-type]
         try:
             handle.compose("create")  # the networks exist from here: the repository needs one
             net = json.loads(eng.docker("network", "inspect", f"{PROJECT}_outbound"))[0]
