@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pydicom.errors import InvalidDicomError
 
-from uploader.deid.batch import read_dicom
+from uploader.deid.batch import file_identifiers, read_dicom
 from uploader.deid.engine import Settings, deidentify
-from uploader.deid.identifiers import Identifiers, collect
+from uploader.deid.identifiers import Identifiers
 from uploader.deid.profile import Profile
 from uploader.errors import VerificationError, WithheldError
 from uploader.hardening import describe, harden_process
@@ -60,10 +60,9 @@ def study_identifiers(paths: list[Path], profile: Profile) -> Identifiers:
     staff who appear only in the RTSTRUCT are struck from the CT's descriptions too."""
     found = Identifiers()
     for path in paths:
-        try:
-            collect(read_dicom(path, stop_before_pixels=True), found, kept=profile.kept_tags)
-        except Exception:  # noqa: S112 - an unreadable instance fails alone, later
-            continue
+        ident = file_identifiers(path, profile.kept_tags)[1]
+        if ident is not None:
+            found.update(ident)
     return found
 
 

@@ -27,7 +27,15 @@ from uploader.deid.engine import Outcome, Settings, deidentify
 from uploader.deid.identifiers import Identifiers, collect
 from uploader.dicomfile import read_dicom
 
-__all__ = ["FileResult", "Mapping", "Summary", "anonymise_tree", "input_files", "read_dicom"]
+__all__ = [
+    "FileResult",
+    "Mapping",
+    "Summary",
+    "anonymise_tree",
+    "file_identifiers",
+    "input_files",
+    "read_dicom",
+]
 from uploader.errors import ConfigError, VerificationError, WithheldError
 
 log = logging.getLogger(__name__)
@@ -202,7 +210,7 @@ def anonymise_tree(
     summary = Summary()
     kept = settings.profile.kept_tags
     if jobs == 1 or len(work) < _MIN_PARALLEL:
-        found = [_collect_one(p, kept) for p in paths]
+        found = [file_identifiers(p, kept) for p in paths]
         studies = _union(iter(found))
         results: Iterator[FileResult] = (
             _one(p, rel, out, settings, labels, studies.get(f[0]))
@@ -264,11 +272,12 @@ def _worker(item: tuple[Path, str, Identifiers | None]) -> FileResult:
 
 def _collect_worker(path: Path) -> tuple[str, Identifiers | None]:
     assert _WORKER is not None
-    return _collect_one(path, _WORKER[1].profile.kept_tags)
+    return file_identifiers(path, _WORKER[1].profile.kept_tags)
 
 
-def _collect_one(path: Path, kept: frozenset[int]) -> tuple[str, Identifiers | None]:
-    """Return (study UID, the identifiers of one file's header), or ("", None) if unreadable."""
+def file_identifiers(path: Path, kept: frozenset[int]) -> tuple[str, Identifiers | None]:
+    """Return (study UID, the identifiers of one file's header at every level), or ("", None)
+    if unreadable (the file is then judged, and its failure reported, on its own)."""
     try:
         ds = read_dicom(path, stop_before_pixels=True)
         return str(ds.get("StudyInstanceUID", "") or ""), collect(ds, kept=kept)

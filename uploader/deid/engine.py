@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -350,7 +350,8 @@ def deidentify(  # noqa: PLR0917 - the public API; callers pass these by positio
 
     ``modality_label``: the study's modality for scripts (default: this instance's Modality).
     ``subject``, ``session``: manual trial IDs, instead of the keyed ones.
-    ``study``: the identifiers of the whole study (``collect_study``); without it, those of
+    ``study``: the identifiers of the whole study (``batch.file_identifiers`` per file, merged);
+    without it, those of
     this instance alone (names of staff that appear only in other instances are then unknown).
     Raises:
         WithheldError: policy withholds it (burned-in text), or a script rejected it.
@@ -439,11 +440,3 @@ def _avoid(patient_name: str) -> Callable[[str], bool]:
         return any(p in folded for p in parts)
 
     return bad
-
-
-def collect_study(datasets: Iterable[Dataset], profile: Profile) -> Identifiers:
-    """Return the identifiers of a whole study: the union over its instances, every level."""
-    found = Identifiers()
-    for ds in datasets:
-        collect(ds, found, kept=profile.kept_tags)
-    return found
