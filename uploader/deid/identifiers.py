@@ -531,8 +531,7 @@ class Matcher:
         self._ids_only: Matcher | None = None
         self._memo: dict[tuple[str, Detector | None, bool], list[Hit]] = {}
         self._people: Matcher | None = None
-        words = sorted({fold(w).strip() for w in ours if w and len(w.strip()) >= 2}, key=len)
-        self._ours = re.compile("|".join(re.escape(w) for w in reversed(words))) if words else None
+        self._ours = ours_pattern(ours)
 
     @staticmethod
     def _compile_any(by_kind: dict[str, list[str]]) -> re.Pattern[str] | None:
@@ -630,6 +629,12 @@ class Matcher:
             last = end
         out.append(text[last:])
         return "".join(out), list(dict.fromkeys(h.kind for h in found))
+
+
+def ours_pattern(words: Iterable[str]) -> re.Pattern[str] | None:
+    """One pattern for the words the engine writes (folded, longest first), or None."""
+    folded = sorted({fold(w).strip() for w in words if w and len(w.strip()) >= 2}, key=len)
+    return re.compile("|".join(re.escape(w) for w in reversed(folded))) if folded else None
 
 
 _MATCHERS: dict[tuple[object, ...], Matcher] = {}

@@ -19,7 +19,13 @@ from pydicom.dataset import Dataset
 from uploader.deid import iod
 from uploader.deid.codes import CODED_TAGS, DEVICE_TAGS, is_standard_meaning
 from uploader.deid.elements import TEXT_VRS, is_registry_uid, private_creators, strings, walk
-from uploader.deid.identifiers import Identifiers, StructureNames, fold, matcher_for
+from uploader.deid.identifiers import (
+    Identifiers,
+    StructureNames,
+    fold,
+    matcher_for,
+    ours_pattern,
+)
 from uploader.deid.patterns import Detector, default_detector
 from uploader.deid.policy import SECONDARY_CAPTURE_CLASSES, PrivatePolicy, private_kept
 from uploader.deid.profile import METHOD_CODES, Op, Option, Profile, is_conditional, resolve
@@ -158,7 +164,7 @@ def audit(
     problems = _audit_header(ds, allow_burned_in)
     retain_uids = Option.RETAIN_UIDS in profile.options
     detector = patterns if patterns is not None else default_detector(audit=True)
-    mask = _mask(ours)
+    mask = ours_pattern(ours)
     reqs = iod.requirements(str(ds.get("SOPClassUID", "") or ""))
     for path, tag, vr, parent in walk(ds):
         problem = _audit_element(
@@ -176,11 +182,6 @@ def audit(
         if problem:
             problems.append(f"{_where(path, tag)}: {problem}")
     return problems
-
-
-def _mask(ours: Iterable[str]) -> re.Pattern[str] | None:
-    words = sorted({fold(w) for w in ours if w and len(w) >= 2}, key=len, reverse=True)
-    return re.compile("|".join(re.escape(w) for w in words)) if words else None
 
 
 def _audit_text(
