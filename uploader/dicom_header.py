@@ -12,6 +12,7 @@ to equal pydicom's on every file pydicom ships.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 _IMPLICIT = "1.2.840.10008.1.2"
 _UNSUPPORTED = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}  # big endian, deflate
@@ -131,3 +132,111 @@ def text(raw: bytes | None, *, each: bool = False) -> str | None:
     if each:
         return "\\".join(v.rstrip("\0 ") for v in value.split("\\"))
     return value.rstrip(" \0")
+
+
+#: What ``deep_scan``'s judge answers for an element.
+SKIP, DESCEND, VALUE = 0, 1, 2
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # where pydicom's header read stops
+_DICT_VR: dict[int, str] = {}
+
+
+def dictionary_vr(tag: int) -> str:
+    """The VR pydicom's dictionary gives a tag ("UN" when it has none), cached."""
+    vr = _DICT_VR.get(tag)
+    if vr is None:
+        from pydicom.datadict import dictionary_VR
+
+        try:
+            vr = str(dictionary_VR(tag))
+        except KeyError:
+            vr = "UN"
+        _DICT_VR[tag] = vr
+    return vr
+
+
+class _Deep:
+    """One deep walk: the file, the transfer syntax, the judge and what it asked for."""
+
+    def __init__(self, data: bytes, implicit: bool, judge: Callable[[int, str], int]) -> None:
+        self.data, self.implicit, self.judge = data, implicit, judge
+        self.out: list[tuple[int, int, str, bytes]] = []
+        self.depth = 0
+
+    def dataset(self, pos: int, end: int, top: bool = False) -> int:
+        """Walk one data set from ``pos`` to ``end`` (``-1``: to its item delimiter, or the end
+        of the file at the top); return the offset after it."""
+        data, seen = self.data, set()
+        while True:
+            if end >= 0 and pos >= end:
+                if pos > end:
+                    raise _UnsupportedError
+                return pos
+            if top and pos == len(data):
+                return pos
+            tag, raw_vr, length, pos = _header(data, pos, self.implicit)
+            if tag == _ITEM_END and end < 0 and not top:
+                return pos
+            if top and tag in _PIXEL_TAGS:
+                return len(data)
+            if tag >> 16 == 0xFFFE or tag in seen:
+                raise _UnsupportedError  # a delimiter out of place, or one tag twice in a set
+            seen.add(tag)
+            pos = self.element(tag, raw_vr, length, pos)
+
+    def element(self, tag: int, raw_vr: bytes, length: int, pos: int) -> int:
+        """Take one element whose value starts at ``pos``; return the offset after it."""
+        vr = raw_vr.decode("ascii") if raw_vr and raw_vr != b"UN" else dictionary_vr(tag)
+        what = self.judge(tag, vr)
+        if what != SKIP and raw_vr == b"UN":
+            raise _UnsupportedError  # pydicom would re-read it by the dictionary's VR
+        if length == _UNDEFINED:
+            if what == DESCEND and vr == "SQ":
+                return self.items(pos, -1)
+            if what == SKIP:  # items of a sequence, or fragments of encapsulated pixels
+                return _skip_undefined(self.data, pos, self.implicit or raw_vr == b"UN")
+            raise _UnsupportedError
+        if pos + length > len(self.data):
+            raise _UnsupportedError
+        if what == DESCEND:
+            if vr != "SQ":
+                raise _UnsupportedError  # a sequence the file does not encode as one
+            self.items(pos, pos + length)
+        elif what == VALUE:
+            self.out.append((self.depth, tag, vr, self.data[pos : pos + length]))
+        return pos + length
+
+    def items(self, pos: int, end: int) -> int:
+        """Walk the items of a sequence (``end`` -1: undefined length); return the offset after."""
+        while True:
+            if end >= 0 and pos >= end:
+                if pos > end:
+                    raise _UnsupportedError
+                return pos
+            tag, _vr, length, pos = _header(self.data, pos, True)
+            if tag == _SEQ_END and end < 0:
+                return pos
+            if tag != _ITEM:
+                raise _UnsupportedError
+            if length != _UNDEFINED and pos + length > len(self.data):
+                raise _UnsupportedError
+            self.depth += 1
+            pos = self.dataset(pos, -1 if length == _UNDEFINED else pos + length)
+            self.depth -= 1
+
+
+def deep_scan(
+    data: bytes, judge: Callable[[int, str], int]
+) -> list[tuple[int, int, str, bytes]] | None:
+    """(depth, tag, VR, raw value) of every element at any depth (0: the top level) that
+    ``judge(tag, vr)`` asks for (``VALUE``),
+    descending into the sequences it asks for (``DESCEND``), up to the pixel data as pydicom's
+    ``stop_before_pixels`` reads; ``None`` when the file is not one this walk reads with
+    certainty (the caller then reads it with pydicom). The VR is the one written in the file,
+    or the dictionary's when the file's is implicit or UN."""
+    try:
+        syntax, pos = _meta(data)
+        walk = _Deep(data, syntax == _IMPLICIT, judge)
+        walk.dataset(pos, -1, top=True)
+    except (_UnsupportedError, UnicodeDecodeError, IndexError, struct.error, RecursionError):
+        return None
+    return walk.out

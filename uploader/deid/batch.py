@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import mmap
 import multiprocessing
 import os
 import re
@@ -24,7 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from uploader.deid.engine import Outcome, Settings, deidentify
-from uploader.deid.identifiers import Identifiers, collect
+from uploader.deid.identifiers import Identifiers, collect, collect_file
 from uploader.dicomfile import read_dicom
 
 __all__ = [
@@ -278,6 +279,13 @@ def _collect_worker(path: Path) -> tuple[str, Identifiers | None]:
 def file_identifiers(path: Path, kept: frozenset[int]) -> tuple[str, Identifiers | None]:
     """Return (study UID, the identifiers of one file's header at every level), or ("", None)
     if unreadable (the file is then judged, and its failure reported, on its own)."""
+    try:
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            fast = collect_file(data, kept)  # type: ignore[arg-type]
+    except (OSError, ValueError):  # an empty file cannot be mapped: pydicom says what it is
+        fast = None
+    if fast is not None:
+        return fast
     try:
         ds = read_dicom(path, stop_before_pixels=True)
         return str(ds.get("StudyInstanceUID", "") or ""), collect(ds, kept=kept)

@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom.charset import python_encoding
 from pydicom.datadict import tag_for_keyword
 from pydicom.sequence import Sequence
 
 from uploader.deid.codes import DEVICE_TAGS, ENUMERATED_TAGS
 from uploader.deid.elements import strings, vr_of
 from uploader.deid.patterns import Detector
+from uploader.dicom_header import DESCEND, SKIP, VALUE, deep_scan, text
 
 _MIN_NAME = 3
 _GLUED = 6  # name parts this long are found inside other words too
@@ -383,6 +385,77 @@ def collect(
                 if values:
                     _add(found, tag, vr, values)
     return found
+
+
+def _judge(kept: frozenset[int]) -> Callable[[int, str], int]:
+    """What ``collect`` reads of each element, for the raw walk (the same rules, in order)."""
+
+    def judge(tag: int, vr: str) -> int:
+        if tag >> 16 & 1 or tag in _GEOMETRY or tag in kept:
+            return SKIP
+        if vr == "SQ":
+            return DESCEND
+        if vr in ("PN", "DA", "DT", "TM") or tag in _KIND_OF or tag in _PATIENT_NAME_TAGS:
+            return VALUE
+        return SKIP
+
+    return judge
+
+
+_STUDY_UID, _CHARSET = 0x0020000D, 0x00080005
+_OWN = frozenset({_STUDY_UID, _CHARSET})  # what the walk reads for itself, not as identifiers
+#: Character sets whose bytes decode one for one with no escapes, so a walk can decode them as
+#: pydicom does (no value, no backslash, is ever split by a multi-byte character).
+_PLAIN_CHARSETS = frozenset(
+    {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 126"}
+    | {"ISO_IR 127", "ISO_IR 138", "ISO_IR 144", "ISO_IR 148", "ISO_IR 166", "ISO_IR 203"}
+    | {"ISO_IR 192"}
+)
+
+
+def _codec(raw: bytes | None) -> str | None:
+    """The Python codec of a top-level Specific Character Set, or None if not a plain one."""
+    name = text(raw)
+    if name is None or name.strip() not in _PLAIN_CHARSETS:
+        return None
+    return python_encoding.get(name.strip(), "iso8859")  # none given: pydicom reads Latin-1
+
+
+def collect_file(data: bytes, kept: frozenset[int] = frozenset()) -> tuple[str, Identifiers] | None:
+    """``collect`` of a Part 10 file's bytes, with its Study Instance UID, by a walk of the
+    element headers (``dicom_header.deep_scan``) instead of pydicom: several times faster, for
+    the pre-pass that reads every header of a study. ``None`` when the walk is unsure (another
+    transfer syntax, a character set with escapes or one set inside a sequence, a structure it
+    does not follow): read the file with pydicom then. Tested to equal ``collect`` on every
+    file pydicom ships."""
+    judge = _judge(kept)
+    found = deep_scan(data, lambda tag, vr: VALUE if tag in _OWN else judge(tag, vr))
+    if found is None:
+        return None
+    top = {tag: raw for depth, tag, _vr, raw in found if depth == 0 and tag in _OWN}
+    if any(depth and tag == _CHARSET for depth, tag, _vr, _raw in found):
+        return None  # a character set of an item's own: pydicom follows it
+    uid = text(top.get(_STUDY_UID))
+    if uid is None or "\\" in uid:
+        return None
+    codec = _codec(top.get(_CHARSET))
+    ident = Identifiers()
+    for _depth, tag, vr, raw in found:
+        if tag in _OWN and not judge(tag, vr):
+            continue
+        if raw.isascii() and b"\x1b" not in raw:
+            value = raw.decode("ascii")
+        elif codec is None or vr in ("DA", "DT", "TM") or b"\x1b" in raw:
+            return None  # pydicom knows the other character sets
+        else:
+            try:
+                value = raw.decode(codec)
+            except UnicodeDecodeError:
+                return None
+        values = [v for v in (p.strip(" \x00") for p in value.split("\\")) if v]
+        if values:
+            _add(ident, tag, vr, values)
+    return uid, ident
 
 
 _SPELLED = (("ae", "a"), ("oe", "o"), ("ue", "u"), ("ss", "s"))
