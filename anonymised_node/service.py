@@ -135,11 +135,12 @@ class AnonymisedNode(Node):
         )
         intake_thread.start()
         self.started("intake", lambda: _stop_server(server, intake_thread))
-        threading.Thread(
+        announcer = threading.Thread(
             target=self._announce, args=(server, pages, health), name="announce", daemon=True
-        ).start()
+        )
+        announcer.start()
         health.start(stop)
-        self.started("ready file", lambda: withdraw(config.node.data_dir))
+        self.started("ready file", lambda: _withdraw(config.node.data_dir, announcer))
 
     def _serve(self, server: uvicorn.Server) -> None:
         """The intake's thread: when its server ends, by itself or asked to, the node stops."""
@@ -172,6 +173,12 @@ class AnonymisedNode(Node):
         """True when the intake or the pages ended by themselves (the node did not serve)."""
         pages_failed = self.pages_thread is not None and self.pages_thread.failed
         return pages_failed or self.intake_failed
+
+
+def _withdraw(data_dir: Path, announcer: threading.Thread) -> None:
+    """Remove the ready file once the thread that writes it has ended (it ends on stop)."""
+    announcer.join(timeout=5)
+    withdraw(data_dir)
 
 
 def _stop_pages(thread: PagesThread) -> None:
