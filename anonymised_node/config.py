@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from identifiable_node.config import load_yaml_model
+from uploader.node.config import load_yaml_model
 from uploader.web.settings import WebSettings
 
 

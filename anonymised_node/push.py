@@ -16,8 +16,8 @@ from typing import Protocol as TypingProtocol
 from anonymised_node.config import Config, Target
 from anonymised_node.store import AnonStore, AnonStudy
 from anonymised_node.xnat import Xnat
-from identifiable_node.config import read_secret
 from uploader.errors import PermanentError, RetriableError
+from uploader.node.config import read_secret
 from uploader.protocols.model import Protocol
 from uploader.store.spool import durable_write
 from uploader.transport.paths import check_label, check_uid, inside

@@ -27,8 +27,8 @@ import requests
 
 from anonymised_node.config import Target
 from anonymised_node.store import AnonStudy
-from identifiable_node.config import read_secret
 from uploader.errors import PermanentError, RetriableError
+from uploader.node.config import read_secret
 from uploader.transport.paths import check_label, check_uid
 from uploader.transport.stowrs import tls_error
 

@@ -1,20 +1,21 @@
 """The identifiable node: wires ingest (SCP, folder), the store and the pipeline workers.
 
-Runs in the foreground; SIGTERM or SIGINT sets a flag, the SCP stops taking associations, the
-workers finish their current step, and the process exits 0.
+Runs in the foreground; SIGTERM or SIGINT sets a flag, then the node's parts stop in the order
+``IdentifiableNode`` gives: the SCP stops taking associations, the workers finish their current
+step, the journal is written out, and the process exits 0.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from identifiable_node.config import Config, load_config, read_secret
+from identifiable_node.config import Config, load_config
 from identifiable_node.folder import FolderWatcher
 from identifiable_node.ingest import Ingestor
 from identifiable_node.optout import OptOut
@@ -25,11 +26,15 @@ from uploader.deid.pseudonyms import read_key
 from uploader.dicomnet import quiet_pynetdicom
 from uploader.dicomnet.scp import Received, ScpOptions, StoreServer, start_scp
 from uploader.errors import ConfigError
-from uploader.health import Component, Health, describe
+from uploader.health import Health
+from uploader.node.config import read_secret
+from uploader.node.lifecycle import Node
+from uploader.node.ready import announce, withdraw
+from uploader.node.worker import worker_thread
 from uploader.preflight import Problems
 from uploader.store.db import Store
 from uploader.store.journal import Journal, JournalBusyError
-from uploader.store.spool import Spool, durable_write
+from uploader.store.spool import Spool
 from uploader.transport.forwardsig import ForwardKey
 from uploader.transport.stowrs import StowClient
 
@@ -55,14 +60,11 @@ def _forwarder(config: Config) -> StowClient:
     )
 
 
-def _workers(
-    config: Config, ingestor: Ingestor, trials: Trials, stop: threading.Event, part: Component
-) -> threading.Thread:
-    store, spool = ingestor.store, ingestor.spool
-    pipeline = Pipeline(
+def _pipeline(config: Config, ingestor: Ingestor, trials: Trials) -> Pipeline:
+    return Pipeline(
         config,
-        store=store,
-        spool=spool,
+        store=ingestor.store,
+        spool=ingestor.spool,
         trials=trials,
         optout=OptOut(config.optout.file, config.optout.mode),
         forwarder=_forwarder(config),
@@ -70,21 +72,6 @@ def _workers(
         busy=ingestor.busy,
         deid_processes=config.workers.deid_processes or min(4, os.cpu_count() or 1),
     )
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                busy = pipeline.step()
-            except Exception as exc:  # counted: a step that keeps failing turns the node unhealthy
-                log.exception("pipeline step failed")
-                part.failed(describe(exc))
-                busy = False
-            else:
-                part.beat()
-            if not busy:
-                stop.wait(config.workers.idle_s)
-
-    return threading.Thread(target=loop, name="pipeline", daemon=True)
 
 
 def preflight(config: Config, config_path: Path) -> tuple[bytes, Trials]:
@@ -194,58 +181,85 @@ def _links(config: Config, stop: threading.Event, health: Health) -> list[thread
     return [thread]
 
 
+class IdentifiableNode(Node):
+    """The running identifiable node. Parts come up in this order and stop in the reverse:
+    the health registry, the journal, the journal's writer (it drains the journal into the
+    spool), the pipeline, the C-STORE SCP, the watched folder, the links, the health monitor,
+    the ready file. So on stop the ready file goes first, then everything that receives
+    instances (links, folder, SCP: nothing new arrives), then the pipeline (its current step
+    finishes), then the writer (it writes out what producers handed it), then the journal."""
+
+    def __init__(
+        self,
+        config: Config,
+        trials: Trials,
+        on_stop_step: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(on_stop_step)
+        self.config, self.trials = config, trials
+        self.scp: StoreServer | None = None
+        self.threads: dict[str, threading.Thread] = {}  # the parts that run in a thread
+
+    def _start(self) -> None:
+        config, stop = self.config, self.stopping
+        data_dir = config.node.data_dir
+        store, spool = open_store(config)
+        health = Health(data_dir)
+        self.started("health", health.close)
+        journal = None
+        if config.scp.enabled and config.scp.journal_mb:
+            try:
+                journal = Journal(data_dir / "journal", config.scp.journal_mb << 20)
+            except JournalBusyError as exc:
+                raise ConfigError(f"{exc}: is another node running on this data_dir?") from exc
+            self.started("journal", journal.close)
+        ingestor = Ingestor(store, spool, journal)
+        ingestor.recover()
+        ingestor.rescan()
+        ingestor.start()
+        self.started("journal writer", ingestor.stop)
+        pipeline_part = health.component("pipeline", stale_after_s=config.workers.lease_s + 60)
+        pipeline = _pipeline(config, ingestor, self.trials)
+        idle_s = config.workers.idle_s
+        worker = worker_thread("pipeline", pipeline.step, stop, pipeline_part, idle_s)
+        health.watch_thread("pipeline", worker)
+        self._thread("pipeline", worker)
+        ready: dict[str, object] = {"pid": os.getpid()}
+        if config.scp.enabled:
+            self.scp = server = _start_scp(config, ingestor)
+            self.started("scp", server.shutdown)
+            ready["scp_port"] = server.server_address[1]
+        _watch_ingest(health, ingestor, self.scp)
+        if config.folder.enabled:
+            self._thread("folder", _folder_thread(config, ingestor, self.trials, stop, health))
+        for thread in _links(config, stop, health):
+            self._thread("links", thread)
+        health.start(stop)
+        announce(data_dir, ready)
+        self.started("ready file", lambda: withdraw(data_dir))
+
+    def _thread(self, name: str, thread: threading.Thread) -> None:
+        """Start a part's thread; stopping it waits for it (``stopping`` is already set)."""
+        thread.start()
+        self.threads[name] = thread
+        self.started(name, lambda: thread.join(timeout=30))
+
+
 def run(config_path: Path) -> int:
     """Run the node until SIGTERM; return the exit code."""
     config = load_config(config_path)
     logging.getLogger().setLevel(config.node.log_level)
     quiet_pynetdicom()
     _key, trials = preflight(config, config_path)  # nothing is created before this passes
-    store, spool = open_store(config)
-    journal = None
-    if config.scp.enabled and config.scp.journal_mb:
-        try:
-            journal = Journal(config.node.data_dir / "journal", config.scp.journal_mb << 20)
-        except JournalBusyError as exc:
-            raise ConfigError(f"{exc}: is another node running on this data_dir?") from exc
-    ingestor = Ingestor(store, spool, journal)
-    ingestor.recover()
-    ingestor.rescan()
-    ingestor.start()
-    stop = threading.Event()
+    node = IdentifiableNode(config, trials)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
-        stop.set()
+        node.request_stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    health = Health(config.node.data_dir)
-    pipeline_part = health.component("pipeline", stale_after_s=config.workers.lease_s + 60)
-    threads = [_workers(config, ingestor, trials, stop, pipeline_part)]
-    health.watch_thread("pipeline", threads[0])
-    server = None
-    ready: dict[str, object] = {"pid": os.getpid()}
-    if config.scp.enabled:
-        server = _start_scp(config, ingestor)
-        ready["scp_port"] = server.server_address[1]
-    _watch_ingest(health, ingestor, server)
-    if config.folder.enabled:
-        threads.append(_folder_thread(config, ingestor, trials, stop, health))
-    threads += _links(config, stop, health)
-    for t in threads:
-        t.start()
-    health.start(stop)
-    durable_write(config.node.data_dir / "node.ready", json.dumps(ready).encode())
-    stop.wait()
-    # producers first (the SCP, the folder watcher), then the journal's writer
-    if server is not None:
-        server.shutdown()
-    for t in threads:
-        t.join(timeout=30)
-    ingestor.stop()
-    if journal is not None:
-        journal.close()
-    (config.node.data_dir / "node.ready").unlink(missing_ok=True)
-    health.close()
+    with node:
+        node.wait()
     log.info("stopped")
-    return 0
+    return 1 if node.stop_failures else 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from uploader.deid.engine import Settings
 from uploader.errors import ConfigError
-from uploader.protocols.loader import load_protocol
+from uploader.node.protocols import load_protocols
 from uploader.protocols.model import Protocol
 from uploader.runconfig import build_settings
 
@@ -25,12 +25,8 @@ class Trials:
         manual_ids: dict[str, Path],
     ) -> None:
         self.key, self.site, self.site_script = key, site, site_script
-        self.protocols: dict[str, tuple[Protocol, Path]] = {}
-        for path in sorted(protocols_dir.glob("*.y*ml")) if protocols_dir.exists() else []:
-            protocol = load_protocol(path)  # a bad protocol stops the node at start, with its line
-            if protocol.id in self.protocols:
-                raise ConfigError(f"{path}: protocol {protocol.id} is also defined elsewhere")
-            self.protocols[protocol.id] = (protocol, path)
+        # a bad protocol, or two with one ID, stops the node at start (the file is named)
+        self.protocols: dict[str, tuple[Protocol, Path]] = load_protocols(protocols_dir)
         self._settings: dict[str, Settings] = {}
         self._manual: dict[str, dict[str, str]] = {
             pid: _read_manual(path) for pid, path in manual_ids.items()

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from identifiable_node.config import Config, load_config, read_secret
+from identifiable_node.config import Config, load_config
 from uploader.errors import ConfigError
+from uploader.node.config import read_secret
 
 from .conftest import ROOT
 

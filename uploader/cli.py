@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -20,12 +19,14 @@ from typing import Any
 
 from uploader import __version__
 from uploader.errors import ConfigError, UploaderError
+from uploader.node.commands import NodeCommands, add_node_parsers, registered, route
+from uploader.node.commands import run as run_node_command
 
 log = logging.getLogger(__name__)
 DESCRIPTION = (
     "Pseudonymise hospital DICOM studies (CT, MR, RT) for clinical trials, check them, and "
     "send them to the trial's repository: run either node, check and review studies, or "
-    "de-identify a folder by hand."
+    "de-identify a folder by hand. Each node's commands: `uploader NODE --help`."
 )
 EPILOG = (
     "Start with `uploader demo`. Guides: docs/deployment.md (IT), docs/identifiable-node.md, "
@@ -33,9 +34,11 @@ EPILOG = (
     "2 bad usage or configuration."
 )
 _SHOWN = 5  # problems listed per failing file by `verify` unless --all
+# the core's own commands; each node adds its own (uploader.node.commands)
+CORE_COMMANDS = ("anonymise", "anonymize", "verify", "sample", "protocol", "script", "demo")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(nodes: Sequence[NodeCommands]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="uploader", description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"uploader {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress (never identifiers)")
@@ -90,69 +93,30 @@ def _parser() -> argparse.ArgumentParser:
     scp.add_argument("--key-file", type=Path, help="the site key (default: a throwaway key)")
     scp.add_argument("--site", default="SITE", help="site ID for {site} in patterns")
 
-    _node_commands(sub)
-    from uploader.web.usercli import add_parsers as web_parsers
-
-    web_parsers(sub)
+    add_node_parsers(sub, nodes)
     d = sub.add_parser("demo", help="the quick start: sample study -> anonymise -> verify")
     d.add_argument("--workdir", type=Path, help="where to put it (default: a new temp folder)")
     return p
 
 
-def _node_commands(sub: Any) -> None:
-    """The nodes' commands: run one, and the staff/IT commands on its store."""
-    anon = sub.add_parser("anonymised", help="run the anonymised node (foreground)")
-    anon.add_argument("--config", type=Path, required=True, help="the node's YAML configuration")
-    node = sub.add_parser("identifiable", help="run the identifiable node (foreground)")
-    node.add_argument("--config", type=Path, required=True, help="the node's YAML configuration")
-    st = sub.add_parser(
-        "status", help="a node: its health, studies per state, and those needing attention"
-    )
-    st.add_argument("--config", type=Path, required=True)
-    st.add_argument("--json", action="store_true")
-    rv = sub.add_parser("review", help="a node: list, show and decide studies waiting for staff")
-    rv.add_argument("--config", type=Path, required=True)
-    rv.add_argument("action", choices=["list", "show", "approve", "reject"])
-    rv.add_argument("--reason", help="why a study is rejected (anonymised node)")
-    rv.add_argument("study", type=int, nargs="?", help="the study's number (from `review list`)")
-    rv.add_argument("--override", action="store_true", help="send despite failed validation")
-    rv.add_argument(
-        "--relabel", action="append", default=[], metavar="OLD=NEW", help="rename an ROI"
-    )
-    rv.add_argument("--trial", help="assign this protocol ID")
-    rv.add_argument("--subject", help="a manual trial subject ID")
-    rv.add_argument("--by", default=os.environ.get("USER", "staff"), help="who decides (audit)")
-    pg = sub.add_parser("purge", help="a node: delete opted-out (or rejected) studies' files")
-    pg.add_argument("--config", type=Path, required=True)
-    kind = pg.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--opted-out", action="store_true", help="identifiable node")
-    kind.add_argument("--rejected", action="store_true", help="anonymised node")
-    qr = sub.add_parser("qr", help="identifiable node: query and retrieve from PACS")
-    qr.add_argument("action", choices=["find", "retrieve"])
-    qr.add_argument("--config", type=Path, required=True)
-    qr.add_argument("--patient-id", default="")
-    qr.add_argument("--accession", default="")
-    qr.add_argument("--date", default="", help="YYYYMMDD or YYYYMMDD-YYYYMMDD")
-    qr.add_argument("--modality", default="")
-    qr.add_argument("--trial", help="retrieve: the protocol ID the studies belong to")
-    qr.add_argument("--csv", type=Path, help="retrieve: an XNAT DQR-style bulk CSV")
-    qr.add_argument("--json", action="store_true")
-    lk = sub.add_parser("link", help="identifiable node: the link table original -> pseudonym")
-    lk.add_argument("action", choices=["export"])
-    lk.add_argument("--config", type=Path, required=True)
-    lk.add_argument("--protocol", help="only this trial")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    args = _parser().parse_args(argv)
+    nodes = registered()
+    given = list(sys.argv[1:] if argv is None else argv)
+    try:  # `uploader status --config F` is `uploader identifiable status --config F`, say
+        routed = route(given, nodes, set(CORE_COMMANDS))
+    except ConfigError as exc:
+        print(f"uploader: {exc}", file=sys.stderr)
+        return 2
+    args = _parser(nodes).parse_args(routed)
     _quiet_pydicom()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return _dispatch(args)
+        done = run_node_command(args, nodes)
+        return done if done is not None else _dispatch(args)
     except ConfigError as exc:
         print(f"uploader: {exc}", file=sys.stderr)
         return 2
@@ -175,61 +139,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     }
     if args.command in local:
         return local[args.command](args)
-    if args.command == "identifiable":
-        from identifiable_node.service import run as run_node
-
-        return run_node(args.config)
-    if args.command == "anonymised":
-        from anonymised_node.service import run as run_anonymised
-
-        return run_anonymised(args.config)
-    if args.command in ("users", "audit"):
-        from uploader.web.usercli import run as web_command
-
-        return web_command(args, _node_database(args.config))
-    if args.command == "qr":
-        from identifiable_node.qrcli import run as qr_command
-
-        return qr_command(args)
-    if args.command in ("status", "review", "purge") and _is_anonymised(args.config):
-        from anonymised_node.admin import run as anon_admin
-
-        return anon_admin(args)
-    if args.command in ("status", "review", "purge", "link"):
-        from identifiable_node.admin import run as admin
-
-        return admin(args)
     if args.command == "script":
         from uploader.deid.script.cli import run as script_command
 
         return script_command(args)
+    if args.command != "protocol":  # a node's verb reached without routing (no --config)
+        raise ConfigError(f"{args.command}: give --config FILE (the node's configuration)")
     from uploader.protocols.cli import run as protocol_command
 
     return protocol_command(args)
-
-
-def _node_database(config: Path) -> Path:
-    """The SQLite file of the node a configuration describes (its web tables live there too)."""
-    if _is_anonymised(config):
-        from anonymised_node.config import load_config as load_anonymised
-        from anonymised_node.service import open_store as open_anonymised
-
-        return open_anonymised(load_anonymised(config)).path
-    from identifiable_node.config import load_config
-    from identifiable_node.service import open_store
-
-    return open_store(load_config(config))[0].path
-
-
-def _is_anonymised(config: Path) -> bool:
-    """True when a node configuration is the anonymised node's (it has intake or targets)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return False  # the identifiable loader reports the problem properly
-    return isinstance(data, dict) and bool({"intake", "targets"} & set(data))
 
 
 def _quiet_pydicom() -> None:

@@ -17,9 +17,10 @@ from anonymised_node.web import queue
 from anonymised_node.web.decisions import Refused, decide
 from anonymised_node.web.dicomweb import add_dicomweb
 from anonymised_node.web.studyfiles import StudyFiles, dose_for, header_tree, rois_for
-from uploader.web.accounts import Accounts, Role, Session
+from uploader.web.accounts import Accounts, Session
 from uploader.web.dose import LEVELS
 from uploader.web.render import PRESETS, NotRenderable, RenderCache, Slice, render_slice, thumbnail
+from uploader.web.roles import Role
 from uploader.web.site import Site
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"

@@ -16,7 +16,6 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -25,6 +24,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from uploader.errors import ConfigError
 from uploader.store.auditchain import ChainReport, verify
 from uploader.store.sqlite import Database, audit
+from uploader.web.roles import Role
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS web_users (
@@ -48,13 +48,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD = 10
 _HASHER = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
 _DUMMY = _HASHER.hash("not-a-password-of-anyone")  # same work when the account does not exist
-
-
-class Role(StrEnum):
-    """What a signed-in user may do: reviewers decide on studies; admins also manage and audit."""
-
-    REVIEWER = "reviewer"
-    ADMIN = "admin"
 
 
 @dataclass(frozen=True)

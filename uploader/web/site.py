@@ -24,7 +24,8 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from uploader.web.accounts import Accounts, Role, Session, SignInRefused
+from uploader.web.accounts import Accounts, Session, SignInRefused
+from uploader.web.roles import Role
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent

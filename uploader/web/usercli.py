@@ -10,28 +10,54 @@ import argparse
 import csv
 import getpass
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from uploader.errors import ConfigError
-from uploader.web.accounts import Accounts, Role, check_name
+from uploader.node.commands import Verb, config_argument
+from uploader.web.roles import Role
+
+if TYPE_CHECKING:
+    from uploader.web.accounts import Accounts
 
 
-def add_parsers(sub: Any) -> None:
-    """Register the ``users`` and ``audit`` commands."""
-    us = sub.add_parser(
-        "users", help="staff accounts of a node's pages", allow_abbrev=False
-    )  # no --password abbreviating --password-file: a password is never an argument
+def verbs(database: Callable[[Path], Path]) -> tuple[Verb, Verb]:
+    """The ``users`` and ``audit`` commands of a node whose database ``database(config)`` is."""
+
+    def run_on_node(args: argparse.Namespace) -> int:
+        return run(args, database(args.config))
+
+    return (
+        Verb(
+            "users",
+            "staff accounts of the node's pages",
+            _users_arguments,
+            run_on_node,
+            allow_abbrev=False,  # no --password abbreviating --password-file: never an argument
+        ),
+        Verb(
+            "audit",
+            "the node's audit log: verify its hash chain, export it",
+            _audit_arguments,
+            run_on_node,
+        ),
+    )
+
+
+def _users_arguments(us: argparse.ArgumentParser) -> None:
     us.add_argument("action", choices=["add", "passwd", "disable", "signout", "list"])
     us.add_argument("name", nargs="?", help="the account (add, passwd, disable, signout)")
-    us.add_argument("--config", type=Path, required=True, help="the node's YAML configuration")
+    config_argument(us)
     us.add_argument("--role", choices=[r.value for r in Role], default=Role.REVIEWER.value)
     us.add_argument(
         "--password-file", type=Path, help="read the password from FILE ('-': standard input)"
     )
-    au = sub.add_parser("audit", help="a node's audit log: verify its hash chain, export it")
+
+
+def _audit_arguments(au: argparse.ArgumentParser) -> None:
     au.add_argument("action", choices=["verify", "export"])
-    au.add_argument("--config", type=Path, required=True, help="the node's YAML configuration")
+    config_argument(au)
 
 
 def _password(source: Path | None) -> str:
@@ -49,6 +75,8 @@ def _password(source: Path | None) -> str:
 
 def run(args: argparse.Namespace, database: Path) -> int:
     """Run ``users`` or ``audit`` against the node database at ``database``."""
+    from uploader.web.accounts import Accounts, check_name  # argon2 loads only when needed
+
     accounts = Accounts(database)
     if args.command == "audit":
         return _audit(accounts, args.action)
