@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from uploader import __version__
 from uploader.errors import ConfigError, UploaderError
+from uploader.version import __version__
 
 log = logging.getLogger(__name__)
 DESCRIPTION = (
