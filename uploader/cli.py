@@ -200,7 +200,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return admin(args)
     if args.command == "script":
-        from uploader.deid.script.cli import run as script_command
+        from uploader.scriptcli import run as script_command
 
         return script_command(args)
     from uploader.protocols.cli import run as protocol_command
@@ -325,7 +325,7 @@ def _print_summary(summary: Any, out: Path) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from uploader.deid.audit import audit_tree
+    from uploader.verify_folder import audit_tree
 
     if not args.input.exists():
         raise ConfigError(f"{args.input}: no such file or folder")

@@ -42,9 +42,9 @@ from uploader.deid.patterns import Detector, default_detector
 from uploader.deid.policy import PrivatePolicy, check_instance, check_pixels, private_kept
 from uploader.deid.profile import Op, Option, Profile, is_conditional, resolve
 from uploader.deid.pseudonyms import Pseudonymiser
+from uploader.deid.relabel import relabel
 from uploader.deid.script.stage import ScriptStage
 from uploader.deid.verify import check_output
-from uploader.protocols.relabel import relabel
 from uploader.version import __version__
 
 log = logging.getLogger(__name__)
