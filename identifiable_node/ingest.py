@@ -266,15 +266,6 @@ class Ingestor:
         except FileNotFoundError:
             return None
 
-    def take_file(self, path: Path, *, source: str, protocol: str | None) -> bool:
-        """Store a file from the watched folder (the caller releases it afterwards).
-
-        Raises:
-            NotDicomError: not DICOM (the caller quarantines it).
-        """
-        data = path.read_bytes()
-        return self.take_bytes(data, source=source, protocol=protocol)
-
     def _index(self, header: Header, path: Path, source: str, protocol: str | None) -> bool:
         return self.store.add_instance(
             study_uid=header.study_uid,
