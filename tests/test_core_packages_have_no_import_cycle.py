@@ -7,6 +7,7 @@ pseudonym fields, the script language); the de-identification knows nothing of p
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import uploader
@@ -23,6 +24,7 @@ def _package(module: str) -> str | None:
     return parts[1] if (CORE / parts[1]).is_dir() else None
 
 
+@cache
 def _edges() -> dict[str, set[str]]:
     """Package -> the other core packages its modules import (anywhere in the module)."""
     edges: dict[str, set[str]] = {}

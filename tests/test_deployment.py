@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from anonymised_node.config import load_config as load_anonymised
@@ -24,6 +25,7 @@ def _tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+@pytest.mark.integration
 def test_compose_validates_and_dockerfiles_lint_clean() -> None:
     compose = subprocess.run(
         [_tool("docker-compose"), "-f", str(ROOT / "compose.yaml"), "config", "-q"],
@@ -44,6 +46,7 @@ def test_compose_validates_and_dockerfiles_lint_clean() -> None:
     assert {"identifiable", "anonymised"} <= set(stages)
 
 
+@pytest.mark.integration
 def test_both_images_are_tagged_with_the_package_version(tmp_path: Path) -> None:
     shown = subprocess.run(
         [_tool("docker-compose"), "-f", str(ROOT / "compose.yaml"), "config", "--images"],
@@ -69,6 +72,7 @@ def test_both_images_are_tagged_with_the_package_version(tmp_path: Path) -> None
     assert "UPLOADER_VERSION is not set (the shipped .env sets it)" in bare.stderr
 
 
+@pytest.mark.integration
 def test_every_file_compose_names_exists_after_setup(tmp_path: Path) -> None:
     integration_tool("openssl")
     copy = tmp_path / "repo"
