@@ -131,8 +131,7 @@ def _watch_ingest(health: Health, ingestor: Ingestor, server: StoreServer | None
         return
 
     def journal_problem() -> str | None:
-        writer = ingestor._thread  # the journal's writer (ingest.py owns it)
-        if writer is None or not writer.is_alive():
+        if not ingestor.writer_alive():
             return "the spool writer stopped"
         state = ingestor.status()
         if state.get("checkpoints_stopped"):

@@ -40,6 +40,8 @@ PLANTED = [
     "1.2.826.0.1.3680043.9.7133",  # the original UID root (with the birth date inside)
 ]
 
+pytestmark = pytest.mark.integration  # every test runs the `uploader` command
+
 
 def _anonymise(study: Path, out: Path, key: Path, *extra: str) -> dict:
     result = run_cli("anonymise", study, out, "--key-file", key, "--json", *extra)

@@ -27,6 +27,7 @@ import requests
 import yaml
 
 from uploader.sample import Patient, write_study
+from uploader.version import __version__
 
 from .compose_engine import Engine, engine, import_base_image
 from .conftest import ROOT, run_cli
@@ -35,7 +36,7 @@ from .peers import Orthanc, free_port, orthanc, storescu, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PROJECT = "sdu-compose-test"
 ROIS = ["Prostate", "Rectum", "Bladder", "PTV_1"]
-SOURCES = ("compose.yaml", "Dockerfile", "pyproject.toml", "constraints.txt", "README.md",
+SOURCES = (".env", "compose.yaml", "Dockerfile", "pyproject.toml", "constraints.txt", "README.md",
            "uploader", "identifiable_node", "anonymised_node", "deploy", "protocols")  # fmt: skip
 MACHINE_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -55,6 +56,7 @@ class Stack:
             UPLOADER_DICOM_PORT=str(self.dicom_port),
             UPLOADER_REVIEW_PORT=str(self.review_port),
             UPLOADER_PAGES_PORT=str(self.pages_port),
+            UPLOADER_VERSION=__version__,  # the tag _build gave the images (.env says the same)
         )
         done = subprocess.run(
             [str(Path(sys.executable).parent / "docker-compose"), "-p", PROJECT, *args],
@@ -135,7 +137,7 @@ def _build(eng: Engine, repo: Path) -> None:
     for target in ("identifiable", "anonymised"):
         eng.docker(
             "build", "--network", "host", *secret, "--target", target,
-            "-t", f"secure-dicom-uploader/{target}-node:0.1.0", str(repo),
+            "-t", f"secure-dicom-uploader/{target}-node:{__version__}", str(repo),
             timeout=600,
         )  # fmt: skip
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 
 from identifiable_node.deidpool import MIN_PARALLEL, Task, run
@@ -13,6 +14,8 @@ from uploader.sample import write_study
 from .conftest import KEY
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "protocols" / "example-prostate.yaml"
+
+pytestmark = pytest.mark.integration  # starts worker processes
 
 
 def test_worker_processes_write_what_one_process_writes(tmp_path: Path) -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from .conftest import run_cli
+
+pytestmark = pytest.mark.integration  # runs the `uploader demo` command
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:

@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from anonymised_node.config import load_config as load_anonymised
 from identifiable_node.config import load_config as load_identifiable
 from uploader.relay import parse_routes
+from uploader.version import __version__
 
 from .conftest import ROOT, integration_tool
 
@@ -22,6 +25,7 @@ def _tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+@pytest.mark.integration
 def test_compose_validates_and_dockerfiles_lint_clean() -> None:
     compose = subprocess.run(
         [_tool("docker-compose"), "-f", str(ROOT / "compose.yaml"), "config", "-q"],
@@ -42,6 +46,33 @@ def test_compose_validates_and_dockerfiles_lint_clean() -> None:
     assert {"identifiable", "anonymised"} <= set(stages)
 
 
+@pytest.mark.integration
+def test_both_images_are_tagged_with_the_package_version(tmp_path: Path) -> None:
+    shown = subprocess.run(
+        [_tool("docker-compose"), "-f", str(ROOT / "compose.yaml"), "config", "--images"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "UPLOADER_VERSION"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert set(shown.stdout.split()) == {
+        f"secure-dicom-uploader/identifiable-node:{__version__}",
+        f"secure-dicom-uploader/anonymised-node:{__version__}",
+    }
+    shutil.copy(ROOT / "compose.yaml", tmp_path / "compose.yaml")  # without the shipped .env
+    bare = subprocess.run(
+        [_tool("docker-compose"), "-f", str(tmp_path / "compose.yaml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "UPLOADER_VERSION"},
+    )
+    assert bare.returncode != 0
+    assert "UPLOADER_VERSION is not set (the shipped .env sets it)" in bare.stderr
+
+
+@pytest.mark.integration
 def test_every_file_compose_names_exists_after_setup(tmp_path: Path) -> None:
     integration_tool("openssl")
     copy = tmp_path / "repo"

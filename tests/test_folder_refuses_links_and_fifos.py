@@ -28,6 +28,8 @@ from uploader.sample import write_study
 from uploader.store.db import Store
 from uploader.store.spool import Spool
 
+from .peers import wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -182,6 +184,7 @@ print(json.dumps({"health": watcher.health(), "indexed": rows[0]["n"]}))
 """
 
 
+@pytest.mark.integration
 def test_unreadable_and_unmovable_files_are_reported_once_and_left_as_non_root(
     tmp_path: Path,
 ) -> None:
@@ -232,18 +235,22 @@ def test_a_failing_scan_is_told_and_the_thread_says_when_it_stops(tmp_path: Path
     thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        time.sleep(0.3)
-        assert read_health(data)["alive"] and folder_problems(read_health(data)) == []
+        first = wait_for(lambda: read_health(data), 5, "the first health report")
+        assert first["alive"] and folder_problems(first) == []
         shutil.rmtree(incoming)
         incoming.write_text("the share was replaced by a file")  # the scan cannot open it
-        time.sleep(1.5)
-        state = read_health(data)
-        assert state is not None and state["alive"] and state["failing_scans"] >= 3
+        state = wait_for(
+            lambda: (h := read_health(data)) and h["failing_scans"] >= 3 and h,
+            5,
+            "three failed scans in a row",
+        )
+        assert state["alive"]
         problems = folder_problems(state)
         assert len(problems) == 1 and "scan(s) in a row failed: the scan failed:" in problems[0]
         incoming.unlink()
-        time.sleep(1.5)
-        assert read_health(data)["failing_scans"] == 0  # it recovers by itself
+        wait_for(  # it recovers by itself
+            lambda: read_health(data)["failing_scans"] == 0, 5, "a good scan after the failures"
+        )
     finally:
         stop.set()
         watcher.wake.set()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from identifiable_node.ingest import Ingestor
+from identifiable_node.journal_writer import JournalWriter
 from uploader.sample import write_study
 from uploader.store.db import Store
 from uploader.store.journal import Journal, JournalBusyError
@@ -106,6 +107,11 @@ def _stalled_writer() -> threading.Thread:
     return thread
 
 
+def _writer(ingestor: Ingestor) -> JournalWriter:
+    assert ingestor.writer is not None
+    return ingestor.writer
+
+
 def _ingestor(root: Path, size: int) -> Ingestor:
     return Ingestor(
         Store(root / "node.sqlite"),
@@ -121,7 +127,7 @@ def test_acknowledged_instances_survive_a_power_cut_before_their_spool_files(
     data = _instances(tmp_path)
     root = tmp_path / "node"
     ingestor = _ingestor(root, 16 * MiB)
-    ingestor._thread = _stalled_writer()  # a writer that never writes: the node dies after
+    _writer(ingestor).thread = _stalled_writer()  # a writer that never writes: the node dies after
     # acknowledging, before any spool file is written
     for d in data:
         assert ingestor.take_bytes([d[:1000], d[1000:]], source="scp:X", protocol="PACE-C")
@@ -148,10 +154,10 @@ def test_the_writer_writes_spool_files_and_checkpoints_and_a_full_journal_falls_
     data = _instances(tmp_path, slices=6)
     root = tmp_path / "node"
     ingestor = _ingestor(root, 200 * 1024)  # room for a few 32 KiB instances only
-    ingestor._thread = _stalled_writer()  # the writer has no turn yet
+    _writer(ingestor).thread = _stalled_writer()  # the writer has no turn yet
     for d in data:
         ingestor.take_bytes(d, source="scp:X", protocol=None)
-    ingestor._thread = None
+    _writer(ingestor).thread = None
     ingestor.start()
     ingestor.stop()
     assert {p.read_bytes() for p in ingestor.spool.files()} == set(data)
@@ -221,7 +227,7 @@ def test_a_failed_fdatasync_retires_the_journal(
 def test_a_spool_disk_failure_neither_loses_nor_hangs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import identifiable_node.ingest as ingest_module
+    import identifiable_node.journal_writer as writer_module
 
     data = _instances(tmp_path, slices=2)
     root = tmp_path / "node"
@@ -233,7 +239,7 @@ def test_a_spool_disk_failure_neither_loses_nor_hangs(
         attempts.append(target)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ingest_module, "quick_write", full)
+    monkeypatch.setattr(writer_module, "quick_write", full)
     ingestor.start()
     for d in data:
         assert ingestor.take_bytes(d, source="scp:X", protocol=None)  # durable in the journal
@@ -314,7 +320,7 @@ def test_a_failed_spool_fsync_stops_checkpoints_until_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A retried fsync can succeed without the data on disk: the journal keeps it instead."""
-    import identifiable_node.ingest as ingest_module
+    import identifiable_node.journal_writer as writer_module
 
     data = _instances(tmp_path, slices=2)
     root = tmp_path / "node"
@@ -323,7 +329,7 @@ def test_a_failed_spool_fsync_stops_checkpoints_until_restart(
     def broken(_paths: object) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(ingest_module, "fsync_files", broken)
+    monkeypatch.setattr(writer_module, "fsync_files", broken)
     ingestor.start()
     for d in data:
         ingestor.take_bytes(d, source="scp:X", protocol=None)
@@ -348,10 +354,10 @@ def test_an_instance_sent_twice_keeps_its_first_copy(tmp_path: Path) -> None:
     ds.save_as(out, enforce_file_format=True)
     root = tmp_path / "node"
     ingestor = _ingestor(root, 16 * MiB)
-    ingestor._thread = _stalled_writer()
+    _writer(ingestor).thread = _stalled_writer()
     assert ingestor.take_bytes(first, source="scp:X", protocol=None)
     assert not ingestor.take_bytes(out.getvalue(), source="scp:X", protocol=None)
-    ingestor._thread = None
+    _writer(ingestor).thread = None
     ingestor.start()
     ingestor.stop()
     assert [p.read_bytes() for p in ingestor.spool.files()] == [first]

@@ -31,6 +31,7 @@ def _healthcheck(data: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.integration
 def test_a_stopped_thread_and_a_part_that_keeps_failing_turn_the_node_unhealthy(
     tmp_path: Path,
 ) -> None:
@@ -77,6 +78,7 @@ def test_a_probe_a_stuck_part_and_a_stale_health_file_are_reported(tmp_path: Pat
     )
 
 
+@pytest.mark.integration
 def test_an_empty_configuration_creates_nothing_and_every_problem_is_listed(
     tmp_path: Path,
 ) -> None:
@@ -102,6 +104,7 @@ def test_an_empty_configuration_creates_nothing_and_every_problem_is_listed(
         assert key in result.stderr
 
 
+@pytest.mark.integration
 def test_the_anonymised_node_lists_every_missing_file_before_creating_anything(
     tmp_path: Path,
 ) -> None:
@@ -117,6 +120,7 @@ def test_the_anonymised_node_lists_every_missing_file_before_creating_anything(
     assert not data.exists()
 
 
+@pytest.mark.integration
 def test_the_gateway_relay_parses_routes_and_sees_its_listening_sides(tmp_path: Path) -> None:
     assert parse_route("11112=unix:/links/scp.sock") == Route(
         Endpoint("", 11112), Endpoint(path="/links/scp.sock")

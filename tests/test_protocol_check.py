@@ -29,6 +29,7 @@ rules:
 """
 
 
+@pytest.mark.integration
 def test_check_reports_each_problem_with_its_line(tmp_path: Path) -> None:
     path = tmp_path / "trial.yaml"
     path.write_text(BAD)
@@ -47,6 +48,7 @@ def test_check_reports_each_problem_with_its_line(tmp_path: Path) -> None:
     assert "Traceback" not in out
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("text", ["id: [unclosed\n", "id: X\n\tbad: tab\n"])
 def test_malformed_yaml_is_one_line_with_the_line_number(tmp_path: Path, text: str) -> None:
     path = tmp_path / "p.yaml"

@@ -34,6 +34,8 @@ rules:
   - {{attribute: SeriesDescription, matches: "(.*a){{20}}", severity: warn}}
 """
 
+pytestmark = pytest.mark.integration  # every test runs the `uploader` command
+
 
 @pytest.mark.filterwarnings("ignore:The value length")
 def test_a_backtracking_pattern_against_a_long_roi_name_finishes_quickly(tmp_path: Path) -> None:

@@ -61,6 +61,7 @@ def _study(tmp_path: Path, **kwargs: Any) -> Path:
     return root
 
 
+@pytest.mark.integration
 def test_example_protocols_pass_protocol_check() -> None:
     files = sorted(PROTOCOLS.glob("*.yaml"))
     assert len(files) >= 3
@@ -155,6 +156,7 @@ def test_attribute_rules_and_series_counts(tmp_path: Path) -> None:
     assert _status(_validate(PROSTATE, study), "series:CT") == "fail"
 
 
+@pytest.mark.integration
 def test_validate_cli_json_and_exit_codes(tmp_path: Path) -> None:
     good = _study(tmp_path)
     result = run_cli("protocol", "validate", PROSTATE, good, "--json")
@@ -179,6 +181,7 @@ def test_validate_cli_json_and_exit_codes(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "nope.yaml" in missing.stderr
 
 
+@pytest.mark.integration
 def test_rtstruct_without_rois_or_with_broken_sequences_fails_cleanly(tmp_path: Path) -> None:
     study = _study(tmp_path)
     rs = next(study.rglob("RS.dcm"))
@@ -197,6 +200,7 @@ def test_rtstruct_without_rois_or_with_broken_sequences_fails_cleanly(tmp_path: 
     assert any(c["check"].startswith("rtstruct:") and c["status"] == "fail" for c in checks)
 
 
+@pytest.mark.integration
 def test_anonymise_applies_the_relabel_from_synonyms(tmp_path: Path, key_file: Path) -> None:
     study = _study(tmp_path)
     out = tmp_path / "out"
@@ -218,6 +222,7 @@ def test_anonymise_applies_the_relabel_from_synonyms(tmp_path: Path, key_file: P
     assert names == ["Prostate", "Rectum", "Bladder", "PTV_3625", "Femur_Head_L"]
 
 
+@pytest.mark.integration
 def test_schema_command_prints_the_json_schema() -> None:
     result = run_cli("protocol", "schema")
     schema = json.loads(result.stdout)

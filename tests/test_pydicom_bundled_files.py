@@ -7,9 +7,12 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from pydicom.data import get_testdata_files
 
 from .conftest import run_cli
+
+pytestmark = pytest.mark.integration  # runs the `uploader` command
 
 
 def test_pydicom_test_files_are_written_or_withheld_with_a_reason(

@@ -233,6 +233,17 @@ def _pdu_type_after(port: int, payload: bytes) -> int | None:
         return head[0] if head else None
 
 
+def test_accepted_connections_have_nagle_off() -> None:
+    """TCP_NODELAY on every accepted socket: without it each C-STORE response waits ~44 ms."""
+    with serving(lambda _r: None) as server, socket.create_connection(server.server_address):
+        deadline = time.monotonic() + 5
+        while not server._connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        socks = [assoc.sock for assoc in server._connections]
+        assert socks
+        assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in socks)
+
+
 def test_garbage_silence_and_a_huge_pdu_are_aborted_and_the_server_goes_on(
     tmp_path: Path,
 ) -> None:

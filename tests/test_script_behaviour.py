@@ -174,6 +174,7 @@ def test_make_session_label_numbers_visits_per_subject(tmp_path: Path, settings:
     assert sessions == [f"{subject}_v01_ct", f"{subject}_v02_ct", f"{subject}_v01_ct"]
 
 
+@pytest.mark.integration
 def test_tutorial_scripts_through_the_cli(tmp_path: Path, key_file: Path) -> None:
     study = tmp_path / "in"
     write_study(study, slices=3)
@@ -222,6 +223,7 @@ def test_tutorial_scripts_through_the_cli(tmp_path: Path, key_file: Path) -> Non
     assert rows[1].startswith(subject) and rows[1].endswith(",1") and len(rows) == 2
 
 
+@pytest.mark.integration
 def test_protocol_check_reports_script_errors_at_their_yaml_line(tmp_path: Path) -> None:
     protocol = tmp_path / "p.yaml"
     protocol.write_text(
@@ -232,6 +234,7 @@ def test_protocol_check_reports_script_errors_at_their_yaml_line(tmp_path: Path)
     assert f"{protocol}:5: deidentify.script:2:16: unknown function 'nope'" in result.stdout
 
 
+@pytest.mark.integration
 def test_script_check_cli_points_a_caret_at_each_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.das"
     bad.write_text(
@@ -250,6 +253,7 @@ def test_script_check_cli_points_a_caret_at_each_error(tmp_path: Path) -> None:
     assert f"{bad}:3:16: lowercase takes 1 argument(s), not 2" in lines
 
 
+@pytest.mark.integration
 def test_script_preview_shows_the_header_before_and_after(tmp_path: Path, key_file: Path) -> None:
     files = write_study(tmp_path / "in", slices=1, rt=())
     script = tmp_path / "s.das"

@@ -7,12 +7,24 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 
+import uploader.web.accounts as accounts_module
 from uploader.web.accounts import Accounts, Role, SignInRefused
 
 from .conftest import run_cli
 
 PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def quick_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id with its lowest costs: these tests are about sessions and throttling, not the
+    hash's cost (the commands' tests keep the shipped parameters), and a default-cost hash
+    takes ~0.3 s per sign-in on this machine."""
+    quick = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    monkeypatch.setattr(accounts_module, "_HASHER", quick)
+    monkeypatch.setattr(accounts_module, "_DUMMY", quick.hash("not-a-password-of-anyone"))
 
 
 def _config(tmp_path: Path) -> tuple[Path, Path]:
@@ -22,6 +34,7 @@ def _config(tmp_path: Path) -> tuple[Path, Path]:
     return config, data / "anonymised.sqlite"
 
 
+@pytest.mark.integration
 def test_users_commands_add_list_passwd_disable(tmp_path: Path) -> None:
     config, db = _config(tmp_path)
     secret = tmp_path / "pw"
@@ -72,6 +85,7 @@ def test_users_commands_add_list_passwd_disable(tmp_path: Path) -> None:
     assert all(h.startswith("$argon2id$") for h in hashes)
 
 
+@pytest.mark.integration
 def test_password_from_standard_input(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -95,6 +109,7 @@ def _age(db: Path, column: str, seconds: float) -> None:
         conn.execute(f"UPDATE web_sessions SET {column} = {column} - ?", (seconds,))
 
 
+@pytest.mark.usefixtures("quick_hashes")
 def test_sessions_expire_when_idle_or_old_and_are_revocable(tmp_path: Path) -> None:
     db = tmp_path / "db.sqlite"
     accounts = Accounts(db, idle_s=1800, absolute_s=12 * 3600)
@@ -129,6 +144,7 @@ def test_sessions_expire_when_idle_or_old_and_are_revocable(tmp_path: Path) -> N
     assert t1 not in stored and len(stored[0]) == 64  # only a digest of the cookie is kept
 
 
+@pytest.mark.usefixtures("quick_hashes")
 def test_sign_in_is_throttled_per_account_and_per_address(tmp_path: Path) -> None:
     accounts = Accounts(tmp_path / "db.sqlite", max_failures=5, window_s=60)
     accounts.add("alice", Role.REVIEWER, PASSWORD)
@@ -151,6 +167,7 @@ def test_sign_in_is_throttled_per_account_and_per_address(tmp_path: Path) -> Non
     accounts.sign_in("bob", PASSWORD, "10.0.0.3")
 
 
+@pytest.mark.integration
 def test_audit_chain_detects_a_changed_or_removed_row(tmp_path: Path) -> None:
     config, db = _config(tmp_path)
     accounts = Accounts(db)
@@ -188,6 +205,7 @@ def test_an_older_audit_table_is_chained_when_opened(tmp_path: Path) -> None:
     assert report.ok and report.rows == 1
 
 
+@pytest.mark.integration
 def test_users_command_works_on_the_identifiable_node_too(tmp_path: Path) -> None:
     from .peers import node_config
 

@@ -10,6 +10,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 
 from identifiable_node.deidpool import MIN_PARALLEL
@@ -18,6 +19,8 @@ from uploader.sample import write_study
 # Typed by an operator in lower case (not a valid CS value): the patient's name is cleaned out,
 # the rest is kept and written, and pydicom's warning about the written value quotes it.
 WARD = "ward7b"
+
+pytestmark = pytest.mark.integration  # starts worker processes
 
 
 def _plant(files: list[Path]) -> None:

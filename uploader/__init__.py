@@ -5,6 +5,8 @@ No web framework and no global state here; the services wire these parts togethe
 
 import logging
 
-__version__ = "0.1.0"
+from uploader.version import __version__
+
+__all__ = ["__version__"]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from uploader import __version__
 from uploader.errors import ConfigError, UploaderError
 from uploader.node.commands import NodeCommands, add_node_parsers, registered, route
 from uploader.node.commands import run as run_node_command
+from uploader.version import __version__
 
 log = logging.getLogger(__name__)
 DESCRIPTION = (
@@ -140,7 +140,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in local:
         return local[args.command](args)
     if args.command == "script":
-        from uploader.deid.script.cli import run as script_command
+        from uploader.scriptcli import run as script_command
 
         return script_command(args)
     if args.command != "protocol":  # a node's verb reached without routing (no --config)
@@ -243,7 +243,7 @@ def _print_summary(summary: Any, out: Path) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from uploader.deid.audit import audit_tree
+    from uploader.verify_folder import audit_tree
 
     if not args.input.exists():
         raise ConfigError(f"{args.input}: no such file or folder")

@@ -14,9 +14,6 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-#: What a file that is not DICOM (or is broken) raises while being read.
-READ_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError)
-
 
 def read_dicom(
     source: Path | IO[bytes],

@@ -19,7 +19,6 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from uploader import __version__
 from uploader.deid import header, iod
 from uploader.deid.codes import CODED_TAGS, DEVICE_TAGS, is_standard_meaning
 from uploader.deid.elements import (
@@ -43,9 +42,10 @@ from uploader.deid.patterns import Detector, default_detector
 from uploader.deid.policy import PrivatePolicy, check_instance, check_pixels, private_kept
 from uploader.deid.profile import Op, Option, Profile, is_conditional, resolve
 from uploader.deid.pseudonyms import Pseudonymiser
+from uploader.deid.relabel import relabel
 from uploader.deid.script.stage import ScriptStage
 from uploader.deid.verify import check_output
-from uploader.protocols.relabel import relabel
+from uploader.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,6 @@ _KEPT_BINARY_GROUPS = frozenset({0x7FE0, 0x0028, 0x5400, 0x0066, 0x0070, 0x3006,
 #: Sequences that hold original values or their encryption, and ICC profiles (free-text
 #: descriptions inside a binary): never sent on.
 _NEVER_KEPT = frozenset({0x04000500, 0x04000550, 0x04000561, 0x04000551, 0x00282000})
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1583.1"  # placeholder root, ours to assign
 
 
 @dataclass(frozen=True)
@@ -413,7 +412,7 @@ def deidentify(  # noqa: PLR0917 - the public API; callers pass these by positio
         if (ends.get("subject"), ends.get("session")) != (subject, session):
             subject, session = ends.get("subject") or subject, ends.get("session") or session
             header.route(ds, protocol, subject, session)
-    header.fix_file_meta(ds, IMPLEMENTATION_CLASS_UID, __version__)
+    header.fix_file_meta(ds)
     # the originals the verifier hunts for: every instance UID the walk met (all were remapped)
     check_output(
         ds,

@@ -8,6 +8,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from uploader.deid.profile import Option
+from uploader.version import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 if TYPE_CHECKING:
     from uploader.deid.engine import Settings
@@ -64,7 +65,7 @@ def route(ds: Dataset, project: str, subject: str, session: str) -> None:
     ds.PatientComments = f"Project:{project} {routing}" if project else routing
 
 
-def fix_file_meta(ds: Dataset, implementation_uid: str, version: str) -> None:
+def fix_file_meta(ds: Dataset) -> None:
     """Make the file meta agree with the de-identified data set and name us as its writer."""
     meta = getattr(ds, "file_meta", None)
     if meta is None:
@@ -90,5 +91,5 @@ def fix_file_meta(ds: Dataset, implementation_uid: str, version: str) -> None:
             delattr(meta, keyword)
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.ImplementationClassUID = implementation_uid
-    meta.ImplementationVersionName = f"SDU_{version}"[:16]
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME

@@ -16,8 +16,6 @@ from typing import Any
 
 from uploader.errors import ConfigError
 
-UNKNOWN = "?"  # the SOP class is not in the table: requirement unknown
-
 
 @cache
 def _table() -> dict[str, Any]:

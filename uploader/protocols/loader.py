@@ -19,6 +19,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from uploader.deid.profile import load_profile
+from uploader.deid.script.check import check
+from uploader.deid.script.parser import parse
+from uploader.deid.script.syntax import ScriptError
 from uploader.errors import ConfigError
 from uploader.protocols.model import Protocol, Structure
 
@@ -197,11 +201,6 @@ def _other_problems(p: Protocol) -> Iterator[tuple[Loc, str, str]]:
 
 def _script_problems(path: Path, p: Protocol, root: yaml.Node | None) -> list[Problem]:
     """The project script's errors, at their line in the protocol file."""
-    from uploader.deid.profile import load_profile
-    from uploader.deid.script.check import check
-    from uploader.deid.script.parser import parse
-    from uploader.deid.script.syntax import ScriptError
-
     deid = p.deidentify
     if not deid.script:
         return []

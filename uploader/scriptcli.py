@@ -1,4 +1,8 @@
-"""``uploader script check | preview``: scripts are checked before they ever run."""
+"""``uploader script check | preview``: scripts are checked before they ever run.
+
+Above both the de-identification (`uploader.deid`, which owns the script language) and the
+protocols (`uploader.protocols`, whose options select the profile a script is checked against).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from uploader.deid.profile import load_profile
 from uploader.deid.script.check import Finding, check
 from uploader.deid.script.parser import parse_all
 from uploader.errors import ConfigError, VerificationError, WithheldError
+from uploader.protocols.loader import load_protocol
 
 _MAX_VALUE = 64
 
@@ -29,8 +34,6 @@ def run(args: argparse.Namespace) -> int:
 def _options(protocol: Path | None) -> frozenset[Any] | None:
     if protocol is None:
         return None
-    from uploader.protocols.loader import load_protocol
-
     return frozenset(load_protocol(protocol).deidentify.options)
 
 

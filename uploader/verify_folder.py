@@ -1,4 +1,8 @@
-"""``uploader verify``: the knowledge-free check of a folder of supposedly de-identified files."""
+"""``uploader verify``: the knowledge-free check of a folder of supposedly de-identified files.
+
+Above both the de-identification (`uploader.deid`) and the protocols (`uploader.protocols`):
+the protocol, if given, says which private attributes and burned-in kinds its output may keep.
+"""
 
 from __future__ import annotations
 
