@@ -18,9 +18,9 @@ from identifiable_node.config import load_config
 from identifiable_node.folder import folder_problems
 from identifiable_node.folder import read_health as read_folder_health
 from identifiable_node.service import open_store
+from identifiable_node.store import Store, Study
 from uploader.errors import ConfigError
 from uploader.health import print_health, read_health
-from uploader.store.db import Store, Study
 from uploader.timefmt import iso_utc
 
 ATTENTION = ("needs_review", "quarantined", "opted_out")

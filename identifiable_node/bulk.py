@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from identifiable_node.store import Store
 from uploader.dicomnet.qr import Peer, find, get, move, study_query
 from uploader.errors import ConfigError, RetriableError
-from uploader.store.db import Store
 
 log = logging.getLogger(__name__)
 COLUMNS = {

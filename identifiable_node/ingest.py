@@ -20,11 +20,11 @@ from typing import cast
 
 from pydicom.errors import InvalidDicomError
 
+from identifiable_node.store import Store
 from uploader.dicom_header import scan, text
 from uploader.dicomfile import read_dicom
 from uploader.errors import NotDicomError
 from uploader.hardening import describe
-from uploader.store.db import Store
 from uploader.store.journal import Journal, Record
 from uploader.store.spool import Spool, durable_write, fsync_files, quick_write
 

@@ -30,6 +30,7 @@ from identifiable_node.deidpool import (
     study_identifiers,
 )
 from identifiable_node.optout import OptOut
+from identifiable_node.store import Instance, Store, Study
 from identifiable_node.trials import Trials
 from uploader.deid.batch import modality_label
 from uploader.errors import (
@@ -41,7 +42,6 @@ from uploader.errors import (
 from uploader.hardening import describe
 from uploader.protocols.study import study_from_files
 from uploader.protocols.validate import validate_study
-from uploader.store.db import Instance, Store, Study
 from uploader.store.spool import Spool, fsync_files, name_for
 from uploader.transport.stowrs import StowClient
 

@@ -19,6 +19,7 @@ from identifiable_node.folder import FolderWatcher
 from identifiable_node.ingest import Ingestor
 from identifiable_node.optout import OptOut
 from identifiable_node.pipeline import Pipeline
+from identifiable_node.store import Store
 from identifiable_node.trials import Trials
 from uploader import relay
 from uploader.deid.pseudonyms import read_key
@@ -27,7 +28,6 @@ from uploader.dicomnet.scp import Received, ScpOptions, StoreServer, start_scp
 from uploader.errors import ConfigError
 from uploader.health import Component, Health, describe
 from uploader.preflight import Problems
-from uploader.store.db import Store
 from uploader.store.journal import Journal, JournalBusyError
 from uploader.store.spool import Spool, durable_write
 from uploader.transport.forwardsig import ForwardKey

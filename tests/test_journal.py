@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from identifiable_node.ingest import Ingestor
+from identifiable_node.store import Store
 from uploader.sample import write_study
-from uploader.store.db import Store
 from uploader.store.journal import Journal, JournalBusyError
 from uploader.store.spool import Spool
 

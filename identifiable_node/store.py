@@ -1,4 +1,5 @@
-"""SQLite (WAL) index of patients' studies and instances; the state column is the work queue.
+"""The identifiable node's store: SQLite (WAL) index of patients' studies and instances; the state
+column is the work queue.
 
 Each thread gets its own connection. Transactions are short and ``BEGIN IMMEDIATE``; a worker
 claims a study with a lease and releases it with the state it reached, in one transaction that
