@@ -13,6 +13,7 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from uploader.store.migrate import Schema, columns
 
@@ -68,8 +69,7 @@ def append(  # noqa: PLR0917 - the row's fields, in order
     c.execute("UPDATE audit SET hash=? WHERE id=?", (h, row_id))
 
 
-@dataclass(frozen=True)
-class AuditRow:
+class AuditRow(NamedTuple):
     """One row of the audit log: when, which study (if any), who, what, and its chain hash."""
 
     id: int
@@ -98,7 +98,7 @@ def rows(
         f" ORDER BY id {order} LIMIT ?",
         (study_id, study_id, actor, actor, limit),
     )
-    return [AuditRow(*r) for r in found]
+    return [AuditRow._make(r) for r in found]
 
 
 @dataclass(frozen=True)
