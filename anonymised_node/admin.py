@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 from anonymised_node.config import load_config
 from anonymised_node.service import open_store
-from anonymised_node.store import AnonStore
+from anonymised_node.store import AnonState, AnonStore
 from uploader.errors import ConfigError
 from uploader.health import print_health, read_health
 from uploader.timefmt import iso_utc
@@ -31,11 +32,15 @@ def _purge_rejected(store: AnonStore, args: argparse.Namespace) -> int:
     if not args.rejected:
         raise ConfigError("on the anonymised node, purge takes --rejected")
     purged = 0
-    for study in store.studies("rejected"):
+    for study in store.studies(AnonState.REJECTED):
         for _uid, _c, path, _u in store.instances(study.id):
             Path(path).unlink(missing_ok=True)
         store.set_state(
-            study.id, "rejected", os.environ.get("USER", "staff"), "files purged", purged=1
+            study.id,
+            AnonState.REJECTED,
+            os.environ.get("USER", "staff"),
+            "files purged",
+            purged=True,
         )
         purged += 1
     print(f"purged {purged} rejected stud{'y' if purged == 1 else 'ies'}")
@@ -44,9 +49,7 @@ def _purge_rejected(store: AnonStore, args: argparse.Namespace) -> int:
 
 def _status(store: AnonStore, as_json: bool, health: list[str] | None = None) -> int:
     counts = store.counts()
-    alerts = [
-        dict(r) for r in store.query("SELECT at, uid_digest, problems FROM refusals ORDER BY id")
-    ]
+    alerts = [dataclasses.asdict(r) for r in store.refusals()]
     if as_json:
         running = health is not None
         report = {"counts": counts, "running": running, "unhealthy": health or []}
@@ -64,7 +67,7 @@ def _status(store: AnonStore, as_json: bool, health: list[str] | None = None) ->
 
 def _review(store: AnonStore, args: argparse.Namespace) -> int:
     if args.action == "list":
-        for s in store.studies("ready"):
+        for s in store.studies(AnonState.READY):
             print(f"{s.id}\tready\t{s.protocol}\t{s.session}\t{s.subject}")
         return 0
     if args.study is None:
@@ -77,11 +80,8 @@ def _review(store: AnonStore, args: argparse.Namespace) -> int:
         print(f"study {study.id}: {study.state}; trial {study.protocol}, {names}")
         for uid, sop_class, _path, uploaded in store.instances(study.id):
             print(f"  {uid} {sop_class}{' uploaded' if uploaded else ''}")
-        rows = store.query(
-            "SELECT at, actor, action, detail FROM audit WHERE study_id=? ORDER BY id", (study.id,)
-        )
-        for row in rows:
-            print(f"  {iso_utc(row['at'])} {row['actor']}: {row['action']} {row['detail']}")
+        for row in store.audit_rows(study.id):
+            print(f"  {iso_utc(row.at)} {row.actor}: {row.action} {row.detail}")
         return 0
     return _decide(store, study.id, study.state, args)
 

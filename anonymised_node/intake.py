@@ -40,7 +40,8 @@ from anonymised_node.bodies import (
 from anonymised_node.complete import IncompleteError, parse_complete
 from anonymised_node.config import IntakeSettings
 from anonymised_node.gate import Gate
-from anonymised_node.store import REPLACEABLE, AnonStore
+from anonymised_node.store import REPLACEABLE, AnonState, AnonStore
+from anonymised_node.web.decisions import Decision
 from uploader.store.spool import durable_write, name_for
 from uploader.transport.forwardsig import HEADER, ForwardKey
 from uploader.transport.paths import inside, valid_label, valid_uid
@@ -265,7 +266,7 @@ def _review_api(app: FastAPI, store: AnonStore, review_token: str | None, max_js
         _bearer(request, review_token)
         if not study_id.isdigit() or len(study_id) > 18:
             raise HTTPException(400, "the study number must be a whole number")
-        if decision not in ("approve", "reject"):
+        if decision not in (Decision.APPROVE, Decision.REJECT):
             raise HTTPException(404, "the decision is approve or reject")
         doc = await read_json_object(request, max_json)
         who, reason = doc.get("by", "api"), doc.get("reason", "")
@@ -274,10 +275,10 @@ def _review_api(app: FastAPI, store: AnonStore, review_token: str | None, max_js
         study = store.study(int(study_id))
         if study is None:
             raise HTTPException(404, "no such study")
-        if study.state != "ready":
+        if study.state != AnonState.READY:
             raise HTTPException(409, f"cannot {decision} a study that is {study.state}")
-        if decision == "approve":
-            store.set_state(study.id, "approved", who or "api")
+        if decision == Decision.APPROVE:
+            store.set_state(study.id, AnonState.APPROVED, who or "api")
         else:
-            store.set_state(study.id, "rejected", who or "api", reason, reason=reason)
+            store.set_state(study.id, AnonState.REJECTED, who or "api", reason, reason=reason)
         return {"status": decision + "d"}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol as TypingProtocol
 
 from anonymised_node.config import Config, Target
-from anonymised_node.store import AnonStore, AnonStudy
+from anonymised_node.store import PUSH_STATES, AnonState, AnonStore, AnonStudy
 from anonymised_node.xnat import Xnat
 from uploader.errors import PermanentError, RetriableError
 from uploader.node.config import read_secret
@@ -123,18 +123,14 @@ class Pusher:
         """Do one unit of work; False when idle."""
         auto = [pid for pid, p in self.protocols.items() if p.auto_approve]
         if auto:
-            marks = ",".join("?" * len(auto))
-            rows = self.store.query(
-                f"SELECT id FROM studies WHERE state='ready' AND protocol IN ({marks})",  # noqa: S608
-                tuple(auto),
-            )
-            for row in rows:
+            ready = self.store.ready_in(auto)
+            for study_id in ready:
                 self.store.set_state(
-                    int(row["id"]), "approved", "auto-approve", "protocol auto_approve"
+                    study_id, AnonState.APPROVED, "auto-approve", "protocol auto_approve"
                 )
-            if rows:
+            if ready:
                 return True
-        study = self.store.claim(("approved", "uploading", "failed"), self.config.workers.lease_s)
+        study = self.store.claim(PUSH_STATES, self.config.workers.lease_s)
         if study is None:
             return self._retention()
         self._push(study)
@@ -142,7 +138,7 @@ class Pusher:
 
     def _push(self, study: AnonStudy) -> None:
         name = self.config.trial_targets.get(study.protocol, self.config.default_target)
-        self.store.set_state(study.id, "uploading", "worker", f"to {name}")
+        self.store.set_state(study.id, AnonState.UPLOADING, "worker", f"to {name}")
         try:
             self._upload(study, self.targets[name])
         except (RetriableError, PermanentError) as exc:
@@ -150,7 +146,7 @@ class Pusher:
             return
         self.store.set_state(
             study.id,
-            "uploaded",
+            AnonState.UPLOADED,
             "worker",
             f"confirmed in {name}",
             uploaded_at=time.time(),
@@ -184,7 +180,7 @@ class Pusher:
         delay = self.config.push.backoff_s * 2 ** (attempts - 1) * (1 + random.random() / 2)  # noqa: S311 - jitter
         self.store.set_state(
             study.id,
-            "failed",
+            AnonState.FAILED,
             "worker",
             reason,
             reason=reason,
@@ -195,14 +191,11 @@ class Pusher:
 
     def _retention(self) -> bool:
         cutoff = time.time() - self.config.retention.delete_after_days * 86400
-        rows = self.store.query(
-            "SELECT id FROM studies WHERE state='uploaded' AND purged=0 AND uploaded_at < ?",
-            (cutoff,),
-        )
-        for row in rows:
-            for _uid, _c, path, _u in self.store.instances(int(row["id"])):
+        due = self.store.uploaded_before(cutoff)
+        for study_id in due:
+            for _uid, _c, path, _u in self.store.instances(study_id):
                 Path(path).unlink(missing_ok=True)
             self.store.set_state(
-                int(row["id"]), "uploaded", "retention", "local copies deleted", purged=1
+                study_id, AnonState.UPLOADED, "retention", "local copies deleted", purged=True
             )
-        return bool(rows)
+        return bool(due)

@@ -14,16 +14,36 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from enum import StrEnum
+from typing import NamedTuple
 
 from anonymised_node.gate import Announced
+from uploader.store import auditchain
+from uploader.store.migrate import Schema, columns, sql
 from uploader.store.sqlite import Database, audit
 
 _NEW_STUDY = (
     "INSERT INTO studies (study_uid, protocol, subject, session, updated) VALUES (?,?,?,?,?)"
 )
-STATES = ("receiving", "ready", "approved", "rejected", "uploading", "uploaded", "failed")
-_SCHEMA = """
+
+
+class AnonState(StrEnum):
+    """Where a study is: its review, then its push (the stored strings are these values)."""
+
+    RECEIVING = "receiving"
+    READY = "ready"  # every announced instance arrived: waiting for approval
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    UPLOADING = "uploading"
+    UPLOADED = "uploaded"
+    FAILED = "failed"  # the push failed (retried until its attempts run out)
+
+
+STATES = tuple(AnonState)
+_STATE = {s.value: s for s in AnonState}  # a stored string to its state, without Enum's call
+#: Studies the push worker takes.
+PUSH_STATES = (AnonState.APPROVED, AnonState.UPLOADING, AnonState.FAILED)
+_V1_TABLES = """
 CREATE TABLE IF NOT EXISTS studies (
     id INTEGER PRIMARY KEY,
     study_uid TEXT NOT NULL UNIQUE,
@@ -56,11 +76,26 @@ CREATE TABLE IF NOT EXISTS refusals (
     uid_digest TEXT NOT NULL,
     problems TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY, at REAL NOT NULL, study_id INTEGER, actor TEXT NOT NULL,
-    action TEXT NOT NULL, detail TEXT NOT NULL DEFAULT ''
-);
 """
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    """Version 1: the tables as the last release before schema versions left them. Older files
+    are brought there too: instances gain the digest of their bytes; refusals recorded by SOP
+    Instance UID are rewritten to a digest (SHA-256, unkeyed: the key is not known here) and the
+    UID is gone (the file is vacuumed after this step: ``scrub_after``)."""
+    if columns(conn, "instances") and "digest" not in columns(conn, "instances"):
+        conn.execute("ALTER TABLE instances ADD COLUMN digest TEXT NOT NULL DEFAULT ''")
+    if "sop_uid" in columns(conn, "refusals"):
+        for rid, uid in conn.execute("SELECT id, sop_uid FROM refusals").fetchall():
+            old = "uid-sha256-" + hashlib.sha256(str(uid).encode()).hexdigest()[:20]
+            conn.execute("UPDATE refusals SET sop_uid=? WHERE id=?", (old, rid))
+        conn.execute("ALTER TABLE refusals RENAME COLUMN sop_uid TO uid_digest")
+    sql(_V1_TABLES)(conn)
+
+
+#: The anonymised node's schema: append a step to change it (never edit one that shipped).
+SCHEMA = Schema("anonymised node store", (_v1,), owner=True, scrub_after=frozenset({1}))
 
 
 @dataclass(frozen=True)
@@ -73,14 +108,14 @@ class AnonStudy:
     subject: str
     session: str
     expected: int | None
-    state: str
+    state: AnonState
     reason: str
     attempts: int
     uploaded_at: float | None
 
 
 #: Studies whose instances may still be replaced by a re-sent copy with other bytes.
-REPLACEABLE = ("receiving", "ready")
+REPLACEABLE = (AnonState.RECEIVING, AnonState.READY)
 
 
 @dataclass(frozen=True)
@@ -88,18 +123,48 @@ class Held:
     """An instance already stored: its study, the study's state, and the digest of its bytes."""
 
     study_uid: str
-    state: str
+    state: AnonState
     digest: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An instance refused at intake: when, the digest of its UID, its problems (JSON text)."""
+
+    at: float
+    uid_digest: str
+    problems: str
+
+
+class Listed(NamedTuple):
+    """A study as the queue lists it (a tuple: the queue reads a thousand at a time)."""
+
+    id: int
+    protocol: str
+    subject: str
+    session: str
+    state: AnonState
+    reason: str
+    attempts: int
+    expected: int | None
+    manifest: str | None
+    updated: float
+
+
+class InstanceCount(NamedTuple):
+    """A study's instances of one SOP class: how many, how many uploaded, the first arrival."""
+
+    study_id: int
+    sop_class: str
+    n: int
+    uploaded: int
+    first: float
 
 
 class AnonStore(Database):
     """The anonymised node's database."""
 
-    SCHEMA = _SCHEMA
-
-    def __init__(self, path: Path) -> None:
-        _migrate(path)
-        super().__init__(path)
+    SCHEMAS = (auditchain.SCHEMA, SCHEMA)
 
     def held(self, sop_uid: str) -> Held | None:
         """The stored copy of an instance, if any."""
@@ -108,7 +173,9 @@ class AnonStore(Database):
             " ON s.id = i.study_id WHERE i.sop_uid=?",
             (sop_uid,),
         )
-        return Held(rows[0]["study_uid"], rows[0]["state"], rows[0]["digest"]) if rows else None
+        if not rows:
+            return None
+        return Held(rows[0]["study_uid"], AnonState(rows[0]["state"]), rows[0]["digest"])
 
     def announced(self, study_uid: str) -> Announced | None:
         """The study as its manifest announced it (None: no manifest yet)."""
@@ -207,20 +274,25 @@ class AnonStore(Database):
             self._maybe_ready(c, study_id)
 
     @staticmethod
-    def _maybe_ready(c: object, study_id: int) -> None:
-        conn = c  # sqlite3.Connection
-        row = conn.execute(  # type: ignore[attr-defined]
+    def _maybe_ready(conn: sqlite3.Connection, study_id: int) -> None:
+        row = conn.execute(
             "SELECT s.state, s.expected, COUNT(i.sop_uid) n FROM studies s LEFT JOIN instances i"
             " ON i.study_id = s.id WHERE s.id=? GROUP BY s.id",
             (study_id,),
         ).fetchone()
         if (
-            row["state"] == "receiving"
+            row["state"] == AnonState.RECEIVING
             and row["expected"] is not None
             and row["n"] >= row["expected"]
         ):
-            conn.execute("UPDATE studies SET state='ready' WHERE id=?", (study_id,))  # type: ignore[attr-defined]
-            audit(conn, study_id, "intake", "receiving -> ready", f"{row['n']} instance(s)")  # type: ignore[arg-type]
+            conn.execute("UPDATE studies SET state=? WHERE id=?", (AnonState.READY, study_id))
+            audit(
+                conn,
+                study_id,
+                "intake",
+                f"{AnonState.RECEIVING} -> {AnonState.READY}",
+                f"{row['n']} instance(s)",
+            )
 
     def refuse(self, uid_digest: str, problems: list[str]) -> None:
         """Record an instance refused at intake: a digest of its UID and its problems (attribute
@@ -232,23 +304,38 @@ class AnonStore(Database):
             )
 
     def set_state(
-        self, study_id: int, state: str, actor: str, detail: str = "", **fields: object
+        self,
+        study_id: int,
+        state: AnonState,
+        actor: str,
+        detail: str = "",
+        *,
+        reason: str | None = None,
+        attempts: int | None = None,
+        next_attempt: float | None = None,
+        uploaded_at: float | None = None,
+        purged: bool | None = None,
     ) -> None:
-        """Move a study to a state (with fields), free its lease, audit who did it."""
-        if state not in STATES:
-            raise ValueError(state)
-        sets = "".join(f", {k}=?" for k in fields)
+        """Move a study to a state (and set each field given; None leaves it as it is), free
+        its lease, audit who did it."""
+        state = AnonState(state)  # ValueError for a state that does not exist
         with self.tx() as c:
             before = c.execute("SELECT state FROM studies WHERE id=?", (study_id,)).fetchone()
             if before is None:
                 raise KeyError(study_id)
             c.execute(
-                f"UPDATE studies SET state=?, lease_until=0, updated=?{sets} WHERE id=?",  # noqa: S608 - our column names
-                (state, time.time(), *fields.values(), study_id),
-            )
+                "UPDATE studies SET state=?, lease_until=0, updated=?,"
+                " reason=COALESCE(?, reason), attempts=COALESCE(?, attempts),"
+                " next_attempt=COALESCE(?, next_attempt), uploaded_at=COALESCE(?, uploaded_at),"
+                " purged=COALESCE(?, purged) WHERE id=?",
+                (
+                    state, time.time(), reason, attempts, next_attempt, uploaded_at,
+                    None if purged is None else int(purged), study_id,
+                ),
+            )  # fmt: skip
             audit(c, study_id, actor, f"{before['state']} -> {state}", detail)
 
-    def claim(self, states: tuple[str, ...], lease_s: float) -> AnonStudy | None:
+    def claim(self, states: tuple[AnonState, ...], lease_s: float) -> AnonStudy | None:
         """Claim the next study in these states whose lease is free and whose retry time came."""
         now = time.time()
         marks = ",".join("?" * len(states))
@@ -263,12 +350,29 @@ class AnonStore(Database):
             c.execute("UPDATE studies SET lease_until=? WHERE id=?", (now + lease_s, row["id"]))
         return _study(row)
 
+    def ready_in(self, protocols: list[str]) -> list[int]:
+        """Studies waiting for approval in these trials (row ids)."""
+        marks = ",".join("?" * len(protocols))
+        rows = self.query(
+            f"SELECT id FROM studies WHERE state=? AND protocol IN ({marks})",  # noqa: S608 - placeholders only
+            (AnonState.READY, *protocols),
+        )
+        return [int(r["id"]) for r in rows]
+
+    def uploaded_before(self, cutoff: float) -> list[int]:
+        """Uploaded studies whose local copies are still here, uploaded before ``cutoff``."""
+        rows = self.query(
+            "SELECT id FROM studies WHERE state=? AND purged=0 AND uploaded_at < ?",
+            (AnonState.UPLOADED, cutoff),
+        )
+        return [int(r["id"]) for r in rows]
+
     def study(self, study_id: int) -> AnonStudy | None:
         """One study."""
         rows = self.query("SELECT * FROM studies WHERE id=?", (study_id,))
         return _study(rows[0]) if rows else None
 
-    def studies(self, state: str | None = None) -> list[AnonStudy]:
+    def studies(self, state: AnonState | None = None) -> list[AnonStudy]:
         """Studies in one state, or all."""
         if state is None:
             return [_study(r) for r in self.query("SELECT * FROM studies ORDER BY id")]
@@ -293,42 +397,70 @@ class AnonStore(Database):
                 "UPDATE instances SET uploaded=1 WHERE sop_uid=?", [(s,) for s in sop_uids]
             )
 
+    def held_study(self, study_uid: str) -> int | None:
+        """The row id of a study whose files are still here (not purged), by its UID."""
+        rows = self.query("SELECT id FROM studies WHERE study_uid=? AND purged=0", (study_uid,))
+        return int(rows[0]["id"]) if rows else None
+
+    def study_uids(self) -> dict[int, str]:
+        """Every study's UID, by row id."""
+        return {r["id"]: r["study_uid"] for r in self.query("SELECT id, study_uid FROM studies")}
+
+    def protocols(self) -> list[str]:
+        """The trials with studies here, sorted."""
+        return [
+            r["protocol"] for r in self.query("SELECT DISTINCT protocol FROM studies ORDER BY 1")
+        ]
+
+    def listing(self, state: str = "", protocol: str = "", study_id: int = 0) -> list[Listed]:
+        """Studies for the queue (every one, or those in a state, of a trial, or one)."""
+        where: list[str] = []
+        args: list[object] = []
+        if state:
+            where.append("state=?")
+            args.append(state)
+        if protocol:
+            where.append("protocol=?")
+            args.append(protocol)
+        if study_id:
+            where.append("id=?")
+            args.append(study_id)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        columns = (
+            "id, protocol, subject, session, state, reason, attempts, expected, manifest, updated"
+        )
+        sql = f"SELECT {columns} FROM studies{clause}"  # noqa: S608 - our fragments only
+        found = self.query(sql, tuple(args))
+        return [
+            Listed(r[0], r[1], r[2], r[3], _STATE[r[4]], r[5], r[6], r[7], r[8], r[9])
+            for r in found
+        ]
+
+    def instance_counts(self, study_id: int = 0) -> list[InstanceCount]:
+        """Instances per study and SOP class (of one study, or all), in one pass."""
+        sql = "SELECT study_id, sop_class, COUNT(*), COALESCE(SUM(uploaded), 0), MIN(received)"
+        sql += " FROM instances" + (" WHERE study_id=?" if study_id else "")
+        found = self.query(sql + " GROUP BY study_id, sop_class", (study_id,) if study_id else ())
+        return [InstanceCount._make(r) for r in found]
+
+    def refusals(self, *, newest_first: bool = False) -> list[Refusal]:
+        """Instances refused at intake (oldest first unless ``newest_first``)."""
+        sql = "SELECT at, uid_digest, problems FROM refusals ORDER BY id"
+        found = self.query(sql + (" DESC" if newest_first else ""))
+        return [Refusal(float(r["at"]), str(r["uid_digest"]), r["problems"]) for r in found]
+
     def counts(self) -> dict[str, int]:
         """Studies per state, and refusals."""
         found = {
             r["state"]: r["n"]
             for r in self.query("SELECT state, COUNT(*) n FROM studies GROUP BY state")
         }
-        out = {s: int(found.get(s, 0)) for s in STATES}
+        out = {str(s): int(found.get(s, 0)) for s in STATES}
         out["refused_instances"] = int(self.query("SELECT COUNT(*) n FROM refusals")[0]["n"])
         return out
 
 
-def _migrate(path: Path) -> None:
-    """Bring an older database up to this schema: instances gain the digest of their bytes;
-    refusals recorded by SOP Instance UID are rewritten to a digest (SHA-256, unkeyed: the key
-    is not known here) and the UID is gone."""
-    if not path.exists():
-        return
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(instances)")}
-        if columns and "digest" not in columns:
-            conn.execute("ALTER TABLE instances ADD COLUMN digest TEXT NOT NULL DEFAULT ''")
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(refusals)")}
-        if "sop_uid" in columns:
-            conn.execute("BEGIN IMMEDIATE")
-            for rid, uid in conn.execute("SELECT id, sop_uid FROM refusals").fetchall():
-                old = "uid-sha256-" + hashlib.sha256(str(uid).encode()).hexdigest()[:20]
-                conn.execute("UPDATE refusals SET sop_uid=? WHERE id=?", (old, rid))
-            conn.execute("ALTER TABLE refusals RENAME COLUMN sop_uid TO uid_digest")
-            conn.execute("COMMIT")
-            conn.execute("VACUUM")  # the old values leave the file, not only the table
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # nor stay in the write-ahead log
-    finally:
-        conn.close()
-
-
-def _study(row: object) -> AnonStudy:
-    r = row  # sqlite3.Row
-    return AnonStudy(**{k: r[k] for k in AnonStudy.__dataclass_fields__})  # type: ignore[index]
+def _study(row: sqlite3.Row) -> AnonStudy:
+    values = {k: row[k] for k in AnonStudy.__dataclass_fields__}
+    values["state"] = AnonState(values["state"])
+    return AnonStudy(**values)

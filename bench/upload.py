@@ -55,7 +55,7 @@ def ours(url: str, ca: Path, files: list[Path], work: Path) -> float:
 
     from anonymised_node.config import Config
     from anonymised_node.push import Pusher
-    from anonymised_node.store import AnonStore
+    from anonymised_node.store import AnonState, AnonStore
 
     store = AnonStore(work / "bench.sqlite")
     for f in files:
@@ -70,7 +70,7 @@ def ours(url: str, ca: Path, files: list[Path], work: Path) -> float:
             session="T",
         )
     study = store.studies()[0]
-    store.set_state(study.id, "approved", "bench")
+    store.set_state(study.id, AnonState.APPROVED, "bench")
     config = Config.model_validate(
         {
             "targets": {"repo": {"type": "dicomweb", "url": url, "ca_bundle": str(ca)}},

@@ -18,12 +18,12 @@ from identifiable_node.config import load_config
 from identifiable_node.folder import folder_problems
 from identifiable_node.folder import read_health as read_folder_health
 from identifiable_node.service import open_store
+from identifiable_node.store import Decisions, Store, Study, StudyState
 from uploader.errors import ConfigError
 from uploader.health import print_health, read_health
-from uploader.store.db import Store, Study
 from uploader.timefmt import iso_utc
 
-ATTENTION = ("needs_review", "quarantined", "opted_out")
+ATTENTION = (StudyState.NEEDS_REVIEW, StudyState.QUARANTINED, StudyState.OPTED_OUT)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +88,7 @@ def _status(
     counts = store.counts()
     waiting = [s for s in store.studies() if s.state in ATTENTION]
     problems = [f"journal: {p}" for p in _journal_problems(journal)]
-    aside = Counter(str(r["kind"]) for r in store.set_aside_rows())
+    aside = Counter(str(r.kind) for r in store.set_aside_rows())
     if health is None:  # else the health registry names the folder's trouble (no repeats)
         problems += [f"folder: {p}" for p in folder_problems(folder)]
     if as_json:
@@ -139,7 +139,8 @@ def _status(
 
 def _review(store: Store, args: argparse.Namespace) -> int:
     if args.action == "list":  # what waits for staff: to review, or quarantined
-        waiting = [s for s in store.studies() if s.state in ("needs_review", "quarantined")]
+        to_review = (StudyState.NEEDS_REVIEW, StudyState.QUARANTINED)
+        waiting = [s for s in store.studies() if s.state in to_review]
         for s in waiting:
             print(f"{s.id}\t{s.state}\t{s.protocol or '-'}\t{s.session or '-'}\t{s.reason}")
         return 0
@@ -150,7 +151,7 @@ def _review(store: Store, args: argparse.Namespace) -> int:
         raise ConfigError(f"no study {args.study}")
     if args.action == "show":
         return _show(store, study)
-    decisions: dict[str, object] = {}
+    decisions: Decisions = {}
     if args.override:
         decisions["override"] = True
     if args.relabel:
@@ -176,16 +177,16 @@ def _show(store: Store, study: Study) -> int:
         print(f"  {c['status'].upper():4s} {c['check']}: {c['message']}")
     if report.get("relabel"):
         print(f"  relabel: {report['relabel']}")
-    for row in store.set_aside_rows(study.id):
-        print(f"  {row['kind'].upper()}: {row['reason']} (kept in {row['path']})")
+    for aside in store.set_aside_rows(study.id):
+        print(f"  {aside.kind.upper()}: {aside.reason} (kept in {aside.path})")
     for row in store.audit_rows(study.id):
-        print(f"  {iso_utc(row['at'])} {row['actor']}: {row['action']} {row['detail']}")
+        print(f"  {iso_utc(row.at)} {row.actor}: {row.action} {row.detail}")
     return 0
 
 
 def _purge(store: Store) -> int:
     purged = 0
-    for study in store.studies("opted_out"):
+    for study in store.studies(StudyState.OPTED_OUT):
         for inst in store.instances(study.id):
             for path in (inst.path, inst.out_path):
                 if path:
@@ -197,10 +198,8 @@ def _purge(store: Store) -> int:
 
 
 def _links(store: Store, protocol: str | None) -> int:
-    rows = store.query("SELECT * FROM links ORDER BY protocol, subject, session")
     w = csv.writer(sys.stdout)
     w.writerow(["protocol", "patient_id", "study_uid", "subject", "session"])
-    for r in rows:
-        if protocol is None or r["protocol"] == protocol:
-            w.writerow([r["protocol"], r["patient_id"], r["study_uid"], r["subject"], r["session"]])
+    for r in store.links(protocol):
+        w.writerow([r.protocol, r.patient_id, r.study_uid, r.subject, r.session])
     return 0

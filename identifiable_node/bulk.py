@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from identifiable_node.store import BulkRow, BulkStatus, Store
 from uploader.dicomnet.qr import Peer, find, get, move, study_query
 from uploader.errors import ConfigError, RetriableError
-from uploader.store.db import Store
 
 log = logging.getLogger(__name__)
 COLUMNS = {
@@ -36,16 +34,7 @@ COLUMNS = {
 _DATE = r"^\d{8}(-\d{8})?$|^-\d{8}$|^\d{8}-$"
 
 
-@dataclass(frozen=True)
-class RowReport:
-    """What happened to one CSV row."""
-
-    line: int
-    status: str
-    matched: int
-    arrived: int
-    failed: int
-    message: str
+RowReport = BulkRow  # what happened to one CSV row
 
 
 def read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
@@ -103,34 +92,21 @@ class Bulk:
         """Record the CSV's rows (once per content); return the job ID."""
         rows = read_rows(path)
         job = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        with self.store.tx() as c:
-            c.executemany(
-                "INSERT OR IGNORE INTO bulk_rows (job, line, request) VALUES (?,?,?)",
-                [(job, line, json.dumps(req)) for line, req in rows],
-            )
+        self.store.add_bulk_rows(job, rows)
         return job
 
     def run(self, job: str, progress: Callable[[int], None] | None = None) -> list[RowReport]:
         """Retrieve every row not yet done; return every row's report."""
-        pending = self.store.query(
-            "SELECT line, request FROM bulk_rows WHERE job=? AND status != 'done' ORDER BY line",
-            (job,),
-        )
+        pending = self.store.pending_bulk_rows(job)
         with ThreadPoolExecutor(self.concurrency) as pool:
-            for _ in pool.map(
-                lambda r: self._row(job, int(r["line"]), json.loads(r["request"])), pending
-            ):
+            for _ in pool.map(lambda r: self._row(job, *r), pending):
                 if progress is not None:
                     progress(1)
         return self.report(job)
 
     def report(self, job: str) -> list[RowReport]:
         """Every row's outcome so far."""
-        rows = self.store.query("SELECT * FROM bulk_rows WHERE job=? ORDER BY line", (job,))
-        return [
-            RowReport(r["line"], r["status"], r["matched"], r["arrived"], r["failed"], r["message"])
-            for r in rows
-        ]
+        return self.store.bulk_rows(job)
 
     def _row(self, job: str, line: int, req: dict[str, str]) -> None:
         matched = arrived = failed = 0
@@ -156,17 +132,18 @@ class Bulk:
                     result = get(self.peer, m.study_uid, partial(self.take, trial=req.get("trial")))
                 arrived += result.completed
                 failed += result.failed + (0 if result.ok or result.failed else 1)
-            status = "done" if matched and not failed else ("failed" if failed else "no match")
+            status = (
+                BulkStatus.DONE
+                if matched and not failed
+                else (BulkStatus.FAILED if failed else BulkStatus.NO_MATCH)
+            )
             message = (
                 ""
-                if status == "done"
+                if status == BulkStatus.DONE
                 else ("nothing matched" if not matched else f"{failed} failed")
             )
         except RetriableError as exc:
-            status, message = "failed", str(exc)
-        with self.store.tx() as c:
-            c.execute(
-                "UPDATE bulk_rows SET status=?, matched=?, arrived=?, failed=?, message=?"
-                " WHERE job=? AND line=?",
-                (status, matched, arrived, failed, message, job, line),
-            )
+            status, message = BulkStatus.FAILED, str(exc)
+        self.store.finish_bulk_row(
+            job, line, status, matched=matched, arrived=arrived, failed=failed, message=message
+        )

@@ -12,6 +12,7 @@ import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from io import BytesIO
 from pathlib import Path
 
@@ -41,12 +42,21 @@ class Task:
     study: Identifiers | None = None  # everything the whole study identifies (every instance)
 
 
+class Outcome(StrEnum):
+    """What became of one instance."""
+
+    WRITTEN = "written"
+    WITHHELD = "withheld"  # by policy (burned-in text)
+    UNVERIFIED = "unverified"  # its output failed verification: nothing of the study leaves
+    FAILED = "failed"  # unreadable, or not writable
+
+
 @dataclass(frozen=True)
 class Done:
     """What became of one instance."""
 
     sop_uid: str
-    status: str  # written | withheld | unverified | failed (unreadable, or not writable)
+    status: Outcome
     out_path: str = ""
     out_sop_uid: str = ""
     subject: str = ""
@@ -87,7 +97,7 @@ def deid_file(sop_uid: str, path: Path, task: Task) -> Done:
     try:
         return _deid_file(sop_uid, path, task)
     except Exception as exc:  # hostile input can raise anything: a result, never a crash
-        return Done(sop_uid, "failed", detail=failure_reason(exc))
+        return Done(sop_uid, Outcome.FAILED, detail=failure_reason(exc))
 
 
 def _deid_file(sop_uid: str, path: Path, task: Task) -> Done:
@@ -97,9 +107,9 @@ def _deid_file(sop_uid: str, path: Path, task: Task) -> Done:
             ds, task.settings, task.label, task.subject, task.session, study=task.study
         )
     except WithheldError as exc:
-        return Done(sop_uid, "withheld", detail=exc.code)
+        return Done(sop_uid, Outcome.WITHHELD, detail=exc.code)
     except VerificationError as exc:
-        return Done(sop_uid, "unverified", detail="; ".join(exc.problems[:5]))
+        return Done(sop_uid, Outcome.UNVERIFIED, detail="; ".join(exc.problems[:5]))
     buf = BytesIO()
     outcome.dataset.save_as(buf, enforce_file_format=True)
     out_uid = str(outcome.dataset.SOPInstanceUID)
@@ -107,7 +117,7 @@ def _deid_file(sop_uid: str, path: Path, task: Task) -> Done:
     quick_write(target, [buf.getbuffer()])
     return Done(
         sop_uid,
-        "written",
+        Outcome.WRITTEN,
         str(target),
         out_uid,
         outcome.subject,

@@ -16,10 +16,10 @@ from typing import cast
 from pydicom.errors import InvalidDicomError
 
 from identifiable_node.journal_writer import JournalWriter, idle_status
+from identifiable_node.store import Store
 from uploader.dicom_header import scan, text
 from uploader.dicomfile import read_dicom
 from uploader.errors import NotDicomError
-from uploader.store.db import Store
 from uploader.store.journal import Journal
 from uploader.store.spool import Spool, durable_write
 

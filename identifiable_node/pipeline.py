@@ -16,13 +16,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from pydicom import dcmread
 
 from identifiable_node.config import Config
 from identifiable_node.deidpool import (
     Done,
+    Outcome,
     Task,
     deid_file,
     failure_reason,
@@ -30,6 +30,7 @@ from identifiable_node.deidpool import (
     study_identifiers,
 )
 from identifiable_node.optout import OptOut
+from identifiable_node.store import Instance, SetAsideKind, Store, Study, StudyState
 from identifiable_node.trials import Trials
 from uploader.deid.batch import modality_label
 from uploader.errors import (
@@ -41,7 +42,6 @@ from uploader.errors import (
 from uploader.hardening import describe
 from uploader.protocols.study import study_from_files
 from uploader.protocols.validate import validate_study
-from uploader.store.db import Instance, Store, Study
 from uploader.store.spool import Spool, fsync_files, name_for
 from uploader.transport.stowrs import StowClient
 
@@ -101,13 +101,41 @@ class Pipeline:
         self.review_when_cleaned = config.study.review_when_cleaned
         self._claimed: Study | None = None
 
-    def _release(self, study_id: int, state: str, actor: str, detail: str = "", **kw: Any) -> None:
+    def _release(
+        self,
+        study_id: int,
+        state: StudyState,
+        actor: str,
+        detail: str = "",
+        *,
+        reason: str = "",
+        retry_in: float = 0.0,
+        attempts: int | None = None,
+        report: str | None = None,
+        protocol: str | None = None,
+        subject: str | None = None,
+        session: str | None = None,
+    ) -> None:
         """Release our claim; if a late instance reopened the study meanwhile, leave it be. A
         step that moves the study to another state starts its count of failures afresh."""
         claimed = self._claimed
         if claimed is not None and claimed.id == study_id and state != claimed.state:
-            kw.setdefault("attempts", 0)
-        if not self.store.release(study_id, state, actor, detail, lease=self.owner, **kw):
+            attempts = 0 if attempts is None else attempts
+        released = self.store.release(
+            study_id,
+            state,
+            actor,
+            detail,
+            lease=self.owner,
+            reason=reason,
+            retry_in=retry_in,
+            attempts=attempts,
+            report=report,
+            protocol=protocol,
+            subject=subject,
+            session=session,
+        )
+        if not released:
             log.info("study %d changed while being worked on: the step will be redone", study_id)
 
     def step(self) -> bool:
@@ -116,16 +144,16 @@ class Pipeline:
         if study is None:
             return False
         handler = {
-            "receiving": self._receiving,
-            "complete": self._complete,
-            "validated": self._pseudonymise,
-            "pseudonymised": self._forward,
+            StudyState.RECEIVING: self._receiving,
+            StudyState.COMPLETE: self._complete,
+            StudyState.VALIDATED: self._pseudonymise,
+            StudyState.PSEUDONYMISED: self._forward,
         }[study.state]
         self._claimed = study
         try:
             handler(study)
         except ConfigError as exc:
-            self._release(study.id, "needs_review", self.owner, reason=str(exc))
+            self._release(study.id, StudyState.NEEDS_REVIEW, self.owner, reason=str(exc))
         except Exception as exc:  # anything at all: retried a few times, then staff are told
             self._step_failed(study, exc)
         finally:
@@ -145,7 +173,7 @@ class Pipeline:
             )  # fmt: skip
             self._release(
                 study.id,
-                "needs_review",
+                StudyState.NEEDS_REVIEW,
                 self.owner,
                 reason=f"the {study.state} step failed {attempts} times: {what}",
                 attempts=0,
@@ -175,7 +203,7 @@ class Pipeline:
         except FileNotFoundError:  # its spool file is gone: nothing left to keep
             kept, reason = "", f"{reason}; its spool file is missing"
         self.store.set_aside(
-            study.id, "quarantined", kept, reason, sop_uid=sop_uid, actor=self.owner
+            study.id, SetAsideKind.QUARANTINED, kept, reason, sop_uid=sop_uid, actor=self.owner
         )
         path.unlink(missing_ok=True)  # its copy is in quarantine (else a rescan would re-add it)
         log.warning("study %d: an instance was quarantined: %s", study.id, reason)
@@ -183,13 +211,11 @@ class Pipeline:
     def _unreviewed_conflicts(self, study: Study) -> int:
         """Conflicting copies of the study's instances recorded since staff last decided."""
         conflicts = [
-            r["at"] for r in self.store.set_aside_rows(study.id) if r["kind"] == "conflict"
+            r.at for r in self.store.set_aside_rows(study.id) if r.kind == SetAsideKind.CONFLICT
         ]
         if not conflicts:
             return 0
-        decided = [
-            r["at"] for r in self.store.audit_rows(study.id) if r["detail"].startswith("decision")
-        ]
+        decided = [r.at for r in self.store.audit_rows(study.id) if r.detail.startswith("decision")]
         last = max(decided, default=0.0)
         return sum(1 for at in conflicts if at > last)
 
@@ -200,14 +226,17 @@ class Pipeline:
         now = time.time()
         quiet = self.config.study.quiet_period_s - (now - study.last_received)
         if quiet > 0 or self.busy(study.study_uid):
-            self._release(study.id, "receiving", self.owner, retry_in=max(quiet, 0.2))
+            self._release(study.id, StudyState.RECEIVING, self.owner, retry_in=max(quiet, 0.2))
             return
         pid = self._protocol_id(study)
         protocol = self.trials.get(pid) if pid else None
         instances = self.store.instances(study.id)
         if not instances:
             self._release(
-                study.id, "needs_review", self.owner, reason="no instances left in this study"
+                study.id,
+                StudyState.NEEDS_REVIEW,
+                self.owner,
+                reason="no instances left in this study",
             )
             return
         have = {i.modality for i in instances}
@@ -216,12 +245,12 @@ class Pipeline:
         if missing and waited < self.config.study.complete_timeout_s:
             self._release(
                 study.id,
-                "receiving",
+                StudyState.RECEIVING,
                 self.owner,
                 retry_in=min(self.config.study.quiet_period_s or 1, 30),
             )
             return
-        self._release(study.id, "complete", self.owner, f"{len(have)} modality(ies)")
+        self._release(study.id, StudyState.COMPLETE, self.owner, f"{len(have)} modality(ies)")
 
     def _complete(self, study: Study) -> None:
         if self._back_to_receiving(study):
@@ -229,22 +258,27 @@ class Pipeline:
         ids = [study.patient_id, *study.other_ids.split("\\")]
         if self.optout.blocked([i for i in ids if i]):
             self._release(
-                study.id, "opted_out", self.owner, reason="patient on the data opt-out list"
+                study.id,
+                StudyState.OPTED_OUT,
+                self.owner,
+                reason="patient on the data opt-out list",
             )
             return
         pid = self._protocol_id(study)
         if pid is None:
-            self._release(study.id, "needs_review", self.owner, reason="no trial assigned")
+            self._release(study.id, StudyState.NEEDS_REVIEW, self.owner, reason="no trial assigned")
             return
         protocol = self.trials.get(pid)
         if protocol is None:
-            self._release(study.id, "needs_review", self.owner, reason=f"unknown trial {pid}")
+            self._release(
+                study.id, StudyState.NEEDS_REVIEW, self.owner, reason=f"unknown trial {pid}"
+            )
             return
         conflicts = self._unreviewed_conflicts(study)
         if conflicts:
             self._release(
                 study.id,
-                "needs_review",
+                StudyState.NEEDS_REVIEW,
                 self.owner,
                 reason=f"{conflicts} instance(s) arrived again with other content: both copies "
                 "are in quarantine; approve to go on with the first",
@@ -259,7 +293,7 @@ class Pipeline:
             fails = sum(c.status == "fail" for c in report.checks)
             self._release(
                 study.id,
-                "needs_review",
+                StudyState.NEEDS_REVIEW,
                 self.owner,
                 reason=f"{fails} validation check(s) failed",
                 report=doc,
@@ -268,7 +302,7 @@ class Pipeline:
             return
         self._release(
             study.id,
-            "validated",
+            StudyState.VALIDATED,
             self.owner,
             "override" if not report.passed else "",
             report=doc,
@@ -289,7 +323,7 @@ class Pipeline:
         left = len(self.store.instances(study.id))
         self._release(
             study.id,
-            "needs_review",
+            StudyState.NEEDS_REVIEW,
             self.owner,
             reason=f"{len(bad)} instance(s) quarantined ({bad[0]}); {left} kept: "
             "approve to go on without them",
@@ -300,7 +334,9 @@ class Pipeline:
         """True (and the study back to receiving) while instances are only in the journal."""
         if not self.busy(study.study_uid):
             return False
-        self._release(study.id, "receiving", self.owner, "instances still arriving", retry_in=0.2)
+        self._release(
+            study.id, StudyState.RECEIVING, self.owner, "instances still arriving", retry_in=0.2
+        )
         return True
 
     def _held_for_cleaning(self, study: Study, pid: str, written: list[Done]) -> bool:
@@ -314,7 +350,7 @@ class Pipeline:
         self.store.link(pid, study.patient_id, study.study_uid, subject, session)
         self._release(
             study.id,
-            "needs_review",
+            StudyState.NEEDS_REVIEW,
             self.owner,
             reason=f"cleaning struck an identifier in {len(struck)} kept value(s) "
             f"({'; '.join(sorted(set(struck))[:3])}): check and approve to forward",
@@ -336,7 +372,10 @@ class Pipeline:
         subject = study.decided.get("subject") or subject
         if manual and not subject:
             self._release(
-                study.id, "needs_review", self.owner, reason="no manual subject ID for this patient"
+                study.id,
+                StudyState.NEEDS_REVIEW,
+                self.owner,
+                reason="no manual subject ID for this patient",
             )
             return
         instances = self.store.instances(study.id)
@@ -355,35 +394,38 @@ class Pipeline:
         if todo:  # the first here: its subject holds for the whole study
             first = deid_file(*todo[0], task)
             done.append(first)
-            if first.status == "written":
+            if first.status == Outcome.WRITTEN:
                 task = replace(task, subject=first.subject)
             stage = settings.scripts
             shared = bool(stage and stage.numbers_sessions)  # visit numbers: one process
             done.extend(run(todo[1:], task, 1 if shared else self.deid_processes))
-        bad = next((d for d in done if d.status == "unverified"), None)
+        bad = next((d for d in done if d.status == Outcome.UNVERIFIED), None)
         if bad is not None:
             self._release(
-                study.id, "quarantined", self.owner, reason=f"verification failed: {bad.detail}"
+                study.id,
+                StudyState.QUARANTINED,
+                self.owner,
+                reason=f"verification failed: {bad.detail}",
             )
             return
-        written = [d for d in done if d.status == "written"]
+        written = [d for d in done if d.status == Outcome.WRITTEN]
         fsync_files([Path(d.out_path) for d in written])
-        kept = [d for d in done if d.status in ("written", "withheld")]
+        kept = [d for d in done if d.status in (Outcome.WRITTEN, Outcome.WITHHELD)]
         self.store.set_outputs([(d.sop_uid, d.out_path, d.out_sop_uid) for d in kept])
         for d in done:
-            if d.status == "withheld":
+            if d.status == Outcome.WITHHELD:
                 withheld += 1
                 self.store.audit(study.id, self.owner, "instance withheld", d.detail)
         if self._held_for_cleaning(study, pid, written):
             return
-        failed = [d for d in done if d.status == "failed"]
+        failed = [d for d in done if d.status == Outcome.FAILED]
         if failed:  # quarantined, the rest kept; staff see why, approving goes on without them
             paths = {i.sop_uid: Path(i.path) for i in instances}
             for d in failed:
                 self._set_aside(study, d.sop_uid, paths[d.sop_uid], d.detail)
             self._release(
                 study.id,
-                "needs_review",
+                StudyState.NEEDS_REVIEW,
                 self.owner,
                 reason=f"{len(failed)} instance(s) could not be de-identified and were "
                 f"quarantined ({failed[0].detail}): approve to go on without them",
@@ -397,7 +439,7 @@ class Pipeline:
             self.store.link(pid, study.patient_id, study.study_uid, subject, session)
         self._release(
             study.id,
-            "pseudonymised",
+            StudyState.PSEUDONYMISED,
             self.owner,
             f"{len(instances) - withheld} written, {withheld} withheld",
             subject=subject,
@@ -406,7 +448,7 @@ class Pipeline:
 
     def _forward(self, study: Study) -> None:
         if self.forwarder is None:
-            self._release(study.id, "pseudonymised", self.owner, retry_in=60.0)
+            self._release(study.id, StudyState.PSEUDONYMISED, self.owner, retry_in=60.0)
             return
         try:
             self._manifest(study)  # first: the anonymised node refuses unannounced instances
@@ -416,7 +458,7 @@ class Pipeline:
             if attempts >= self.config.forward.max_attempts:
                 self._release(
                     study.id,
-                    "needs_review",
+                    StudyState.NEEDS_REVIEW,
                     self.owner,
                     reason=f"forwarding failed: {exc}",
                     attempts=attempts,
@@ -425,7 +467,7 @@ class Pipeline:
                 delay = self.config.forward.backoff_s * 2 ** (attempts - 1)
                 self._release(
                     study.id,
-                    "pseudonymised",
+                    StudyState.PSEUDONYMISED,
                     self.owner,
                     f"retry: {exc}",
                     retry_in=delay,
@@ -433,11 +475,17 @@ class Pipeline:
                 )
             return
         except PermanentError as exc:
-            self._release(study.id, "needs_review", self.owner, reason=f"forwarding refused: {exc}")
+            self._release(
+                study.id, StudyState.NEEDS_REVIEW, self.owner, reason=f"forwarding refused: {exc}"
+            )
             return
         sent = sum(1 for i in self.store.instances(study.id) if i.forwarded)
         self._release(
-            study.id, "forwarded", self.owner, f"{sent} instance(s) acknowledged", attempts=0
+            study.id,
+            StudyState.FORWARDED,
+            self.owner,
+            f"{sent} instance(s) acknowledged",
+            attempts=0,
         )
 
     def _send_all(self, study: Study) -> None:

@@ -16,6 +16,7 @@ from identifiable_node.bulk import Bulk
 from identifiable_node.config import load_config
 from identifiable_node.ingest import Ingestor
 from identifiable_node.service import open_store
+from identifiable_node.store import BulkStatus
 from uploader.dicomnet import quiet_pynetdicom
 from uploader.dicomnet.qr import Peer, find, study_query
 from uploader.errors import ConfigError
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             counts = f"{r.matched} matched, {r.arrived} arrived, {r.failed} failed"
             note = f" ({r.message})" if r.message else ""
             print(f"line {r.line}: {r.status}: {counts}{note}")
-    return 0 if all(r.status == "done" for r in rows) else 1
+    return 0 if all(r.status == BulkStatus.DONE for r in rows) else 1
 
 
 def _load(bulk: Bulk, args: argparse.Namespace, data_dir: Path) -> str:

@@ -20,6 +20,7 @@ from identifiable_node.folder import FolderWatcher
 from identifiable_node.ingest import Ingestor
 from identifiable_node.optout import OptOut
 from identifiable_node.pipeline import Pipeline
+from identifiable_node.store import Store
 from identifiable_node.trials import Trials
 from uploader import relay
 from uploader.deid.pseudonyms import read_key
@@ -32,7 +33,6 @@ from uploader.node.lifecycle import Node
 from uploader.node.ready import announce, withdraw
 from uploader.node.worker import worker_thread
 from uploader.preflight import Problems
-from uploader.store.db import Store
 from uploader.store.journal import Journal, JournalBusyError
 from uploader.store.spool import Spool
 from uploader.transport.forwardsig import ForwardKey

@@ -24,8 +24,8 @@ import pytest
 from identifiable_node.config import FolderSettings
 from identifiable_node.folder import FolderWatcher, folder_problems, read_health
 from identifiable_node.ingest import Ingestor
+from identifiable_node.store import Store
 from uploader.sample import write_study
-from uploader.store.db import Store
 from uploader.store.spool import Spool
 
 from .peers import wait_for
@@ -168,7 +168,7 @@ from pathlib import Path
 from identifiable_node.config import FolderSettings
 from identifiable_node.folder import FolderWatcher
 from identifiable_node.ingest import Ingestor
-from uploader.store.db import Store
+from identifiable_node.store import Store
 from uploader.store.spool import Spool
 
 incoming, data = Path(sys.argv[1]), Path(sys.argv[2])

@@ -13,8 +13,8 @@ import pytest
 
 from identifiable_node.ingest import Ingestor
 from identifiable_node.journal_writer import JournalWriter
+from identifiable_node.store import Store
 from uploader.sample import write_study
-from uploader.store.db import Store
 from uploader.store.journal import Journal, JournalBusyError
 from uploader.store.spool import Spool
 

@@ -201,7 +201,7 @@ def test_the_watched_folder_beats_its_health_part_and_names_folder_trouble_witho
     from identifiable_node.config import FolderSettings
     from identifiable_node.folder import FolderWatcher
     from identifiable_node.ingest import Ingestor
-    from uploader.store.db import Store
+    from identifiable_node.store import Store
     from uploader.store.spool import Spool
 
     incoming, data = tmp_path / "incoming", tmp_path / "data"

@@ -6,7 +6,18 @@ queued again now; reopen (admins): a rejected study goes back to the queue.
 
 from __future__ import annotations
 
-from anonymised_node.store import AnonStore
+from enum import StrEnum
+
+from anonymised_node.store import AnonState, AnonStore
+
+
+class Decision(StrEnum):
+    """What staff can decide on a study."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+    RETRY = "retry"
+    REOPEN = "reopen"
 
 
 class Refused(Exception):  # noqa: N818 - a decision that is not allowed, shown as it is
@@ -24,27 +35,32 @@ def decide(
     study = store.study(study_id)
     if study is None:
         raise Refused(f"no study {study_id}")
+    try:
+        kind = Decision(decision)
+    except ValueError:
+        raise Refused(f"unknown decision {decision!r}") from None
     reason = reason.strip()
-    if decision in ("approve", "reject") and study.state != "ready":
-        raise Refused(f"cannot {decision} a study that is {study.state}")
-    if decision == "approve":
-        store.set_state(study_id, "approved", name)
+    if kind in (Decision.APPROVE, Decision.REJECT) and study.state != AnonState.READY:
+        raise Refused(f"cannot {kind} a study that is {study.state}")
+    if kind == Decision.APPROVE:
+        store.set_state(study_id, AnonState.APPROVED, name)
         return "approved: the push starts"
-    if decision == "reject":
+    if kind == Decision.REJECT:
         if not reason:
             raise Refused("a rejection needs a reason")
-        store.set_state(study_id, "rejected", name, reason, reason=reason)
+        store.set_state(study_id, AnonState.REJECTED, name, reason, reason=reason)
         return "rejected"
-    if decision == "retry":
-        if study.state != "failed":
+    if kind == Decision.RETRY:
+        if study.state != AnonState.FAILED:
             raise Refused(f"only a failed push can be retried (this study is {study.state})")
-        store.set_state(study_id, "approved", name, "push retried", next_attempt=0, attempts=0)
+        store.set_state(
+            study_id, AnonState.APPROVED, name, "push retried", next_attempt=0, attempts=0
+        )
         return "queued to push again"
-    if decision == "reopen":
-        if not admin:
-            raise Refused("only an administrator can re-open a rejected study")
-        if study.state != "rejected":
-            raise Refused(f"only a rejected study can be re-opened (this one is {study.state})")
-        store.set_state(study_id, "ready", name, reason or "re-opened", reason="")
-        return "re-opened: waiting for approval"
-    raise Refused(f"unknown decision {decision!r}")
+    # Decision.REOPEN
+    if not admin:
+        raise Refused("only an administrator can re-open a rejected study")
+    if study.state != AnonState.REJECTED:
+        raise Refused(f"only a rejected study can be re-opened (this one is {study.state})")
+    store.set_state(study_id, AnonState.READY, name, reason or "re-opened", reason="")
+    return "re-opened: waiting for approval"

@@ -69,17 +69,15 @@ class _Reader:
         self.store, self.files = store, files
 
     def _series(self, uid: str, series_uid: str = "") -> list[Series] | None:
-        rows = self.store.query("SELECT id FROM studies WHERE study_uid=? AND purged=0", (uid,))
-        if not rows:
+        study_id = self.store.held_study(uid)
+        if study_id is None:
             return None
-        every = self.files.view(int(rows[0]["id"])).series
+        every = self.files.view(study_id).series
         return [s for s in every if s.uid == series_uid] if series_uid else every
 
     def studies(self, request: Request) -> Response:
         q = request.query_params
-        uids = {
-            r["id"]: r["study_uid"] for r in self.store.query("SELECT id, study_uid FROM studies")
-        }
+        uids = self.store.study_uids()
         out = []
         for row in queue.rows(self.store):
             uid = uids[row.id]

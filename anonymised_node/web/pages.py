@@ -104,9 +104,7 @@ def _study_pages(
         if row is None:
             return site.render("error.html", session, 404, message="No such study.")
         view = files.view(row.id)
-        audit = store.query(
-            "SELECT at, actor, action, detail FROM audit WHERE study_id=? ORDER BY id", (row.id,)
-        )
+        audit = store.audit_rows(row.id)
         done = DONE.get(request.query_params.get("done", ""), "")
         return site.render(
             "study.html",
@@ -244,19 +242,11 @@ def _probe(item: Slice) -> bytes:
 def _audit_pages(site: Site, store: AnonStore) -> None:
     def select(request: Request) -> tuple[list[Any], str, str]:
         study, user = request.query_params.get("study", ""), request.query_params.get("user", "")
-        where: list[str] = []
-        args: list[object] = []
-        if study.isdigit():
-            where.append("study_id=?")
-            args.append(int(study))
-        if user:
-            where.append("actor=?")
-            args.append(user)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        rows = store.query(
-            "SELECT id, at, study_id, actor, action, detail, hash FROM audit"  # noqa: S608
-            f"{clause} ORDER BY id DESC LIMIT 2000",
-            tuple(args),
+        rows = store.audit_rows(
+            int(study) if study.isdigit() else None,
+            actor=user or None,
+            newest_first=True,
+            limit=2000,
         )
         return rows, study, user
 
@@ -276,6 +266,6 @@ def _audit_pages(site: Site, store: AnonStore) -> None:
         out = csv.writer(buf)
         out.writerow(["id", "at", "study_id", "actor", "action", "detail", "hash"])
         for r in rows:
-            out.writerow([r["id"], _when(r["at"]), *list(r)[2:]])
+            out.writerow([r.id, _when(r.at), r.study_id, r.actor, r.action, r.detail, r.hash])
         headers = {"Content-Disposition": 'attachment; filename="audit.csv"'}
         return Response(buf.getvalue(), media_type="text/csv", headers=headers)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from anonymised_node.store import AnonStore
+from anonymised_node.store import AnonState, AnonStore
 
 MODALITY = {
     "1.2.840.10008.5.1.4.1.1.2": "CT",
@@ -29,13 +29,13 @@ MODALITY = {
     "1.2.840.10008.5.1.4.1.1.7": "SC",
 }
 LABEL = {
-    "receiving": "receiving",
-    "ready": "waiting for approval",
-    "approved": "approved, queued to push",
-    "uploading": "pushing",
-    "uploaded": "confirmed at the repository",
-    "failed": "push failed",
-    "rejected": "rejected",
+    AnonState.RECEIVING: "receiving",
+    AnonState.READY: "waiting for approval",
+    AnonState.APPROVED: "approved, queued to push",
+    AnonState.UPLOADING: "pushing",
+    AnonState.UPLOADED: "confirmed at the repository",
+    AnonState.FAILED: "push failed",
+    AnonState.REJECTED: "rejected",
 }
 SORTS = ("new", "old")  # by arrival: newest or oldest first
 
@@ -48,7 +48,7 @@ class Row:
     protocol: str
     subject: str
     session: str
-    state: str
+    state: AnonState
     reason: str
     attempts: int
     expected: int | None
@@ -90,50 +90,34 @@ def rows(
     digest: Digest | None = None,
 ) -> list[Row]:
     """Studies for the queue (filtered, sorted), with their counts and refusals."""
-    where: list[str] = []
-    args: list[object] = []
-    if state:
-        where.append("state=?")
-        args.append(state)
-    if trial:
-        where.append("protocol=?")
-        args.append(trial)
-    if study_id:
-        where.append("id=?")
-        args.append(study_id)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    columns = "id, protocol, subject, session, state, reason, attempts, expected, manifest, updated"
-    found = store.query(f"SELECT {columns} FROM studies{clause}", tuple(args))  # noqa: S608
     out = {
-        r["id"]: Row(
-            r["id"],
-            r["protocol"],
-            r["subject"],
-            r["session"],
-            r["state"],
-            r["reason"],
-            r["attempts"],
-            r["expected"],
-            r["updated"],
-            manifest_text=r["manifest"],
+        r.id: Row(
+            r.id,
+            r.protocol,
+            r.subject,
+            r.session,
+            r.state,
+            r.reason,
+            r.attempts,
+            r.expected,
+            r.updated,
+            manifest_text=r.manifest,
         )
-        for r in found
+        for r in store.listing(state, trial, study_id)
     }
     if not out:
         return []
     # one pass over the instances, grouped (no index on study_id is assumed)
-    sql = "SELECT study_id, sop_class, COUNT(*) n, SUM(uploaded) up, MIN(received) first"
-    sql += " FROM instances" + (" WHERE study_id=?" if study_id else "")
     first: dict[int, float] = {}
-    for r in store.query(sql + " GROUP BY study_id, sop_class", (study_id,) if study_id else ()):
-        row = out.get(r["study_id"])
+    for c in store.instance_counts(study_id):
+        row = out.get(c.study_id)
         if row is None:
             continue
-        name = MODALITY.get(r["sop_class"], "OT")
-        row.modalities[name] = row.modalities.get(name, 0) + int(r["n"])
-        row.instances += int(r["n"])
-        row.uploaded += int(r["up"] or 0)
-        first[row.id] = min(first.get(row.id, r["first"]), r["first"])
+        name = MODALITY.get(c.sop_class, "OT")
+        row.modalities[name] = row.modalities.get(name, 0) + c.n
+        row.instances += c.n
+        row.uploaded += c.uploaded
+        first[row.id] = min(first.get(row.id, c.first), c.first)
     for row in out.values():
         row.arrived = first.get(row.id, row.arrived)
     refusals = refused_by_digest(store) if digest is not None else {}
@@ -154,17 +138,14 @@ def _problems(text: str) -> list[str]:
 
 def refused_by_digest(store: AnonStore) -> dict[str, list[str]]:
     """Problems of each refused instance, by the digest of its UID."""
-    return {
-        str(r["uid_digest"]): _problems(r["problems"])
-        for r in store.query("SELECT uid_digest, problems FROM refusals ORDER BY id")
-    }
+    return {r.uid_digest: _problems(r.problems) for r in store.refusals()}
 
 
 def unmatched_refusals(
     store: AnonStore, studies: list[Row], digest: Digest | None
 ) -> list[tuple[float, list[str]]]:
     """Refusals no study's manifest names (the whole study was refused, or no manifest came)."""
-    found = store.query("SELECT at, uid_digest, problems FROM refusals ORDER BY id DESC")
+    found = store.refusals(newest_first=True)
     if not found:
         return []
     named = {
@@ -172,14 +153,14 @@ def unmatched_refusals(
     } if digest is not None else set()  # fmt: skip
     out = []
     for r in found:
-        if r["uid_digest"] not in named:
-            out.append((float(r["at"]), _problems(r["problems"])))
+        if r.uid_digest not in named:
+            out.append((r.at, _problems(r.problems)))
     return out
 
 
 def trials(store: AnonStore) -> list[str]:
     """Trials with studies here."""
-    return [r["protocol"] for r in store.query("SELECT DISTINCT protocol FROM studies ORDER BY 1")]
+    return store.protocols()
 
 
 def _manifest(text: str | None) -> dict[str, Any]:

@@ -13,6 +13,9 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
+from typing import NamedTuple
+
+from uploader.store.migrate import Schema, columns
 
 GENESIS = "0" * 64
 _FIELDS = "id, at, study_id, actor, action, detail, prev_hash, hash"
@@ -26,27 +29,29 @@ def row_hash(  # noqa: PLR0917 - the row's fields, in order
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def ensure_chain(conn: sqlite3.Connection) -> None:
-    """Give an existing ``audit`` table its chain columns, and chain rows written before them."""
-    columns = {r[1] for r in conn.execute("PRAGMA table_info(audit)")}
-    if not columns:
+def _chain_v1(conn: sqlite3.Connection) -> None:
+    """Version 1: the audit table with its chain columns; a table written before the chain
+    (no ``hash`` column) gains the columns and its rows are chained in order."""
+    had = columns(conn, "audit")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at REAL NOT NULL,"
+        " study_id INTEGER, actor TEXT NOT NULL, action TEXT NOT NULL,"
+        " detail TEXT NOT NULL DEFAULT '', prev_hash TEXT NOT NULL DEFAULT '',"
+        " hash TEXT NOT NULL DEFAULT '')"
+    )
+    if not had or "hash" in had:
         return
-    if "hash" in columns:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if "hash" not in {r[1] for r in conn.execute("PRAGMA table_info(audit)")}:  # re-checked
-            conn.execute("ALTER TABLE audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT ''")
-            conn.execute("ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT ''")
-            prev = GENESIS
-            for r in conn.execute(f"SELECT {_FIELDS} FROM audit ORDER BY id").fetchall():  # noqa: S608
-                h = row_hash(r[0], r[1], r[2], r[3], r[4], r[5], prev)
-                conn.execute("UPDATE audit SET prev_hash=?, hash=? WHERE id=?", (prev, h, r[0]))
-                prev = h
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    conn.execute("ALTER TABLE audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT ''")
+    conn.execute("ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT ''")
+    prev = GENESIS
+    for r in conn.execute(f"SELECT {_FIELDS} FROM audit ORDER BY id").fetchall():  # noqa: S608
+        h = row_hash(r[0], r[1], r[2], r[3], r[4], r[5], prev)
+        conn.execute("UPDATE audit SET prev_hash=?, hash=? WHERE id=?", (prev, h, r[0]))
+        prev = h
+
+
+#: The audit log's schema: a core table both nodes' files hold (versioned as ``audit``).
+SCHEMA = Schema("audit", (_chain_v1,))
 
 
 def append(  # noqa: PLR0917 - the row's fields, in order
@@ -62,6 +67,38 @@ def append(  # noqa: PLR0917 - the row's fields, in order
     row_id = int(cur.lastrowid or 0)
     h = row_hash(row_id, at, study_id, actor, action, detail, prev)
     c.execute("UPDATE audit SET hash=? WHERE id=?", (h, row_id))
+
+
+class AuditRow(NamedTuple):
+    """One row of the audit log: when, which study (if any), who, what, and its chain hash."""
+
+    id: int
+    at: float
+    study_id: int | None
+    actor: str
+    action: str
+    detail: str
+    hash: str
+
+
+def rows(
+    conn: sqlite3.Connection,
+    *,
+    study_id: int | None = None,
+    actor: str | None = None,
+    newest_first: bool = False,
+    limit: int = -1,
+) -> list[AuditRow]:
+    """Audit rows (of one study, by one actor, or all), oldest first unless ``newest_first``;
+    at most ``limit`` (-1: all)."""
+    order = "DESC" if newest_first else "ASC"
+    found = conn.execute(
+        "SELECT id, at, study_id, actor, action, detail, hash FROM audit"  # noqa: S608 - ASC/DESC
+        " WHERE (? IS NULL OR study_id=?) AND (? IS NULL OR actor=?)"
+        f" ORDER BY id {order} LIMIT ?",
+        (study_id, study_id, actor, actor, limit),
+    )
+    return [AuditRow._make(r) for r in found]
 
 
 @dataclass(frozen=True)

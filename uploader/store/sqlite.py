@@ -1,4 +1,6 @@
-"""SQLite (WAL) access shared by both nodes' stores: a connection per thread, short transactions."""
+"""SQLite (WAL) access shared by both nodes' stores: a connection per thread, short transactions,
+and the file's schemas brought to this program's versions when it is opened
+(``uploader.store.migrate``)."""
 
 from __future__ import annotations
 
@@ -11,20 +13,28 @@ from pathlib import Path
 from typing import Any
 
 from uploader.errors import RetriableError
-from uploader.store.auditchain import append, ensure_chain
+from uploader.store import auditchain
+from uploader.store.auditchain import AuditRow, ChainReport, append, verify
+from uploader.store.auditchain import rows as audit_rows
+from uploader.store.migrate import Schema, migrate
 
 
 class Database:
-    """One SQLite file; subclasses give the schema."""
+    """One SQLite file; subclasses name the schemas they use (the audit chain's comes first)."""
 
-    SCHEMA = ""
+    SCHEMAS: tuple[Schema, ...] = (auditchain.SCHEMA,)
 
     def __init__(self, path: Path) -> None:
+        """Open (or create) the file and migrate its schemas.
+
+        Raises:
+            NewerSchemaError: the file was written by a newer program.
+            RetriableError: the file stayed locked while it had to be migrated.
+        """
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._conn().executescript(self.SCHEMA)  # idempotent; executescript manages its transaction
-        ensure_chain(self._conn())  # the audit table's hash chain (added to older files)
+        migrate(self._conn(), path, self.SCHEMAS)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -61,6 +71,29 @@ class Database:
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Run a read query."""
         return list(self._conn().execute(sql, args))
+
+    def audit(self, study_id: int | None, actor: str, action: str, detail: str = "") -> None:
+        """Write one audit row."""
+        with self.tx() as c:
+            audit(c, study_id, actor, action, detail)
+
+    def audit_rows(
+        self,
+        study_id: int | None = None,
+        *,
+        actor: str | None = None,
+        newest_first: bool = False,
+        limit: int = -1,
+    ) -> list[AuditRow]:
+        """The audit trail (of one study, by one actor, or all), oldest first unless
+        ``newest_first``; at most ``limit`` rows (-1: all)."""
+        return audit_rows(
+            self._conn(), study_id=study_id, actor=actor, newest_first=newest_first, limit=limit
+        )
+
+    def verify_audit(self) -> ChainReport:
+        """Check the file's audit hash chain (every schema of the file writes to it)."""
+        return verify(self._conn())
 
 
 def audit(

@@ -22,11 +22,13 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from uploader.errors import ConfigError
-from uploader.store.auditchain import ChainReport, verify
+from uploader.store import auditchain
+from uploader.store.migrate import Schema, sql
 from uploader.store.sqlite import Database, audit
 from uploader.web.roles import Role
 
-_SCHEMA = """
+#: Version 1: the tables as the release before schema versions made them.
+_V1 = """
 CREATE TABLE IF NOT EXISTS web_users (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL,
     disabled INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, changed REAL NOT NULL
@@ -39,11 +41,10 @@ CREATE TABLE IF NOT EXISTS web_failures (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, account TEXT NOT NULL, address TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS web_failures_at ON web_failures (at);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY, at REAL NOT NULL, study_id INTEGER, actor TEXT NOT NULL,
-    action TEXT NOT NULL, detail TEXT NOT NULL DEFAULT ''
-);
 """
+#: The staff pages' tables, a core schema in either node's file (versioned as ``web``): append a
+#: step to change it (never edit one that shipped).
+SCHEMA = Schema("web", (sql(_V1),))
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD = 10
 _HASHER = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
@@ -97,7 +98,7 @@ def check_password(password: str) -> str:
 class Accounts(Database):
     """The web tables of a node's SQLite file (opened beside the node's own store)."""
 
-    SCHEMA = _SCHEMA
+    SCHEMAS = (auditchain.SCHEMA, SCHEMA)
 
     def __init__(
         self,
@@ -241,7 +242,3 @@ class Accounts(Database):
             cur = c.execute("UPDATE web_sessions SET revoked=1 WHERE user=? AND revoked=0", (name,))
             audit(c, None, "admin", "sessions revoked", name)
             return cur.rowcount
-
-    def verify_audit(self) -> ChainReport:
-        """Check the file's audit hash chain (the node's rows and ours share it)."""
-        return verify(self._conn())

@@ -105,10 +105,8 @@ def _audit(accounts: Accounts, action: str) -> int:
     if action == "export":
         out = csv.writer(sys.stdout)
         out.writerow(["id", "at", "study_id", "actor", "action", "detail", "hash"])
-        for r in accounts.query(
-            "SELECT id, at, study_id, actor, action, detail, hash FROM audit ORDER BY id"
-        ):
-            out.writerow(list(r))
+        for r in accounts.audit_rows():
+            out.writerow([r.id, r.at, r.study_id, r.actor, r.action, r.detail, r.hash])
         return 0
     report = accounts.verify_audit()
     if report.ok:

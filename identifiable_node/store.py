@@ -1,4 +1,5 @@
-"""SQLite (WAL) index of patients' studies and instances; the state column is the work queue.
+"""The identifiable node's store: SQLite (WAL) index of patients' studies and instances; the state
+column is the work queue.
 
 Each thread gets its own connection. Transactions are short and ``BEGIN IMMEDIATE``; a worker
 claims a study with a lease and releases it with the state it reached, in one transaction that
@@ -11,25 +12,71 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import TypedDict
 
+from uploader.store import auditchain
+from uploader.store.migrate import Schema, sql
 from uploader.store.sqlite import Database
 from uploader.store.sqlite import audit as _audit
 
-STATES = (
-    "receiving",
-    "complete",
-    "opted_out",
-    "needs_review",
-    "validated",
-    "pseudonymised",
-    "forwarded",
-    "quarantined",
-)
-#: States a worker moves on by itself (the others wait for staff or are done).
-WORK_STATES = ("receiving", "complete", "validated", "pseudonymised")
 
-_SCHEMA = """
+class StudyState(StrEnum):
+    """Where a study is (the stored strings are these values)."""
+
+    RECEIVING = "receiving"
+    COMPLETE = "complete"
+    OPTED_OUT = "opted_out"
+    NEEDS_REVIEW = "needs_review"
+    VALIDATED = "validated"
+    PSEUDONYMISED = "pseudonymised"
+    FORWARDED = "forwarded"
+    QUARANTINED = "quarantined"
+
+
+STATES = tuple(StudyState)
+#: States a worker moves on by itself (the others wait for staff or are done).
+WORK_STATES = (
+    StudyState.RECEIVING,
+    StudyState.COMPLETE,
+    StudyState.VALIDATED,
+    StudyState.PSEUDONYMISED,
+)
+#: States a late instance does not reopen.
+_STAY = (StudyState.RECEIVING, StudyState.OPTED_OUT, StudyState.QUARANTINED)
+#: States a conflicting copy of an instance stops (a study still receiving stops at `complete`).
+_STOPPED_BY_CONFLICT = (StudyState.COMPLETE, StudyState.VALIDATED, StudyState.PSEUDONYMISED)
+
+
+class SetAsideKind(StrEnum):
+    """Why a copy of an instance was kept in quarantine for staff."""
+
+    QUARANTINED = "quarantined"  # it could not be read or de-identified
+    CONFLICT = "conflict"  # a second copy of a known instance, with other bytes
+
+
+class BulkStatus(StrEnum):
+    """A bulk retrieval row's outcome."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+    NO_MATCH = "no match"
+
+
+class Decisions(TypedDict, total=False):
+    """What staff decided on a study (or a bulk CSV said in advance)."""
+
+    override: bool  # go on although validation failed
+    relabel: dict[str, str]  # structure names: old -> new
+    protocol: str  # the trial
+    subject: str  # the subject ID
+    session: str  # the session label
+
+
+#: Version 1: the tables as every release before schema versions made them (the audit table is
+#: the core's: ``uploader.store.auditchain``).
+_V1 = """
 CREATE TABLE IF NOT EXISTS studies (
     id INTEGER PRIMARY KEY,
     study_uid TEXT NOT NULL UNIQUE,
@@ -64,14 +111,6 @@ CREATE TABLE IF NOT EXISTS instances (
     received REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_id);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    study_id INTEGER,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
-);
 CREATE TABLE IF NOT EXISTS assignments (
     study_uid TEXT PRIMARY KEY,
     protocol TEXT,
@@ -106,6 +145,8 @@ CREATE TABLE IF NOT EXISTS links (
     PRIMARY KEY (protocol, study_uid)
 );
 """
+#: The identifiable node's schema: append a step to change it (never edit one that shipped).
+SCHEMA = Schema("identifiable node store", (sql(_V1),), owner=True)
 
 
 @dataclass(frozen=True)
@@ -118,7 +159,7 @@ class Study:
     other_ids: str
     protocol: str | None
     source: str
-    state: str
+    state: StudyState
     reason: str
     report: str | None
     decisions: str
@@ -129,9 +170,9 @@ class Study:
     attempts: int
 
     @property
-    def decided(self) -> dict[str, Any]:
-        """Staff decisions (override, relabel, subject) as a dict."""
-        value: dict[str, Any] = json.loads(self.decisions or "{}")
+    def decided(self) -> Decisions:
+        """Staff decisions (override, relabel, trial, subject, session)."""
+        value: Decisions = json.loads(self.decisions or "{}")
         return value
 
 
@@ -149,10 +190,45 @@ class Instance:
     forwarded: int
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A copy kept in quarantine for staff."""
+
+    id: int
+    study_id: int | None
+    kind: SetAsideKind
+    path: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Link:
+    """Original patient/study -> trial subject/session."""
+
+    protocol: str
+    patient_id: str
+    study_uid: str
+    subject: str
+    session: str
+
+
+@dataclass(frozen=True)
+class BulkRow:
+    """What happened to one row of a bulk retrieval CSV."""
+
+    line: int
+    status: BulkStatus
+    matched: int
+    arrived: int
+    failed: int
+    message: str
+
+
 class Store(Database):
     """The identifiable node's index. Thread-safe: one connection per thread."""
 
-    SCHEMA = _SCHEMA
+    SCHEMAS = (auditchain.SCHEMA, SCHEMA)
 
     # ---------------------------------------------------------------- ingest
 
@@ -191,9 +267,12 @@ class Store(Database):
                 cur = c.execute(
                     "INSERT INTO studies (study_uid, patient_id, other_ids, protocol, source,"
                     " state, first_seen, last_received, updated, decisions)"
-                    " VALUES (?,?,?,?,?,'receiving',?,?,?,?)",
-                    (study_uid, patient_id, other_ids, protocol, source, now, now, now, decisions),
-                )
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        study_uid, patient_id, other_ids, protocol, source,
+                        StudyState.RECEIVING, now, now, now, decisions,
+                    ),
+                )  # fmt: skip
                 study_id = int(cur.lastrowid or 0)
                 _audit(c, study_id, "ingest", "study created", source)
             else:
@@ -206,11 +285,11 @@ class Store(Database):
             c.execute(
                 "UPDATE studies SET last_received=?, updated=? WHERE id=?", (now, now, study_id)
             )
-            if row is not None and row["state"] not in ("receiving", "opted_out", "quarantined"):
+            if row is not None and row["state"] not in _STAY:
                 c.execute(
-                    "UPDATE studies SET state='receiving', reason='', lease_owner=NULL,"
+                    "UPDATE studies SET state=?, reason='', lease_owner=NULL,"
                     " lease_until=0 WHERE id=?",
-                    (study_id,),
+                    (StudyState.RECEIVING, study_id),
                 )
                 _audit(c, study_id, "ingest", "reopened by a late instance", row["state"])
             if protocol and row is not None:
@@ -223,7 +302,7 @@ class Store(Database):
     def set_aside(
         self,
         study_id: int | None,
-        kind: str,
+        kind: SetAsideKind,
         path: str,
         reason: str,
         *,
@@ -255,29 +334,49 @@ class Store(Database):
             study_id = int(row["id"]) if row else None
             c.execute(
                 "INSERT INTO set_aside (study_id, kind, path, reason, at) VALUES (?,?,?,?,?)",
-                (study_id, "conflict", path, reason, time.time()),
+                (study_id, SetAsideKind.CONFLICT, path, reason, time.time()),
             )
             _audit(c, study_id, "ingest", "instance conflict", reason)
-            if row is not None and row["state"] in ("complete", "validated", "pseudonymised"):
+            if row is not None and row["state"] in _STOPPED_BY_CONFLICT:
                 c.execute(  # a study still receiving is stopped at its `complete` step
-                    "UPDATE studies SET state='needs_review', reason=?, lease_owner=NULL,"
+                    "UPDATE studies SET state=?, reason=?, lease_owner=NULL,"
                     " lease_until=0, updated=? WHERE id=?",
-                    (f"conflicting copies of an instance: {reason}", time.time(), study_id),
+                    (
+                        StudyState.NEEDS_REVIEW,
+                        f"conflicting copies of an instance: {reason}",
+                        time.time(),
+                        study_id,
+                    ),
                 )
         return study_id
 
-    def set_aside_rows(self, study_id: int | None = None) -> list[sqlite3.Row]:
+    def set_aside_rows(self, study_id: int | None = None) -> list[SetAside]:
         """What was kept in quarantine for staff (of one study, or all), oldest first."""
+        sql = "SELECT id, study_id, kind, path, reason, at FROM set_aside"
         if study_id is None:
-            return self.query("SELECT * FROM set_aside ORDER BY id")
-        return self.query("SELECT * FROM set_aside WHERE study_id=? ORDER BY id", (study_id,))
+            rows = self.query(sql + " ORDER BY id")
+        else:
+            rows = self.query(sql + " WHERE study_id=? ORDER BY id", (study_id,))
+        return [
+            SetAside(
+                r["id"], r["study_id"], SetAsideKind(r["kind"]), r["path"], r["reason"], r["at"]
+            )
+            for r in rows
+        ]
 
-    def assign(self, study_uid: str, protocol: str | None, **decisions: str) -> None:
+    def assign(
+        self, study_uid: str, protocol: str | None, *, subject: str = "", session: str = ""
+    ) -> None:
         """Say in advance which trial (and subject/session) a study being retrieved belongs to."""
+        decisions: Decisions = {}
+        if subject:
+            decisions["subject"] = subject
+        if session:
+            decisions["session"] = session
         with self.tx() as c:
             c.execute(
                 "INSERT OR REPLACE INTO assignments VALUES (?,?,?)",
-                (study_uid, protocol, json.dumps({k: v for k, v in decisions.items() if v})),
+                (study_uid, protocol, json.dumps(decisions)),
             )
 
     def known_paths(self) -> set[str]:
@@ -287,7 +386,7 @@ class Store(Database):
     # ---------------------------------------------------------------- work queue
 
     def claim(
-        self, owner: str, lease_s: float, states: tuple[str, ...] = WORK_STATES
+        self, owner: str, lease_s: float, states: tuple[StudyState, ...] = WORK_STATES
     ) -> Study | None:
         """Claim the next study in a work state whose lease is free; None if there is none."""
         now = time.time()
@@ -309,25 +408,27 @@ class Store(Database):
     def release(
         self,
         study_id: int,
-        state: str,
+        state: StudyState,
         actor: str,
         detail: str = "",
         *,
         reason: str = "",
         retry_in: float = 0.0,
         lease: str | None = None,
-        **fields: Any,
+        attempts: int | None = None,
+        report: str | None = None,
+        protocol: str | None = None,
+        subject: str | None = None,
+        session: str | None = None,
     ) -> bool:
-        """End a claim: set the state (and fields), free the lease, write the audit row.
+        """End a claim: set the state (and each field given; None leaves it as it is), free the
+        lease, write the audit row.
 
         ``lease``: the claim's owner; if the study is no longer leased to it (a late instance
         reopened it meanwhile), nothing changes and False is returned: the step is redone.
         """
-        if state not in STATES:
-            raise ValueError(f"unknown state {state!r}")
+        state = StudyState(state)  # ValueError for a state that does not exist
         now = time.time()
-        sets = ", ".join(f"{k}=?" for k in fields)
-        extra = f", {sets}" if sets else ""
         with self.tx() as c:
             before = c.execute(
                 "SELECT state, lease_owner FROM studies WHERE id=?", (study_id,)
@@ -335,10 +436,15 @@ class Store(Database):
             if lease is not None and (before is None or before["lease_owner"] != lease):
                 return False
             c.execute(
-                f"UPDATE studies SET state=?, reason=?, lease_owner=NULL, lease_until=0, "  # noqa: S608 - column names are ours
-                f"next_attempt=?, updated=?{extra} WHERE id=?",
-                (state, reason, now + retry_in, now, *fields.values(), study_id),
-            )
+                "UPDATE studies SET state=?, reason=?, lease_owner=NULL, lease_until=0,"
+                " next_attempt=?, updated=?, attempts=COALESCE(?, attempts),"
+                " report=COALESCE(?, report), protocol=COALESCE(?, protocol),"
+                " subject=COALESCE(?, subject), session=COALESCE(?, session) WHERE id=?",
+                (
+                    state, reason, now + retry_in, now,
+                    attempts, report, protocol, subject, session, study_id,
+                ),
+            )  # fmt: skip
             if before is None or before["state"] != state or detail:
                 _audit(
                     c, study_id, actor, f"{before['state'] if before else '?'} -> {state}", detail
@@ -350,7 +456,7 @@ class Store(Database):
         rows = self.query("SELECT * FROM studies WHERE id=?", (study_id,))
         return _study(rows[0]) if rows else None
 
-    def studies(self, state: str | None = None) -> list[Study]:
+    def studies(self, state: StudyState | None = None) -> list[Study]:
         """Return studies (in one state, or all)."""
         if state is None:
             return [_study(r) for r in self.query("SELECT * FROM studies ORDER BY id")]
@@ -390,18 +496,7 @@ class Store(Database):
             r["state"]: r["n"]
             for r in self.query("SELECT state, COUNT(*) n FROM studies GROUP BY state")
         }
-        return {s: int(found.get(s, 0)) for s in STATES}
-
-    def audit(self, study_id: int, actor: str, action: str, detail: str = "") -> None:
-        """Write one audit row."""
-        with self.tx() as c:
-            _audit(c, study_id, actor, action, detail)
-
-    def audit_rows(self, study_id: int | None = None) -> list[sqlite3.Row]:
-        """The audit trail (of one study, or all)."""
-        if study_id is None:
-            return self.query("SELECT * FROM audit ORDER BY id")
-        return self.query("SELECT * FROM audit WHERE study_id=? ORDER BY id", (study_id,))
+        return {str(s): int(found.get(s, 0)) for s in STATES}
 
     def link(
         self, protocol: str, patient_id: str, study_uid: str, subject: str, session: str
@@ -413,29 +508,114 @@ class Store(Database):
                 (protocol, patient_id, study_uid, subject, session, time.time()),
             )
 
-    def decide(self, study_id: int, actor: str, **decisions: Any) -> None:
-        """Record staff decisions on a study (merged) and send it back to be worked on."""
+    def links(self, protocol: str | None = None) -> list[Link]:
+        """The link table (of one trial, or all), by trial, subject and session."""
+        rows = self.query(
+            "SELECT protocol, patient_id, study_uid, subject, session FROM links"
+            " WHERE ? IS NULL OR protocol=? ORDER BY protocol, subject, session",
+            (protocol, protocol),
+        )
+        return [Link(**dict(r)) for r in rows]
+
+    def decide(
+        self,
+        study_id: int,
+        actor: str,
+        *,
+        override: bool | None = None,
+        relabel: dict[str, str] | None = None,
+        protocol: str | None = None,
+        subject: str | None = None,
+        session: str | None = None,
+    ) -> None:
+        """Record staff decisions on a study (merged over earlier ones; None decides nothing)
+        and send it back to be worked on."""
+        given: Decisions = {}
+        if override is not None:
+            given["override"] = override
+        if relabel is not None:
+            given["relabel"] = relabel
+        if protocol is not None:
+            given["protocol"] = protocol
+        if subject is not None:
+            given["subject"] = subject
+        if session is not None:
+            given["session"] = session
         with self.tx() as c:
             row = c.execute(
                 "SELECT decisions, state FROM studies WHERE id=?", (study_id,)
             ).fetchone()
             if row is None:
                 raise KeyError(study_id)
-            merged = {**json.loads(row["decisions"] or "{}"), **decisions}
+            merged = {**json.loads(row["decisions"] or "{}"), **given}
             c.execute(
-                "UPDATE studies SET decisions=?, state='complete', reason='', next_attempt=0,"
+                "UPDATE studies SET decisions=?, state=?, reason='', next_attempt=0,"
                 " lease_owner=NULL, lease_until=0, updated=? WHERE id=?",  # a step in flight loses
-                (json.dumps(merged), time.time(), study_id),
+                (json.dumps(merged), StudyState.COMPLETE, time.time(), study_id),
             )
             _audit(
                 c,
                 study_id,
                 actor,
-                f"{row['state']} -> complete",
-                "decision: " + ", ".join(sorted(decisions)),
+                f"{row['state']} -> {StudyState.COMPLETE}",
+                "decision: " + ", ".join(sorted(given)),
+            )
+
+    # ---------------------------------------------------------------- bulk retrieval
+
+    def add_bulk_rows(self, job: str, rows: list[tuple[int, dict[str, str]]]) -> None:
+        """Record a bulk CSV's rows (line, request) as pending; rows already recorded stay."""
+        with self.tx() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO bulk_rows (job, line, request, status) VALUES (?,?,?,?)",
+                [(job, line, json.dumps(req), BulkStatus.PENDING) for line, req in rows],
+            )
+
+    def pending_bulk_rows(self, job: str) -> list[tuple[int, dict[str, str]]]:
+        """(line, request) of a job's rows not yet done, by line."""
+        rows = self.query(
+            "SELECT line, request FROM bulk_rows WHERE job=? AND status != ? ORDER BY line",
+            (job, BulkStatus.DONE),
+        )
+        return [(int(r["line"]), json.loads(r["request"])) for r in rows]
+
+    def bulk_rows(self, job: str) -> list[BulkRow]:
+        """Every row of a job, with its outcome so far."""
+        rows = self.query(
+            "SELECT line, status, matched, arrived, failed, message FROM bulk_rows"
+            " WHERE job=? ORDER BY line",
+            (job,),
+        )
+        return [
+            BulkRow(
+                r["line"], BulkStatus(r["status"]), r["matched"], r["arrived"], r["failed"],
+                r["message"],
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    def finish_bulk_row(
+        self,
+        job: str,
+        line: int,
+        status: BulkStatus,
+        *,
+        matched: int,
+        arrived: int,
+        failed: int,
+        message: str,
+    ) -> None:
+        """Record what retrieving one row did."""
+        with self.tx() as c:
+            c.execute(
+                "UPDATE bulk_rows SET status=?, matched=?, arrived=?, failed=?, message=?"
+                " WHERE job=? AND line=?",
+                (status, matched, arrived, failed, message, job, line),
             )
 
 
 def _study(row: sqlite3.Row) -> Study:
     keys = Study.__dataclass_fields__
-    return Study(**{k: row[k] for k in keys})
+    values = {k: row[k] for k in keys}
+    values["state"] = StudyState(values["state"])
+    return Study(**values)
