@@ -21,6 +21,7 @@ from typing import Any
 from pydicom import dcmread
 
 from identifiable_node.config import Config
+from identifiable_node.decisions import validate_files
 from identifiable_node.deidpool import (
     Done,
     Task,
@@ -39,8 +40,6 @@ from uploader.errors import (
     UploaderError,
 )
 from uploader.hardening import describe
-from uploader.protocols.study import study_from_files
-from uploader.protocols.validate import validate_study
 from uploader.store.db import Instance, Store, Study
 from uploader.store.spool import Spool, fsync_files, name_for
 from uploader.transport.stowrs import StowClient
@@ -253,7 +252,8 @@ class Pipeline:
         if self._quarantine_unreadable(study):
             return
         files = [(Path(i.path), name_for(i.sop_uid)) for i in self.store.instances(study.id)]
-        report = validate_study(protocol, study_from_files(Path(self.spool.spool), files))
+        relabel = dict(study.decided.get("relabel", {}))  # staff's relabels are what is checked
+        report = validate_files(protocol, Path(self.spool.spool), files, relabel)
         doc = json.dumps(report.as_dict())
         if not report.passed and not study.decided.get("override"):
             fails = sum(c.status == "fail" for c in report.checks)

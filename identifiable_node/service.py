@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -20,6 +21,7 @@ from identifiable_node.ingest import Ingestor
 from identifiable_node.optout import OptOut
 from identifiable_node.pipeline import Pipeline
 from identifiable_node.trials import Trials
+from identifiable_node.web.server import web_server
 from uploader import relay
 from uploader.deid.pseudonyms import read_key
 from uploader.dicomnet import quiet_pynetdicom
@@ -32,6 +34,7 @@ from uploader.store.journal import Journal, JournalBusyError
 from uploader.store.spool import Spool, durable_write
 from uploader.transport.forwardsig import ForwardKey
 from uploader.transport.stowrs import StowClient
+from uploader.web.serve import PagesThread
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +197,19 @@ def _links(config: Config, stop: threading.Event, health: Health) -> list[thread
     return [thread]
 
 
+def _pages(
+    config: Config, ingestor: Ingestor, trials: Trials, stop: threading.Event, health: Health
+) -> Callable[[], None]:
+    """Start the staff pages' thread (none when ``web.listen`` is empty); return its stop."""
+    pages = web_server(config, ingestor.store, ingestor.spool, trials)
+    if pages is None:
+        return lambda: None
+    thread = PagesThread(pages, stop.set)
+    health.watch_thread("web", thread)
+    thread.start()
+    return thread.stop
+
+
 def run(config_path: Path) -> int:
     """Run the node until SIGTERM; return the exit code."""
     config = load_config(config_path)
@@ -232,6 +248,7 @@ def run(config_path: Path) -> int:
     if config.folder.enabled:
         threads.append(_folder_thread(config, ingestor, trials, stop, health))
     threads += _links(config, stop, health)
+    stop_pages = _pages(config, ingestor, trials, stop, health)  # staff pages (issue 16)
     for t in threads:
         t.start()
     health.start(stop)
@@ -240,6 +257,7 @@ def run(config_path: Path) -> int:
     # producers first (the SCP, the folder watcher), then the journal's writer
     if server is not None:
         server.shutdown()
+    stop_pages()
     for t in threads:
         t.join(timeout=30)
     ingestor.stop()
