@@ -220,6 +220,7 @@ def test_failing_roi_names_relabelled_from_the_suggestions_then_released(pages: 
     Select(driver.find_element(By.ID, "trial")).select_by_value("PACE-C")  # htmx posts at once
     verdict = _wait(driver, lambda d: d.find_elements(By.ID, "verdict"), "the report")[0]
     assert verdict.get_attribute("data-passed") == "no"
+    assert "trial chosen: PACE-C (rita): waiting for release" in _text(driver, "reason")
     rows = {
         r.get_attribute("data-roi"): r.find_element(By.CLASS_NAME, "suggestion").text
         for r in driver.find_elements(By.CSS_SELECTOR, "tr.roi")
@@ -234,7 +235,11 @@ def test_failing_roi_names_relabelled_from_the_suggestions_then_released(pages: 
     audit = driver.find_element(By.ID, "audit").text
     assert "rita ROI relabelled 'Rectm' -> 'Rectum'" in audit
     assert "'Lt Parotid' -> 'Parotid_L'" in audit
+    legend = _wait(driver, lambda d: d.find_elements(By.ID, "legend"), "the viewer")[0].text
+    assert "Rectm" in legend and "Lt Parotid" in legend  # the files as received, contours drawn
     driver.save_screenshot(str(pages.out / "study.png"))
+    pseudonym = _preview(pages, study)
+    driver.get(f"{pages.web}/studies/{study}")
     driver.find_element(By.ID, "release").click()
     _wait(driver, lambda d: "Released" in _text(d, "done"), "the release")
     _wait(
@@ -249,6 +254,26 @@ def test_failing_roi_names_relabelled_from_the_suggestions_then_released(pages: 
             names |= {str(r.ROIName) for r in ds.StructureSetROISequence}
     assert {"Rectum", "Parotid_L", "Prostate"} <= names
     assert "Rectm" not in names and "Lt Parotid" not in names
+    assert pseudonym in {str(ds.PatientName) for ds in _received(pages)}  # as the preview said
+
+
+def _preview(pages: Pages, study: int) -> str:
+    """The preview: PatientName replaced by the pseudonym; returns the pseudonym shown."""
+    from selenium.webdriver.common.by import By
+
+    driver = pages.driver
+    driver.find_element(By.ID, "preview-link").click()
+    sections = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "section.preview"), "it")
+    assert len(sections) >= 3  # CT, RTSTRUCT, RTPLAN, RTDOSE: one instance each
+    row = sections[0].find_element(By.CSS_SELECTOR, 'tr[data-keyword="PatientName"]')
+    assert row.get_attribute("data-kind") == "replaced"
+    before = row.find_element(By.CLASS_NAME, "before").text
+    after = row.find_element(By.CLASS_NAME, "after").text
+    assert before == PATIENTS["A"].name and after.startswith("PACE-C-RXH-"), (before, after)
+    afters = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "td.after")]
+    assert afters and not [a for a in afters if "ADAMS" in a.upper() or "9434765911" in a]
+    driver.save_screenshot(str(pages.out / "preview.png"))
+    return after
 
 
 def test_manual_subject_id_refuses_the_patients_mrn_and_uses_a_valid_one(pages: Pages) -> None:

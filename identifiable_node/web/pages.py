@@ -11,11 +11,14 @@ from pathlib import Path
 
 from identifiable_node.config import Config
 from identifiable_node.trials import Trials
-from identifiable_node.web import nodepages, studypage, worklist
+from identifiable_node.web import nodepages, previewpage, studypage, worklist
 from uploader.store.db import Store
 from uploader.store.spool import Spool
 from uploader.web.accounts import Accounts
+from uploader.web.images import add_image_routes
+from uploader.web.render import RenderCache
 from uploader.web.site import Site
+from uploader.web.studyfiles import StudyFiles
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -30,7 +33,10 @@ def build_site(
     """The staff pages of the identifiable node."""
     site = Site(accounts, title="Worklist · identifiable node", templates=TEMPLATES, tls=tls)
     site.env.filters["when"] = _when
+    files = StudyFiles(lambda i: [(x.sop_uid, x.path) for x in store.instances(i)])
     worklist.add(site, store, trials)
-    studypage.add(site, config, store, spool, trials)
+    studypage.add(site, config, store, spool, trials, files=files)
+    previewpage.add(site, store, trials, files, config.node.default_protocol)
+    add_image_routes(site, files, RenderCache(config.web.render_cache_mb * 1024 * 1024))
     nodepages.add(site, store)
     return site

@@ -25,6 +25,7 @@ from uploader.store.db import Store, Study
 from uploader.store.spool import Spool
 from uploader.web.accounts import Role, Session
 from uploader.web.site import Site
+from uploader.web.studyfiles import StudyFiles
 
 DONE = {
     "trial": "Trial chosen: the report below is the study's under it.",
@@ -83,7 +84,9 @@ def _protocol_names(protocol: Protocol | None) -> list[str]:
     return sorted({x.name for x in (*s.required, *s.optional) if x.name})
 
 
-def add(site: Site, config: Config, store: Store, spool: Spool, trials: Trials) -> None:
+def add(
+    site: Site, config: Config, store: Store, spool: Spool, trials: Trials, *, files: StudyFiles
+) -> None:
     """The study page and its decisions."""
     default = config.node.default_protocol
     root = Path(spool.spool)
@@ -105,7 +108,7 @@ def add(site: Site, config: Config, store: Store, spool: Spool, trials: Trials) 
             "names": _protocol_names(protocol), "error": error, "done": done,
             "progress": _progress(store, study), "audit": store.audit_rows(study.id),
             "aside": store.set_aside_rows(study.id), "open": study.state in staff.OPEN,
-            "manual": protocol.pseudonym if protocol else None,
+            "manual": protocol.pseudonym if protocol else None, "view": files.view(study.id),
         }  # fmt: skip
         return site.render("study.html", session, status, **context)
 

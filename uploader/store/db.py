@@ -515,9 +515,15 @@ class Store(Database):
             if row is None:
                 raise KeyError(study_id)
             merged = {**json.loads(row["decisions"] or "{}"), **decisions}
-            c.execute(
-                "UPDATE studies SET decisions=?, updated=? WHERE id=?",
-                (json.dumps(merged), time.time(), study_id),
+            c.execute(  # a study waiting for staff says what was decided and that it waits
+                "UPDATE studies SET decisions=?, updated=?, reason=CASE WHEN state='needs_review'"
+                " THEN ? ELSE reason END WHERE id=?",
+                (
+                    json.dumps(merged),
+                    time.time(),
+                    f"{what} ({actor}): waiting for release",
+                    study_id,
+                ),
             )
             _audit(c, study_id, actor, what, "noted: " + ", ".join(sorted(decisions)))
 
