@@ -10,6 +10,7 @@ opted-out study. Refusals carry their reason, worded without any patient value.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,36 @@ def purge_files(store: Store, study: Study, by: str) -> int:
                 gone += 1
     store.audit(study.id, by, "purge", f"files of a {study.state.replace('_', '-')} study deleted")
     return gone
+
+
+def retry_quarantined(
+    store: Store, take_file: Callable[[Path], bool], row_id: int, by: str
+) -> None:
+    """Take a file kept in quarantine back into ingest (``take_file`` stores and indexes it);
+    its quarantine row goes, audited. Refused with the reason when it still cannot be taken."""
+    row = store.set_aside_row(row_id)
+    if row is None:
+        raise Refused(f"no quarantined file {row_id}")
+    path = Path(str(row["path"]))
+    if not row["path"] or not path.is_file():
+        raise Refused("its file is no longer in quarantine")
+    try:
+        taken = take_file(path)
+    except Exception as exc:  # hostile or broken input: its kind, never its values
+        raise Refused(f"it still cannot be taken in: {type(exc).__name__}") from exc
+    if not taken:
+        raise Refused("the node already has this instance: delete this copy instead")
+    store.drop_set_aside(row_id, by, "quarantined file retried")
+    path.unlink(missing_ok=True)  # its bytes are in the spool now
+
+
+def delete_quarantined(store: Store, row_id: int, by: str, *, admin: bool) -> None:
+    """Delete a file kept in quarantine (admins only), audited."""
+    if not admin:
+        raise Refused("only an administrator can delete a quarantined file")
+    row = store.set_aside_row(row_id)
+    if row is None:
+        raise Refused(f"no quarantined file {row_id}")
+    if row["path"]:
+        Path(str(row["path"])).unlink(missing_ok=True)
+    store.drop_set_aside(row_id, by, "quarantined file deleted")

@@ -201,7 +201,7 @@ def _pages(
     config: Config, ingestor: Ingestor, trials: Trials, stop: threading.Event, health: Health
 ) -> Callable[[], None]:
     """Start the staff pages' thread (none when ``web.listen`` is empty); return its stop."""
-    pages = web_server(config, ingestor.store, ingestor.spool, trials)
+    pages = web_server(config, ingestor, trials)
     if pages is None:
         return lambda: None
     thread = PagesThread(pages, stop.set)

@@ -344,3 +344,24 @@ def test_opted_out_study_has_no_release_and_a_forged_release_is_refused(pages: P
             "SELECT COUNT(*) FROM instances WHERE study_id=? AND forwarded=1", (study,)
         ).fetchone()[0]
     assert sent == 0
+
+
+def test_node_page_quarantine_and_link_export(pages: Pages) -> None:
+    rita, adam = pages.client("rita"), pages.client("adam")
+    for path in ("/node", "/links.csv", "/users"):
+        assert rita.get(f"{pages.web}{path}", timeout=10).status_code == 403, path
+    node_page = adam.get(f"{pages.web}/node", timeout=10).text
+    assert "UPLOADER" in node_page and str(pages.ident.scp_port) in node_page
+    assert "PACE-C" in node_page and "prostate.yaml" in node_page
+    links = adam.get(f"{pages.web}/links.csv", timeout=10)
+    assert links.headers["content-type"].startswith("text/csv")
+    assert PATIENTS["A"].patient_id in links.text  # forwarded studies link home
+    page = rita.get(f"{pages.web}/quarantine", timeout=10)
+    assert page.status_code == 200 and "Nothing in quarantine" in page.text
+    refused = rita.post(
+        f"{pages.web}/quarantine/1/delete", data={"csrf": csrf_of(page.text)}, timeout=10
+    )
+    assert refused.status_code == 409 and "only an administrator" in refused.text
+    with sqlite3.connect(f"file:{pages.ident.data / 'node.sqlite'}?mode=ro", uri=True) as conn:
+        actions = [r[0] for r in conn.execute("SELECT action FROM audit WHERE actor='adam'")]
+    assert "link table exported" in actions

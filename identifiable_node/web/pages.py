@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 from identifiable_node.config import Config
+from identifiable_node.ingest import Ingestor
 from identifiable_node.trials import Trials
-from identifiable_node.web import nodepages, previewpage, studypage, worklist
-from uploader.store.db import Store
-from uploader.store.spool import Spool
+from identifiable_node.web import nodepages, previewpage, quarantine, studypage, worklist
 from uploader.web.accounts import Accounts
 from uploader.web.images import add_image_routes
 from uploader.web.render import RenderCache
@@ -28,15 +27,17 @@ def _when(at: float | None) -> str:
 
 
 def build_site(
-    config: Config, store: Store, spool: Spool, trials: Trials, accounts: Accounts, *, tls: bool
+    config: Config, ingestor: Ingestor, trials: Trials, accounts: Accounts, *, tls: bool
 ) -> Site:
     """The staff pages of the identifiable node."""
     site = Site(accounts, title="Worklist · identifiable node", templates=TEMPLATES, tls=tls)
     site.env.filters["when"] = _when
+    store, spool = ingestor.store, ingestor.spool
     files = StudyFiles(lambda i: [(x.sop_uid, x.path) for x in store.instances(i)])
     worklist.add(site, store, trials)
     studypage.add(site, config, store, spool, trials, files=files)
     previewpage.add(site, store, trials, files, config.node.default_protocol)
     add_image_routes(site, files, RenderCache(config.web.render_cache_mb * 1024 * 1024))
-    nodepages.add(site, store)
+    quarantine.add(site, ingestor)
+    nodepages.add(site, config, store, trials)
     return site

@@ -5,16 +5,15 @@ from __future__ import annotations
 import uvicorn
 
 from identifiable_node.config import Config
+from identifiable_node.ingest import Ingestor
 from identifiable_node.trials import Trials
 from identifiable_node.web.pages import build_site
 from uploader.errors import ConfigError
-from uploader.store.db import Store
-from uploader.store.spool import Spool
 from uploader.web.accounts import Accounts
 from uploader.web.serve import pages_server
 
 
-def web_server(config: Config, store: Store, spool: Spool, trials: Trials) -> uvicorn.Server | None:
+def web_server(config: Config, ingestor: Ingestor, trials: Trials) -> uvicorn.Server | None:
     """The pages' server (not started), or None when ``web.listen`` is empty.
 
     Raises:
@@ -30,11 +29,11 @@ def web_server(config: Config, store: Store, spool: Spool, trials: Trials) -> uv
             "(or web.allow_plain_http for a loopback test)"
         )
     accounts = Accounts(
-        store.path,
+        ingestor.store.path,
         idle_s=web.idle_timeout_min * 60,
         absolute_s=web.absolute_timeout_h * 3600,
         max_failures=web.throttle_failures,
         window_s=web.throttle_window_min * 60,
     )
-    site = build_site(config, store, spool, trials, accounts, tls=tls)
+    site = build_site(config, ingestor, trials, accounts, tls=tls)
     return pages_server(site.app, web, web.tls_cert, web.tls_key)

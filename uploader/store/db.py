@@ -531,6 +531,11 @@ class Store(Database):
         """A staff decision that stops a study (hold, reject): any claim in flight loses."""
         self.release(study_id, state, actor, reason, reason=reason)
 
+    def audit_node(self, actor: str, action: str, detail: str = "") -> None:
+        """Write one audit row about the node, not a study (a link export)."""
+        with self.tx() as c:
+            _audit(c, None, actor, action, detail)
+
     def link_rows(self) -> list[sqlite3.Row]:
         """The link table (original patient/study -> subject/session), for authorised export."""
         return self.query("SELECT * FROM links ORDER BY protocol, subject, session")
