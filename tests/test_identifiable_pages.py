@@ -37,6 +37,7 @@ from .peers import (
     make_cert,
     node,
     node_config,
+    orthanc,
     storescu,
     wait_for,
 )
@@ -49,6 +50,10 @@ PATIENTS = {
     "A": Patient(name="ADAMS^ALICE", patient_id="9434765911", other_id="MRN0000011", tag="1"),
     "B": Patient(name="BROWN^BORIS", patient_id="9434765922", other_id="MRN0000022", tag="2"),
     "C": Patient(name="CLARK^CERYS", patient_id="9434765933", other_id="MRN0000033", tag="3"),
+}
+IN_PACS = {  # retrieved from the PACS by the query form (D) and by a bulk CSV (E)
+    "D": Patient(name="DAVIS^DORA", patient_id="9434765944", accession="ACC0044", tag="4"),
+    "E": Patient(name="EVANS^ELLIS", patient_id="9434765955", accession="ACC0055", tag="5"),
 }
 
 
@@ -93,7 +98,7 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pages]:
     )
     icert = make_cert(tmp, "pages")
     (tmp / "optout.txt").write_text(PATIENTS["C"].patient_id + "\n")
-    web_port = free_port()
+    web_port, scp_port = free_port(), free_port()
     config = node_config(
         tmp / "ident",
         f"https://127.0.0.1:{aport}/dicom-web",
@@ -102,6 +107,9 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pages]:
         forward__token_file=str(tmp / "anon" / "token"),
         forward__manifest_url=f"https://127.0.0.1:{aport}/manifests",
         optout__file=str(tmp / "optout.txt"),
+        scp__port=scp_port,
+        pacs__ae_title="PACS",
+        pacs__host="127.0.0.1",
     )
     settings = yaml.safe_load(config.read_text())
     settings["web"] = {
@@ -109,7 +117,6 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pages]:
         "tls_cert": str(icert),
         "tls_key": str(tmp / "pages.key"),
     }
-    config.write_text(yaml.safe_dump(settings))
     accounts = Accounts(Path(settings["node"]["data_dir"]) / "node.sqlite")
     accounts.add("rita", Role.REVIEWER, PASSWORDS["rita"])
     accounts.add("adam", Role.ADMIN, PASSWORDS["adam"])
@@ -118,6 +125,22 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pages]:
         tmp / "ident" / "protocols" / "prostate.yaml",
     ):
         _manual_subjects(protocol)
+    modality = {
+        "uploader": {
+            "AET": "UPLOADER", "Host": "127.0.0.1", "Port": scp_port,
+            "AllowFind": True, "AllowMove": True, "AllowStore": True,
+        }
+    }  # fmt: skip
+    with orthanc(tmp / "pacs", modalities=modality, aet="PACS") as pacs:
+        for letter, patient in IN_PACS.items():
+            for f in write_study(tmp / f"pacs{letter}", slices=2, rois=ROIS, patient=patient):
+                assert requests.post(f"{pacs.http}/instances", data=f.read_bytes(), timeout=10)
+        settings["pacs"]["port"] = pacs.dicom_port
+        config.write_text(yaml.safe_dump(settings))
+        yield from _nodes(tmp, aconfig, config, web_port, icert)
+
+
+def _nodes(tmp: Path, aconfig: Path, config: Path, web_port: int, icert: Path) -> Iterator[Pages]:
     with anon_node(aconfig) as anon, node(config) as ident, chromium(tmp / "profile") as driver:
         for letter in PATIENTS:
             assert storescu(ident.scp_port, tmp / f"study{letter}").returncode == 0
@@ -365,3 +388,62 @@ def test_node_page_quarantine_and_link_export(pages: Pages) -> None:
     with sqlite3.connect(f"file:{pages.ident.data / 'node.sqlite'}?mode=ro", uri=True) as conn:
         actions = [r[0] for r in conn.execute("SELECT action FROM audit WHERE actor='adam'")]
     assert "link table exported" in actions
+
+
+def _bulk_done(driver: Any, rows: int) -> list[tuple[str, str, str]]:
+    from selenium.webdriver.common.by import By
+
+    def finished(d: Any) -> list[tuple[str, str, str]] | None:
+        found = [
+            (
+                r.get_attribute("data-line"),
+                r.get_attribute("data-status"),
+                r.find_element(By.CLASS_NAME, "arrived").text,
+            )
+            for r in d.find_elements(By.CSS_SELECTOR, "tr.bulk-row")
+        ]
+        done = len(found) == rows and all(status != "pending" for _l, status, _a in found)
+        return found if done else None
+
+    return list(_wait(driver, finished, "every row of the bulk job finished", timeout=60))
+
+
+def test_query_form_and_bulk_csv_retrieve_from_the_pacs(pages: Pages) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver = pages.driver
+    _sign_in(pages, "rita")
+    driver.get(f"{pages.web}/qr")
+    driver.find_element(By.ID, "qr-patient").send_keys(IN_PACS["D"].patient_id)
+    driver.find_element(By.ID, "qr-find").click()
+    matches = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "tr.match"), "C-FIND")
+    assert len(matches) == 1 and IN_PACS["D"].accession in matches[0].text
+    Select(driver.find_element(By.ID, "qr-trial")).select_by_value("PACE-C")
+    driver.find_element(By.ID, "qr-retrieve").click()
+    assert _bulk_done(driver, 1) == [("2", "done", "5")]  # CT x2, RTSTRUCT, RTPLAN, RTDOSE
+
+    csv_file = pages.out / "bulk.csv"
+    csv_file.write_text(
+        "Accession Number,Patient ID,Study Date,Trial\n"
+        f"{IN_PACS['E'].accession},,,PACE-C\n"
+        "ACC9999,,,PACE-C\n"
+    )
+    driver.get(f"{pages.web}/bulk")
+    driver.find_element(By.ID, "csv-file").send_keys(str(csv_file))  # read into the form
+    _wait(
+        driver,
+        lambda d: "ACC9999" in d.find_element(By.ID, "csv-text").get_attribute("value"),
+        "the file read",
+    )
+    driver.find_element(By.ID, "bulk-start").click()
+    assert _bulk_done(driver, 2) == [("2", "done", "5"), ("3", "no match", "0")]
+    driver.save_screenshot(str(pages.out / "bulk.png"))
+    wanted = {IN_PACS["D"].patient_id, IN_PACS["E"].patient_id}
+
+    def forwarded() -> bool:
+        with sqlite3.connect(f"file:{pages.ident.data / 'node.sqlite'}?mode=ro", uri=True) as c:
+            rows = c.execute("SELECT patient_id, state FROM studies").fetchall()
+        return {pid for pid, state in rows if state == "forwarded"} >= wanted
+
+    wait_for(forwarded, 60, "both retrieved studies forwarded")

@@ -12,7 +12,14 @@ from pathlib import Path
 from identifiable_node.config import Config
 from identifiable_node.ingest import Ingestor
 from identifiable_node.trials import Trials
-from identifiable_node.web import nodepages, previewpage, quarantine, studypage, worklist
+from identifiable_node.web import (
+    nodepages,
+    previewpage,
+    quarantine,
+    retrieve,
+    studypage,
+    worklist,
+)
 from uploader.web.accounts import Accounts
 from uploader.web.images import add_image_routes
 from uploader.web.render import RenderCache
@@ -39,5 +46,6 @@ def build_site(
     previewpage.add(site, store, trials, files, config.node.default_protocol)
     add_image_routes(site, files, RenderCache(config.web.render_cache_mb * 1024 * 1024))
     quarantine.add(site, ingestor)
+    retrieve.add(site, config, ingestor, trials).resume()  # bulk jobs a restart interrupted
     nodepages.add(site, config, store, trials)
     return site

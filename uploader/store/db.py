@@ -531,6 +531,18 @@ class Store(Database):
         """A staff decision that stops a study (hold, reject): any claim in flight loses."""
         self.release(study_id, state, actor, reason, reason=reason)
 
+    def bulk_jobs(self) -> list[sqlite3.Row]:
+        """Every bulk retrieval: job, rows, rows not yet finished (newest rows last)."""
+        return self.query(
+            "SELECT job, COUNT(*) AS total, SUM(status='pending') AS pending,"
+            " SUM(status='done') AS done FROM bulk_rows GROUP BY job ORDER BY MIN(rowid)"
+        )
+
+    def bulk_requests(self, job: str) -> dict[int, dict[str, str]]:
+        """What each row of a bulk job asks for (line -> its CSV fields)."""
+        rows = self.query("SELECT line, request FROM bulk_rows WHERE job=?", (job,))
+        return {int(r["line"]): dict(json.loads(r["request"])) for r in rows}
+
     def audit_node(self, actor: str, action: str, detail: str = "") -> None:
         """Write one audit row about the node, not a study (a link export)."""
         with self.tx() as c:
