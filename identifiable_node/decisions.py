@@ -9,6 +9,7 @@ opted-out study. Refusals carry their reason, worded without any patient value.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from identifiable_node.trials import Trials
+from uploader.deid.identifiers import fold
 from uploader.protocols.model import Protocol
 from uploader.protocols.patterns import compile_pattern
 from uploader.protocols.relabel import relabel as apply_relabel
@@ -73,6 +75,18 @@ def validate(
     return validate_files(protocol, root, files, dict(study.decided.get("relabel", {})))
 
 
+def final_relabel(study: Study) -> dict[str, str]:
+    """The ROI renames de-identification applies: the staff's, then the trial's synonyms as the
+    report found them on the renamed ROIs (received name -> the name it will carry)."""
+    found: dict[str, str] = json.loads(study.report or "{}").get("relabel", {})
+    staff: dict[str, str] = dict(study.decided.get("relabel", {}))
+    out = {**found, **staff}
+    for old, new in staff.items():
+        if new in found:  # "Rectm" -> "rectum" by staff, "rectum" -> "Rectum" by synonym
+            out[old] = found[new]
+    return out
+
+
 def _get(store: Store, study_id: int) -> Study:
     study = store.study(study_id)
     if study is None:
@@ -119,7 +133,8 @@ def relabel(store: Store, study_id: int, mapping: dict[str, str], by: str) -> di
 
 
 def _norm(text: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", text.lower())
+    """Lowercased, accents dropped (the engine's fold), only letters and digits kept."""
+    return re.sub(r"[^0-9a-z]", "", fold(text))
 
 
 def _looks_like_patient(entry: str, patient: Patient) -> str | None:

@@ -21,7 +21,7 @@ from typing import Any
 from pydicom import dcmread
 
 from identifiable_node.config import Config
-from identifiable_node.decisions import validate_files
+from identifiable_node.decisions import final_relabel, validate_files
 from identifiable_node.deidpool import (
     Done,
     Task,
@@ -327,11 +327,7 @@ class Pipeline:
         if self._back_to_receiving(study):
             return
         pid = self._protocol_id(study) or ""
-        relabel = {
-            **json.loads(study.report or "{}").get("relabel", {}),
-            **study.decided.get("relabel", {}),
-        }
-        settings = self.trials.settings(pid, relabel)
+        settings = self.trials.settings(pid, final_relabel(study))
         manual, subject = self.trials.manual_subject(pid, study.patient_id)
         subject = study.decided.get("subject") or subject
         if manual and not subject:

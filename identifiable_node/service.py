@@ -104,6 +104,11 @@ def preflight(config: Config, config_path: Path) -> tuple[bytes, Trials]:
         problems.check(lambda: read_secret(fwd.token_file, "forward token"))
     problems.readable(config.optout.file, "opt-out list (optout.file)")
     problems.readable(node.site_script, "site script (node.site_script)")
+    web = config.web  # the staff pages' certificate (issue 16)
+    if web.listen and not web.allow_plain_http and (web.tls_cert is None or web.tls_key is None):
+        problems.items.append("web.listen: set web.tls_cert and web.tls_key (HTTPS)")
+    problems.readable(web.tls_cert, "pages' certificate (web.tls_cert)")
+    problems.readable(web.tls_key, "pages' key (web.tls_key)")
     for protocol, csv_path in config.manual_ids.items():
         problems.readable(csv_path, f"manual trial IDs of {protocol} (manual_ids)")
     trials = None

@@ -4,7 +4,6 @@ and manual IDs), each element marked removed, replaced, added or kept."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fastapi import Request
@@ -26,11 +25,7 @@ def previews(
     store: Store, trials: Trials, files: StudyFiles, study: Study, pid: str
 ) -> list[tuple[str, Preview]]:
     """(series title, preview of its first instance) for each series of the study."""
-    relabel = {
-        **json.loads(study.report or "{}").get("relabel", {}),
-        **study.decided.get("relabel", {}),
-    }
-    settings = trials.settings(pid, relabel)
+    settings = trials.settings(pid, staff.final_relabel(study))
     instances = store.instances(study.id)
     label = modality_label({i.modality for i in instances})
     ident = study_identifiers([Path(i.path) for i in instances], settings.profile)
