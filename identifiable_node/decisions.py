@@ -299,6 +299,11 @@ def retry_quarantined(
     row = store.set_aside_row(row_id)
     if row is None:
         raise Refused(f"no quarantined file {row_id}")
+    if row["kind"] == "conflict":
+        raise Refused(
+            "a second copy with other content: delete it, or release its study to go on with "
+            "the first"
+        )
     path = Path(str(row["path"]))
     if not row["path"] or not path.is_file():
         raise Refused("its file is no longer in quarantine")

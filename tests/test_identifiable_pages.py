@@ -13,6 +13,7 @@ worklist and the study page are saved in the module's folder (printed).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -381,13 +382,45 @@ def test_node_page_quarantine_and_link_export(pages: Pages) -> None:
     assert PATIENTS["A"].patient_id in links.text  # forwarded studies link home
     page = rita.get(f"{pages.web}/quarantine", timeout=10)
     assert page.status_code == 200 and "Nothing in quarantine" in page.text
-    refused = rita.post(
-        f"{pages.web}/quarantine/1/delete", data={"csrf": csrf_of(page.text)}, timeout=10
+    # a second copy of one of study A's CT instances with other content: a conflict
+    ct = next(f for f in sorted((pages.out / "studyA").rglob("*")) if _is_ct(f))
+    changed = dcmread(ct)
+    changed.SeriesDescription = "changed after sending"
+    (pages.out / "conflict").mkdir()
+    changed.save_as(pages.out / "conflict" / "ct.dcm")
+    assert storescu(pages.ident.scp_port, pages.out / "conflict").returncode == 0
+    page = wait_for(
+        lambda: (
+            (p := rita.get(f"{pages.web}/quarantine", timeout=10)).text.count('class="aside"') and p
+        ),
+        30,
+        "the conflict on the quarantine page",
     )
+    assert "a second copy of instance" in page.text and 'class="retry"' not in page.text
+    assert 'class="danger delete"' not in page.text  # reviewers do not delete
+    row = re.search(r'data-row="(\d+)"', page.text)
+    assert row is not None
+    csrf = csrf_of(page.text)
+    retry = rita.post(f"{pages.web}/quarantine/{row[1]}/retry", data={"csrf": csrf}, timeout=10)
+    assert retry.status_code == 409 and "delete it" in retry.text
+    refused = rita.post(f"{pages.web}/quarantine/{row[1]}/delete", data={"csrf": csrf}, timeout=10)
     assert refused.status_code == 409 and "only an administrator" in refused.text
+    admin_page = adam.get(f"{pages.web}/quarantine", timeout=10).text
+    deleted = adam.post(
+        f"{pages.web}/quarantine/{row[1]}/delete", data={"csrf": csrf_of(admin_page)}, timeout=10
+    )
+    assert deleted.status_code == 200 and "Deleted." in deleted.text
+    assert f'data-row="{row[1]}"' not in deleted.text
     with sqlite3.connect(f"file:{pages.ident.data / 'node.sqlite'}?mode=ro", uri=True) as conn:
         actions = [r[0] for r in conn.execute("SELECT action FROM audit WHERE actor='adam'")]
-    assert "link table exported" in actions
+    assert "link table exported" in actions and "quarantined file deleted" in actions
+
+
+def _is_ct(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    ds = dcmread(path, stop_before_pixels=True, force=True)
+    return str(ds.get("Modality", "")) == "CT"
 
 
 def _bulk_done(driver: Any, rows: int) -> list[tuple[str, str, str]]:
