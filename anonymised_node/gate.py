@@ -39,6 +39,7 @@ from uploader.deid.policy import PrivatePolicy
 from uploader.deid.profile import METHOD_CODES, Option, Profile, load_table
 from uploader.deid.verify import audit
 from uploader.protocols.model import Protocol
+from uploader.protocols.patterns import compile_pattern
 from uploader.transport.paths import valid_label, valid_uid
 
 #: Roots that equipment and toolkit makers issue UIDs under: never what the identifiable node
@@ -307,12 +308,17 @@ def pseudonym_regex(pattern: str, protocol_id: str, subject: str = "") -> re.Pat
 
 def pseudonym_problem(protocol: Protocol, subject: str, session: str) -> str | None:
     """Why an announced subject or session is not one the trial's patterns make (None: fine)."""
-    if not pseudonym_regex(protocol.pseudonym.subject, protocol.id).fullmatch(subject):
+    manual = protocol.pseudonym  # IDs the trial assigns itself, entered by staff (issue 16)
+    if not pseudonym_regex(protocol.pseudonym.subject, protocol.id).fullmatch(subject) and not (
+        manual.manual_subject and compile_pattern(manual.manual_subject).fullmatch(subject)
+    ):
         return "the subject does not follow the trial's pseudonym pattern"
     if protocol.deidentify.script:
         return None  # a project script may label sessions itself (makeSessionLabel)
     regex = pseudonym_regex(protocol.pseudonym.session, protocol.id, subject)
-    if not regex.fullmatch(session):
+    if not regex.fullmatch(session) and not (
+        manual.manual_session and compile_pattern(manual.manual_session).fullmatch(session)
+    ):
         return "the session does not follow the trial's pseudonym pattern"
     return None
 

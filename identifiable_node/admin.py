@@ -14,11 +14,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from identifiable_node import decisions as staff
 from identifiable_node.config import load_config
 from identifiable_node.folder import folder_problems
 from identifiable_node.folder import read_health as read_folder_health
 from identifiable_node.service import open_store
-from identifiable_node.store import Decisions, Store, Study, StudyState
+from identifiable_node.store import Store, Study, StudyState
 from uploader.errors import ConfigError
 from uploader.health import print_health, read_health
 from uploader.timefmt import iso_utc
@@ -151,19 +152,19 @@ def _review(store: Store, args: argparse.Namespace) -> int:
         raise ConfigError(f"no study {args.study}")
     if args.action == "show":
         return _show(store, study)
-    decisions: Decisions = {}
-    if args.override:
-        decisions["override"] = True
+    relabel = None
     if args.relabel:
         pairs = [r.split("=", 1) for r in args.relabel]
         if any(len(p) != 2 for p in pairs):
             raise ConfigError("--relabel takes OLD=NEW")
-        decisions["relabel"] = {**study.decided.get("relabel", {}), **dict(pairs)}
-    if args.trial:
-        decisions["protocol"] = args.trial
-    if args.subject:
-        decisions["subject"] = args.subject
-    store.decide(study.id, args.by, **decisions)
+        relabel = dict(pairs)
+    try:  # the same decision path as the staff pages
+        staff.approve(
+            store, study.id, args.by, override=bool(args.override), relabel=relabel,
+            protocol=args.trial, subject=args.subject,
+        )  # fmt: skip
+    except staff.Refused as exc:
+        raise ConfigError(f"study {study.id}: {exc}") from exc
     print(f"study {study.id}: decision recorded; it goes through the pipeline again")
     return 0
 
@@ -187,11 +188,7 @@ def _show(store: Store, study: Study) -> int:
 def _purge(store: Store) -> int:
     purged = 0
     for study in store.studies(StudyState.OPTED_OUT):
-        for inst in store.instances(study.id):
-            for path in (inst.path, inst.out_path):
-                if path:
-                    Path(path).unlink(missing_ok=True)
-        store.audit(study.id, "purge", "files of an opted-out study deleted")
+        staff.purge_files(store, study, "purge")
         purged += 1
     print(f"purged {purged} opted-out stud{'y' if purged == 1 else 'ies'}")
     return 0

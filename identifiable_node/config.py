@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from uploader.node.config import load_yaml_model
 from uploader.relay import parse_routes
+from uploader.web.settings import WebSettings
 
 
 class _Section(BaseModel):
@@ -166,6 +167,15 @@ class WorkerSettings(_Section):
     )
 
 
+class PagesSettings(WebSettings):
+    """The staff pages (issue 16): the core's web settings plus this node's certificate."""
+
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate the pages are served with over HTTPS"
+    )
+    tls_key: Path | None = Field(None, description="its private key (PEM)")
+
+
 class Config(_Section):
     """The whole identifiable node configuration."""
 
@@ -177,6 +187,7 @@ class Config(_Section):
     forward: ForwardSettings = Field(default_factory=ForwardSettings, description="forwarding")
     pacs: PacsSettings = Field(default_factory=PacsSettings, description="query/retrieve")
     workers: WorkerSettings = Field(default_factory=WorkerSettings, description="workers")
+    web: PagesSettings = Field(default_factory=PagesSettings, description="staff pages")  # issue 16
     manual_ids: dict[str, Path] = Field(
         default_factory=dict,
         description="protocol ID -> CSV PatientID,SubjectID (manual trial IDs)",

@@ -266,6 +266,14 @@ class Ingestor:
         except FileNotFoundError:
             return None
 
+    def take_file(self, path: Path, *, source: str, protocol: str | None) -> bool:
+        """Store a file taken back from quarantine (the staff pages' retry).
+
+        Raises:
+            NotDicomError: not DICOM (the caller keeps it in quarantine).
+        """
+        return self.take_bytes(path.read_bytes(), source=source, protocol=protocol)
+
     def _index(self, header: Header, path: Path, source: str, protocol: str | None) -> bool:
         return self.store.add_instance(
             study_uid=header.study_uid,

@@ -20,6 +20,7 @@ from pathlib import Path
 from pydicom import dcmread
 
 from identifiable_node.config import Config
+from identifiable_node.decisions import final_relabel, validate_files
 from identifiable_node.deidpool import (
     Done,
     Outcome,
@@ -40,8 +41,6 @@ from uploader.errors import (
     UploaderError,
 )
 from uploader.hardening import describe
-from uploader.protocols.study import study_from_files
-from uploader.protocols.validate import validate_study
 from uploader.store.spool import Spool, fsync_files, name_for
 from uploader.transport.stowrs import StowClient
 
@@ -287,7 +286,8 @@ class Pipeline:
         if self._quarantine_unreadable(study):
             return
         files = [(Path(i.path), name_for(i.sop_uid)) for i in self.store.instances(study.id)]
-        report = validate_study(protocol, study_from_files(Path(self.spool.spool), files))
+        relabel = dict(study.decided.get("relabel", {}))  # staff's relabels are what is checked
+        report = validate_files(protocol, Path(self.spool.spool), files, relabel)
         doc = json.dumps(report.as_dict())
         if not report.passed and not study.decided.get("override"):
             fails = sum(c.status == "fail" for c in report.checks)
@@ -363,11 +363,7 @@ class Pipeline:
         if self._back_to_receiving(study):
             return
         pid = self._protocol_id(study) or ""
-        relabel = {
-            **json.loads(study.report or "{}").get("relabel", {}),
-            **study.decided.get("relabel", {}),
-        }
-        settings = self.trials.settings(pid, relabel)
+        settings = self.trials.settings(pid, final_relabel(study))
         manual, subject = self.trials.manual_subject(pid, study.patient_id)
         subject = study.decided.get("subject") or subject
         if manual and not subject:

@@ -22,6 +22,7 @@ from identifiable_node.optout import OptOut
 from identifiable_node.pipeline import Pipeline
 from identifiable_node.store import Store
 from identifiable_node.trials import Trials
+from identifiable_node.web.server import web_server
 from uploader import relay
 from uploader.deid.pseudonyms import read_key
 from uploader.dicomnet import quiet_pynetdicom
@@ -37,6 +38,7 @@ from uploader.store.journal import Journal, JournalBusyError
 from uploader.store.spool import Spool
 from uploader.transport.forwardsig import ForwardKey
 from uploader.transport.stowrs import StowClient
+from uploader.web.serve import PagesThread
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,11 @@ def preflight(config: Config, config_path: Path) -> tuple[bytes, Trials]:
         problems.check(lambda: read_secret(fwd.token_file, "forward token"))
     problems.readable(config.optout.file, "opt-out list (optout.file)")
     problems.readable(node.site_script, "site script (node.site_script)")
+    web = config.web  # the staff pages' certificate (issue 16)
+    if web.listen and not web.allow_plain_http and (web.tls_cert is None or web.tls_key is None):
+        problems.items.append("web.listen: set web.tls_cert and web.tls_key (HTTPS)")
+    problems.readable(web.tls_cert, "pages' certificate (web.tls_cert)")
+    problems.readable(web.tls_key, "pages' key (web.tls_key)")
     for protocol, csv_path in config.manual_ids.items():
         problems.readable(csv_path, f"manual trial IDs of {protocol} (manual_ids)")
     trials = None
@@ -183,10 +190,11 @@ def _links(config: Config, stop: threading.Event, health: Health) -> list[thread
 class IdentifiableNode(Node):
     """The running identifiable node. Parts come up in this order and stop in the reverse:
     the health registry, the journal, the journal's writer (it drains the journal into the
-    spool), the pipeline, the C-STORE SCP, the watched folder, the links, the health monitor,
-    the ready file. So on stop the ready file goes first, then everything that receives
-    instances (links, folder, SCP: nothing new arrives), then the pipeline (its current step
-    finishes), then the writer (it writes out what producers handed it), then the journal."""
+    spool), the pipeline, the C-STORE SCP, the watched folder, the links, the staff pages, the
+    health monitor, the ready file. So on stop the ready file goes first, then the pages (no
+    new decisions), then everything that receives instances (links, folder, SCP: nothing new
+    arrives), then the pipeline (its current step finishes), then the writer (it writes out
+    what producers handed it), then the journal."""
 
     def __init__(
         self,
@@ -233,6 +241,9 @@ class IdentifiableNode(Node):
             self._thread("folder", _folder_thread(config, ingestor, self.trials, stop, health))
         for thread in _links(config, stop, health):
             self._thread("links", thread)
+        stop_pages = _pages(config, ingestor, self.trials, stop, health)
+        if stop_pages is not None:  # staff pages on web.listen: stopped first, after the ready file
+            self.started("pages", stop_pages)
         health.start(stop)
         announce(data_dir, ready)
         self.started("ready file", lambda: withdraw(data_dir))
@@ -242,6 +253,19 @@ class IdentifiableNode(Node):
         thread.start()
         self.threads[name] = thread
         self.started(name, lambda: thread.join(timeout=30))
+
+
+def _pages(
+    config: Config, ingestor: Ingestor, trials: Trials, stop: threading.Event, health: Health
+) -> Callable[[], None] | None:
+    """Start the staff pages' thread; return its stop (None when ``web.listen`` is empty)."""
+    pages = web_server(config, ingestor, trials)
+    if pages is None:
+        return None
+    thread = PagesThread(pages, stop.set)
+    health.watch_thread("web", thread)
+    thread.start()
+    return thread.stop
 
 
 def run(config_path: Path) -> int:

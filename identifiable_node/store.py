@@ -32,6 +32,7 @@ class StudyState(StrEnum):
     PSEUDONYMISED = "pseudonymised"
     FORWARDED = "forwarded"
     QUARANTINED = "quarantined"
+    REJECTED = "rejected"  # by staff, with a reason; an admin may purge its files
 
 
 STATES = tuple(StudyState)
@@ -145,8 +146,19 @@ CREATE TABLE IF NOT EXISTS links (
     PRIMARY KEY (protocol, study_uid)
 );
 """
+#: Version 2: what the staff pages show of each study's patient (issue 16), filled from the
+#: instances' headers by ``Store.fill_patient_summaries``.
+_V2 = """
+CREATE TABLE IF NOT EXISTS patient_summary (
+    study_id INTEGER PRIMARY KEY REFERENCES studies(id),
+    name TEXT NOT NULL DEFAULT '',
+    birth_date TEXT NOT NULL DEFAULT '',
+    study_date TEXT NOT NULL DEFAULT '',
+    accession TEXT NOT NULL DEFAULT ''
+);
+"""
 #: The identifiable node's schema: append a step to change it (never edit one that shipped).
-SCHEMA = Schema("identifiable node store", (sql(_V1),), owner=True)
+SCHEMA = Schema("identifiable node store", (sql(_V1), sql(_V2)), owner=True)
 
 
 @dataclass(frozen=True)
@@ -612,6 +624,159 @@ class Store(Database):
                 " WHERE job=? AND line=?",
                 (status, matched, arrived, failed, message, job, line),
             )
+
+    # --- staff pages (issue 16) ---------------------------------------------------------------
+    # Every read and write the identifiable node's pages make; no SQL in the page modules.
+
+    def worklist(self, state: str = "", trial: str = "", search: str = "") -> list[WorkRow]:
+        """Studies newest first with what the worklist shows (filters: state, trial, and a
+        search in patient ID, name and accession)."""
+        where, args = ["1=1"], []
+        if state:
+            where.append("s.state=?")
+            args.append(state)
+        if trial:
+            where.append("COALESCE(json_extract(s.decisions, '$.protocol'), s.protocol)=?")
+            args.append(trial)
+        if search:
+            like = f"%{search.replace('%', '').replace('_', '')}%"
+            where.append("(s.patient_id LIKE ? OR p.name LIKE ? OR p.accession LIKE ?)")
+            args += [like, like, like]
+        clause = " AND ".join(where)
+        sql = f"{_WORKLIST} WHERE {clause} ORDER BY s.id DESC LIMIT 500"
+        rows = self.query(sql, tuple(args))
+        return [WorkRow(**dict(r)) for r in rows]
+
+    def unsummarised(self) -> list[tuple[int, str]]:
+        """(study id, one instance's path) of studies whose patient summary is not yet read."""
+        rows = self.query(
+            "SELECT s.id, MIN(i.path) AS path FROM studies s JOIN instances i ON i.study_id=s.id"
+            " WHERE s.id NOT IN (SELECT study_id FROM patient_summary) GROUP BY s.id"
+        )
+        return [(int(r["id"]), str(r["path"])) for r in rows]
+
+    def save_summary(
+        self, study_id: int, name: str, birth_date: str, study_date: str, accession: str
+    ) -> None:
+        """Keep what the worklist shows of a study's patient (read once from its files)."""
+        with self.tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO patient_summary VALUES (?,?,?,?,?)",
+                (study_id, name, birth_date, study_date, accession),
+            )
+
+    def summary(self, study_id: int) -> dict[str, str]:
+        """The patient summary of a study (empty values when not read yet)."""
+        rows = self.query("SELECT * FROM patient_summary WHERE study_id=?", (study_id,))
+        keys = ("name", "birth_date", "study_date", "accession")
+        return {k: str(rows[0][k]) for k in keys} if rows else dict.fromkeys(keys, "")
+
+    def trials_in_use(self) -> list[str]:
+        """Every trial a study is assigned to."""
+        rows = self.query(
+            "SELECT DISTINCT COALESCE(json_extract(decisions, '$.protocol'), protocol) AS t"
+            " FROM studies WHERE t IS NOT NULL ORDER BY t"
+        )
+        return [str(r["t"]) for r in rows]
+
+    def subject_taken(self, protocol: str, subject: str, patient_id: str) -> bool:
+        """True when another patient already has this subject ID in the trial."""
+        rows = self.query(
+            "SELECT 1 FROM links WHERE protocol=? AND subject=? AND patient_id<>?"
+            " UNION SELECT 1 FROM studies WHERE patient_id<>?"
+            " AND json_extract(decisions, '$.subject')=?"
+            " AND COALESCE(json_extract(decisions, '$.protocol'), protocol)=? LIMIT 1",
+            (protocol, subject, patient_id, patient_id, subject, protocol),
+        )
+        return bool(rows)
+
+    def note_decisions(self, study_id: int, actor: str, what: str, decisions: Decisions) -> None:
+        """Record staff decisions (merged) without moving the study: it waits for release."""
+        with self.tx() as c:
+            row = c.execute("SELECT decisions FROM studies WHERE id=?", (study_id,)).fetchone()
+            if row is None:
+                raise KeyError(study_id)
+            merged = {**json.loads(row["decisions"] or "{}"), **decisions}
+            c.execute(  # a study waiting for staff says what was decided and that it waits
+                "UPDATE studies SET decisions=?, updated=?, reason=CASE WHEN state='needs_review'"
+                " THEN ? ELSE reason END WHERE id=?",
+                (
+                    json.dumps(merged),
+                    time.time(),
+                    f"{what} ({actor}): waiting for release",
+                    study_id,
+                ),
+            )
+            _audit(c, study_id, actor, what, "noted: " + ", ".join(sorted(decisions)))
+
+    def set_state(self, study_id: int, state: StudyState, actor: str, reason: str) -> None:
+        """A staff decision that stops a study (hold, reject): any claim in flight loses."""
+        self.release(study_id, state, actor, reason, reason=reason)
+
+    def bulk_jobs(self) -> list[sqlite3.Row]:
+        """Every bulk retrieval: job, rows, rows not yet finished (newest rows last)."""
+        return self.query(
+            "SELECT job, COUNT(*) AS total, SUM(status='pending') AS pending,"
+            " SUM(status='done') AS done FROM bulk_rows GROUP BY job ORDER BY MIN(rowid)"
+        )
+
+    def bulk_requests(self, job: str) -> dict[int, dict[str, str]]:
+        """What each row of a bulk job asks for (line -> its CSV fields)."""
+        rows = self.query("SELECT line, request FROM bulk_rows WHERE job=?", (job,))
+        return {int(r["line"]): dict(json.loads(r["request"])) for r in rows}
+
+    def audit_node(self, actor: str, action: str, detail: str = "") -> None:
+        """Write one audit row about the node, not a study (a link export)."""
+        with self.tx() as c:
+            _audit(c, None, actor, action, detail)
+
+    def link_rows(self) -> list[sqlite3.Row]:
+        """The link table (original patient/study -> subject/session), for authorised export."""
+        return self.query("SELECT * FROM links ORDER BY protocol, subject, session")
+
+    def set_aside_row(self, row_id: int) -> sqlite3.Row | None:
+        """One row of what was kept in quarantine."""
+        rows = self.query("SELECT * FROM set_aside WHERE id=?", (row_id,))
+        return rows[0] if rows else None
+
+    def drop_set_aside(self, row_id: int, actor: str, what: str) -> None:
+        """Forget one quarantine row (its file was deleted or taken back), audited."""
+        with self.tx() as c:
+            row = c.execute("SELECT study_id FROM set_aside WHERE id=?", (row_id,)).fetchone()
+            c.execute("DELETE FROM set_aside WHERE id=?", (row_id,))
+            _audit(c, row["study_id"] if row else None, actor, what, f"quarantine row {row_id}")
+
+
+_WORKLIST = (
+    "SELECT s.id, s.state, s.reason, s.patient_id, s.subject, s.session,"
+    " COALESCE(json_extract(s.decisions, '$.protocol'), s.protocol) AS trial,"
+    " COALESCE(p.name, '') AS name, COALESCE(p.study_date, '') AS study_date,"
+    " COALESCE(p.accession, '') AS accession,"
+    " (SELECT COUNT(*) FROM instances i WHERE i.study_id=s.id) AS received,"
+    " (SELECT COUNT(*) FROM instances i WHERE i.study_id=s.id"
+    "  AND i.out_path IS NOT NULL) AS deidentified,"
+    " (SELECT COUNT(*) FROM instances i WHERE i.study_id=s.id AND i.forwarded=1) AS forwarded"
+    " FROM studies s LEFT JOIN patient_summary p ON p.study_id=s.id"
+)
+
+
+@dataclass(frozen=True)
+class WorkRow:
+    """One worklist line (patient fields: only for signed-in staff on this node)."""
+
+    id: int
+    state: str
+    reason: str
+    patient_id: str
+    subject: str | None
+    session: str | None
+    trial: str | None
+    name: str
+    study_date: str
+    accession: str
+    received: int
+    deidentified: int
+    forwarded: int
 
 
 def _study(row: sqlite3.Row) -> Study:

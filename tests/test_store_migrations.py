@@ -409,3 +409,22 @@ def test_two_openers_at_once_migrate_once(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors and ran == [1]
+
+
+def test_identifiable_file_at_version_1_gains_the_patient_summary(tmp_path: Path) -> None:
+    """Version 1 -> 2 (the staff pages' patient summary): rows intact, the table there."""
+    db = tmp_path / "node.sqlite"
+    conn = _old_file(db, IDENTIFIABLE_V0, CHAIN_V0)
+    _fill_identifiable(conn)
+    conn.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    migrate(conn, db, [Schema(IDENT_SCHEMA.name, IDENT_SCHEMA.steps[:1], owner=True)])
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert not conn.execute(
+        "SELECT name FROM sqlite_master WHERE name='patient_summary'"
+    ).fetchall()
+    conn.close()
+    store = Store(db)
+    _check_identifiable(store)
+    store.save_summary(1, "DOE^JANE", "19600101", "20240315", "ACC1")
+    assert store.summary(1)["accession"] == "ACC1"

@@ -7,18 +7,14 @@ protocols (`uploader.protocols`, whose options select the profile a script is ch
 from __future__ import annotations
 
 import argparse
-import copy
 import secrets
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset
-
-from uploader.deid.elements import walk
 from uploader.deid.profile import load_profile
 from uploader.deid.script.check import Finding, check
 from uploader.deid.script.parser import parse_all
-from uploader.errors import ConfigError, VerificationError, WithheldError
+from uploader.errors import ConfigError
 from uploader.protocols.loader import load_protocol
 
 _MAX_VALUE = 64
@@ -66,29 +62,9 @@ def _check(files: list[Path], protocol: Path | None) -> int:
     return 1 if errors else 0
 
 
-def _flat(ds: Dataset) -> dict[str, tuple[str, str]]:
-    out = {}
-    for path, tag, vr, parent in walk(ds):
-        if vr == "SQ":
-            continue
-        where = f"{path}({tag >> 16:04X},{tag & 0xFFFF:04X})"
-        elem = parent[tag]
-        value = elem.value
-        if isinstance(value, bytes):
-            text = f"<{len(value)} bytes>"
-        elif value is None:
-            text = '""'
-        else:
-            text = str(value)
-            if len(text) > _MAX_VALUE:
-                text = text[: _MAX_VALUE - 3] + "..."
-        out[where] = (elem.keyword or elem.name.replace(" ", ""), text)
-    return out
-
-
 def _preview(args: argparse.Namespace) -> int:
     from uploader.deid.batch import read_dicom
-    from uploader.deid.engine import deidentify
+    from uploader.deid.preview import preview
     from uploader.deid.pseudonyms import read_key
     from uploader.runconfig import build_settings
 
@@ -100,28 +76,20 @@ def _preview(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{args.dicom_file}: not a readable DICOM file ({type(exc).__name__})"
         ) from exc
-    before = _flat(copy.deepcopy(ds))
-    outcome = None
-    try:
-        outcome = deidentify(ds, settings)
-    except WithheldError as exc:
-        print(f"WITHHELD: {exc.reason}")
-    except VerificationError as exc:
+    result = preview(ds, settings)  # the comparison the identifiable node's page shows too
+    if result.withheld:
+        print(f"WITHHELD: {result.withheld}")
+    if result.problems:
         print("WOULD BE WITHHELD by the verifier:")
-        for p in exc.problems:
+        for p in result.problems:
             print(f"  {p}")
-    after = _flat(ds)
     if not args.key_file:
         print("(pseudonyms below come from a throwaway key: give --key-file for the real ones)")
-    for where in sorted(set(before) | set(after)):
-        old, new = before.get(where), after.get(where)
-        if old == new:
-            continue
-        name = (new or old or ("", ""))[0]
-        if old is None and new is not None:
-            print(f"+ {where} {name}: {new[1]}")
-        elif new is None and old is not None:
-            print(f"- {where} {name}: {old[1]}")
-        elif old is not None and new is not None:
-            print(f"~ {where} {name}: {old[1]} -> {new[1]}")
-    return 0 if outcome is not None else 1
+    marks = {"added": "+", "removed": "-"}
+    for c in result.changes:
+        if c.kind == "replaced":
+            print(f"~ {c.where} {c.keyword}: {c.before} -> {c.after}")
+        elif c.kind in marks:
+            value = c.after if c.after is not None else c.before
+            print(f"{marks[c.kind]} {c.where} {c.keyword}: {value}")
+    return 1 if result.refused else 0

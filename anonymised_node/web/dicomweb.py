@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 
 from anonymised_node.store import AnonStore
 from anonymised_node.web import queue
-from anonymised_node.web.studyfiles import Series, StudyFiles
 from uploader.web.site import Site
+from uploader.web.studyfiles import Series, StudyFiles
 
 DICOM_JSON = "application/dicom+json"
 _STUDY_LEVEL = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",

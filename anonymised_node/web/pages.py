@@ -16,12 +16,12 @@ from anonymised_node.store import STATES, AnonStore
 from anonymised_node.web import queue
 from anonymised_node.web.decisions import Refused, decide
 from anonymised_node.web.dicomweb import add_dicomweb
-from anonymised_node.web.studyfiles import StudyFiles, dose_for, header_tree, rois_for
 from uploader.web.accounts import Accounts, Session
-from uploader.web.dose import LEVELS
-from uploader.web.render import PRESETS, NotRenderable, RenderCache, Slice, render_slice, thumbnail
+from uploader.web.images import add_image_routes
+from uploader.web.render import PRESETS, RenderCache
 from uploader.web.roles import Role
 from uploader.web.site import Site
+from uploader.web.studyfiles import StudyFiles, header_tree, rois_for
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DONE = {
@@ -47,11 +47,11 @@ def build_site(
     """The staff pages of the anonymised node (``digest``: how refusals are recorded by UID)."""
     site = Site(accounts, title="Review queue · anonymised node", templates=TEMPLATES, tls=tls)
     site.env.filters["when"] = _when
-    files = StudyFiles(store)
+    files = StudyFiles(lambda i: [(u, p) for u, _c, p, _up in store.instances(i)])
     cache = RenderCache(cache_mb * 1024 * 1024)
     _queue_pages(site, store, digest)
     _study_pages(site, store, files, digest)
-    _image_routes(site, files, cache)
+    add_image_routes(site, files, cache)
     _audit_pages(site, store)
     add_dicomweb(site, store, files)
     return site
@@ -152,91 +152,6 @@ def _study_pages(
         return site.render(
             "header.html", session, tree=tree, q=query, study_id=study_id, sop_uid=sop_uid
         )
-
-
-def _image_routes(site: Site, files: StudyFiles, cache: RenderCache) -> None:
-    def pick(study_id: str, series_uid: str, request: Request) -> tuple[Any, int, str] | None:
-        series = files.series(int(study_id), series_uid) if study_id.isdigit() else None
-        if series is None or not series.slices:
-            return None
-        try:
-            index = int(request.query_params.get("i", len(series.slices) // 2))
-        except ValueError:
-            index = 0
-        index = max(0, min(index, len(series.slices) - 1))
-        preset = request.query_params.get("preset", "")
-        return series, index, preset if preset in PRESETS else ""
-
-    def full(series: Any, index: int) -> Slice:
-        item = series.slices[index]
-        sop = str(item.ds.SOPInstanceUID)
-        return Slice(dcmread(series.paths[sop]), item.plane, item.spacing)
-
-    def png(data: bytes) -> Response:
-        return Response(data, media_type="image/png")
-
-    @site.page("/studies/{study_id}/series/{series_uid}/viewer")
-    def viewer(request: Request, session: Session, study_id: str, series_uid: str) -> Response:
-        found = pick(study_id, series_uid, request)
-        if found is None:
-            return site.render("error.html", session, 404, message="No such series.")
-        series, index, preset = found
-        why = ""
-        try:
-            cache.get(("probe", series.uid, index), lambda: _probe(full(series, index)))
-        except NotRenderable as exc:
-            why = str(exc)
-        view = files.view(int(study_id))
-        dose = dose_for(view, series)
-        return site.render(
-            "viewer.html",
-            session,
-            isodoses=[(p, c, p * dose.maximum / 100) for p, c in LEVELS] if dose else [],
-            study_id=study_id,
-            series=series,
-            index=index,
-            preset=preset,
-            presets=PRESETS,
-            why=why,
-            rois=rois_for(view, series),
-        )
-
-    @site.page("/studies/{study_id}/series/{series_uid}/slice.png")
-    def slice_png(request: Request, session: Session, study_id: str, series_uid: str) -> Response:
-        found = pick(study_id, series_uid, request)
-        if found is None:
-            return Response("no such series", status_code=404, media_type="text/plain")
-        series, index, preset = found
-        view = files.view(int(study_id))
-        rois, dose = rois_for(view, series), dose_for(view, series)
-        key = ("slice", series.uid, index, preset, len(rois), id(dose))
-
-        def make() -> bytes:
-            return render_slice(full(series, index), preset, rois, dose)
-
-        try:
-            return png(cache.get(key, make))
-        except NotRenderable as exc:
-            return Response(str(exc), status_code=415, media_type="text/plain")
-
-    @site.page("/studies/{study_id}/series/{series_uid}/thumb.png")
-    def thumb(request: Request, session: Session, study_id: str, series_uid: str) -> Response:
-        found = pick(study_id, series_uid, request)
-        if found is None:
-            return Response("no such series", status_code=404, media_type="text/plain")
-        series, index, _preset = found
-        try:
-            return png(cache.get(("thumb", series.uid), lambda: thumbnail(full(series, index).ds)))
-        except NotRenderable as exc:
-            return Response(str(exc), status_code=415, media_type="text/plain")
-
-
-def _probe(item: Slice) -> bytes:
-    """Render nothing but check that the pixels decode (NotRenderable says why not)."""
-    from uploader.web.render import pixels
-
-    pixels(item.ds)
-    return b"ok"
 
 
 def _audit_pages(site: Site, store: AnonStore) -> None:

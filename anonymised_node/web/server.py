@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 
 import uvicorn
 
@@ -14,6 +13,7 @@ from anonymised_node.web.pages import build_site
 from uploader.errors import ConfigError
 from uploader.transport.forwardsig import ForwardKey
 from uploader.web.accounts import Accounts
+from uploader.web.serve import PagesThread as CorePagesThread
 
 log = logging.getLogger(__name__)
 
@@ -57,29 +57,9 @@ def web_server(config: Config, store: AnonStore) -> uvicorn.Server | None:
     )
 
 
-class PagesThread(threading.Thread):
-    """Runs the pages' server; if it stops on its own (port taken, crash), the node stops too:
-    a node whose pages are gone must not look healthy."""
+class PagesThread(CorePagesThread):
+    """The core's pages thread; if the pages stop on their own, the intake stops too."""
 
     def __init__(self, pages: uvicorn.Server, intake: uvicorn.Server) -> None:
-        super().__init__(name="web", daemon=True)
-        self.pages, self.intake = pages, intake
-        self.failed = False
-        self.stopping = False
-
-    def run(self) -> None:
-        try:
-            self.pages.run()
-        except BaseException:  # uvicorn exits with SystemExit when it cannot bind
-            log.exception("the staff pages' server failed")
-        if not self.stopping:
-            self.failed = True
-            log.error(
-                "the staff pages stopped (web.listen %s): stopping the node", self.pages.config.port
-            )
-            self.intake.should_exit = True
-
-    def stop(self) -> None:
-        """Ask the pages' server to finish (the node is shutting down)."""
-        self.stopping = True
-        self.pages.should_exit = True
+        super().__init__(pages, lambda: setattr(intake, "should_exit", True))
+        self.intake = intake

@@ -70,6 +70,19 @@ class Pseudonym(_Strict):
 
     subject: str = Field(default="{protocol}-{site}-{hash:6}", description="subject ID pattern")
     session: str = Field(default="{subject}_{hash:6}", description="session label pattern")
+    manual_subject: str | None = Field(
+        default=None,
+        description="regex of the subject IDs the trial assigns, entered by staff (none: none)",
+    )
+    manual_session: str | None = Field(
+        default=None,
+        description="regex of the session IDs the trial assigns, entered by staff (none: none)",
+    )
+
+    @field_validator("manual_subject", "manual_session")
+    @classmethod
+    def _manual(cls, v: str | None) -> str | None:
+        return _regex(v) if v is not None else None
 
     @field_validator("subject")
     @classmethod

@@ -20,3 +20,16 @@
     if (event.key === "ArrowUp" || event.key === "ArrowLeft") { event.preventDefault(); step(viewer, -1); }
   });
 })();
+// A file input with data-fill="ID" reads the chosen text file into that textarea (a bulk CSV
+// is sent as a form field: the pages take no multipart uploads).
+(function () {
+  "use strict";
+  document.addEventListener("change", function (event) {
+    var input = event.target;
+    var target = input && input.dataset ? document.getElementById(input.dataset.fill || "") : null;
+    if (!target || !input.files || !input.files[0]) { return; }
+    var reader = new FileReader();
+    reader.onload = function () { target.value = String(reader.result || ""); };
+    reader.readAsText(input.files[0]);
+  });
+})();

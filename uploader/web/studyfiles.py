@@ -1,21 +1,24 @@
 """A study's instances as the pages need them: headers grouped into series, RT structures,
 the RTPLAN summary, the header tree; read once without pixels and kept while the study is open.
+Both nodes' pages use it: each gives the function that lists a study's (SOP UID, path) pairs.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 
-from anonymised_node.store import AnonStore
 from uploader.web.contours import Roi, read_rois
 from uploader.web.dose import DoseGrid, read_dose
 from uploader.web.render import Slice, sort_slices
 
+#: A study's instances as (SOP Instance UID, path of its file), given its row id.
+Instances = Callable[[int], list[tuple[str, str]]]
 _BINARY = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
 _SHOWN = 200  # characters of a value shown in the header viewer
 
@@ -53,14 +56,14 @@ class StudyView:
 class StudyFiles:
     """Reads and keeps the headers of the studies being looked at (a few at a time)."""
 
-    def __init__(self, store: AnonStore, keep: int = 8) -> None:
-        self.store, self.keep = store, keep
+    def __init__(self, instances: Instances, keep: int = 8) -> None:
+        self.instances, self.keep = instances, keep
         self._views: dict[tuple[int, int], StudyView] = {}
         self._lock = threading.Lock()
 
     def view(self, study_id: int) -> StudyView:
         """The study's series, structures and plans (re-read when instances were added)."""
-        instances = self.store.instances(study_id)
+        instances = self.instances(study_id)
         key = (study_id, len(instances))
         with self._lock:
             found = self._views.get(key)
@@ -85,12 +88,12 @@ class StudyFiles:
         return None
 
 
-def _read(instances: list[tuple[str, str, str, int]]) -> StudyView:
+def _read(instances: list[tuple[str, str]]) -> StudyView:
     series: dict[str, Series] = {}
     rois: dict[str, list[Roi]] = {}
     plans, unreadable = [], 0
     doses: dict[str, tuple[bool, DoseGrid]] = {}
-    for sop_uid, _sop_class, path, _up in instances:
+    for sop_uid, path in instances:
         try:
             ds = dcmread(path, stop_before_pixels=True)
         except Exception:  # a file gone (retention) or unreadable: counted, not fatal
