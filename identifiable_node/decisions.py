@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from identifiable_node.store import Decisions, Store, Study, StudyState
+from identifiable_node.store import Decisions, SetAsideKind, Store, Study, StudyState
 from identifiable_node.trials import Trials
 from uploader.deid.identifiers import fold
 from uploader.deid.relabel import relabel as apply_relabel
@@ -301,13 +301,13 @@ def retry_quarantined(
     row = store.set_aside_row(row_id)
     if row is None:
         raise Refused(f"no quarantined file {row_id}")
-    if row["kind"] == "conflict":
+    if row.kind == SetAsideKind.CONFLICT:
         raise Refused(
             "a second copy with other content: delete it, or release its study to go on with "
             "the first"
         )
-    path = Path(str(row["path"]))
-    if not row["path"] or not path.is_file():
+    path = Path(row.path)
+    if not row.path or not path.is_file():
         raise Refused("its file is no longer in quarantine")
     try:
         taken = take_file(path)
@@ -326,6 +326,6 @@ def delete_quarantined(store: Store, row_id: int, by: str, *, admin: bool) -> No
     row = store.set_aside_row(row_id)
     if row is None:
         raise Refused(f"no quarantined file {row_id}")
-    if row["path"]:
-        Path(str(row["path"])).unlink(missing_ok=True)
+    if row.path:
+        Path(row.path).unlink(missing_ok=True)
     store.drop_set_aside(row_id, by, "quarantined file deleted")

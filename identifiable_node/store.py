@@ -362,10 +362,14 @@ class Store(Database):
                 )
         return study_id
 
-    def set_aside_rows(self, study_id: int | None = None) -> list[SetAside]:
-        """What was kept in quarantine for staff (of one study, or all), oldest first."""
+    def set_aside_rows(
+        self, study_id: int | None = None, *, row_id: int | None = None
+    ) -> list[SetAside]:
+        """What was kept in quarantine for staff (of one study, one row, or all), oldest first."""
         sql = "SELECT id, study_id, kind, path, reason, at FROM set_aside"
-        if study_id is None:
+        if row_id is not None:
+            rows = self.query(sql + " WHERE id=?", (row_id,))
+        elif study_id is None:
             rows = self.query(sql + " ORDER BY id")
         else:
             rows = self.query(sql + " WHERE study_id=? ORDER BY id", (study_id,))
@@ -734,10 +738,9 @@ class Store(Database):
         """The link table (original patient/study -> subject/session), for authorised export."""
         return self.query("SELECT * FROM links ORDER BY protocol, subject, session")
 
-    def set_aside_row(self, row_id: int) -> sqlite3.Row | None:
+    def set_aside_row(self, row_id: int) -> SetAside | None:
         """One row of what was kept in quarantine."""
-        rows = self.query("SELECT * FROM set_aside WHERE id=?", (row_id,))
-        return rows[0] if rows else None
+        return next(iter(self.set_aside_rows(row_id=row_id)), None)
 
     def drop_set_aside(self, row_id: int, actor: str, what: str) -> None:
         """Forget one quarantine row (its file was deleted or taken back), audited."""

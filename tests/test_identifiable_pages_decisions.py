@@ -60,7 +60,7 @@ def test_relabels_are_audited_old_to_new_and_chained_with_synonyms(tmp_path: Pat
     assert now == {"Rectm": "rectum"}
     staff.relabel(store, study_id, {"Rectm": ""}, "rita")  # undone, audited too
     staff.relabel(store, study_id, {"Rectm": "rectum"}, "rita")
-    details = [r["detail"] for r in store.audit_rows(study_id) if r["action"] == "ROI relabelled"]
+    details = [r.detail for r in store.audit_rows(study_id) if r.action == "ROI relabelled"]
     assert details == ["'Rectm' -> 'rectum'", "'rectum' -> 'Rectm'", "'Rectm' -> 'rectum'"]
     with store.tx() as c:  # the validation report found the synonym on the renamed ROI
         c.execute("UPDATE studies SET report=?", (json.dumps({"relabel": {"rectum": "Rectum"}}),))
