@@ -1,4 +1,5 @@
-"""The intake: STOW-RS (``POST /dicom-web/studies``), the study manifest, and the review API.
+"""The intake: STOW-RS (``POST /dicom-web/studies``), the study manifest, the study status the
+identifiable node asks for (``GET /studies/{uid}/status``, signed), and the review API.
 
 The forwarders' bearer token opens the intake; the forwarding key proves what came from the
 identifiable node: a manifest (which must come first) announces a study, its instances and its
@@ -215,6 +216,19 @@ def make_app(
         study_uid = _manifest_checked(doc, gate)
         await run_in_threadpool(store.manifest, study_uid, doc)
         return {"status": "recorded"}
+
+    @app.get("/studies/{study_uid}/status")
+    def status(study_uid: str, request: Request) -> dict[str, Any]:
+        """What this node holds of a study, asked by the identifiable node by its de-identified
+        UID (signed with the forwarding key): counts and a state, nothing else."""
+        _bearer(request, token)
+        signature = request.headers.get(HEADER, "")
+        if not signature or not key.status_signed(study_uid, signature):
+            raise HTTPException(403, "the request is not signed with the forwarding key")
+        held = store.holding(study_uid) if valid_uid(study_uid) else None
+        if held is None:
+            raise HTTPException(404, "not found")
+        return {"announced": held.announced, "stored": held.stored, "state": str(held.state)}
 
     _review_api(app, store, review_token, max_json)
     return app

@@ -151,6 +151,16 @@ class Listed(NamedTuple):
     updated: float
 
 
+@dataclass(frozen=True)
+class Holding:
+    """What the node holds of an announced study, for the identifiable node's status request:
+    instances announced, those of them stored (each passed the gate), and the study's state."""
+
+    announced: int
+    stored: int
+    state: AnonState
+
+
 class InstanceCount(NamedTuple):
     """A study's instances of one SOP class: how many, how many uploaded, the first arrival."""
 
@@ -396,6 +406,19 @@ class AnonStore(Database):
             c.executemany(
                 "UPDATE instances SET uploaded=1 WHERE sop_uid=?", [(s,) for s in sop_uids]
             )
+
+    def holding(self, study_uid: str) -> Holding | None:
+        """What is held of a study announced by its manifest (None: unknown, or no manifest)."""
+        announced = self.announced(study_uid)
+        if announced is None:
+            return None
+        rows = self.query(
+            "SELECT s.state, i.sop_uid FROM studies s LEFT JOIN instances i ON i.study_id = s.id"
+            " WHERE s.study_uid=?",
+            (study_uid,),
+        )
+        stored = sum(1 for r in rows if r["sop_uid"] in announced.sop_uids)
+        return Holding(len(announced.sop_uids), stored, _STATE[rows[0]["state"]])
 
     def held_study(self, study_uid: str) -> int | None:
         """The row id of a study whose files are still here (not purged), by its UID."""

@@ -134,6 +134,27 @@ class ForwardSettings(_Section):
     timeout_s: float = Field(60.0, gt=0, description="per-request timeout")
     max_attempts: int = Field(8, ge=1, description="attempts before a study waits for staff")
     backoff_s: float = Field(2.0, ge=0, description="first retry delay; doubles each time")
+    status_url: str | None = Field(
+        None,
+        description="the anonymised node's study status URL, `{study_uid}` standing for the"
+        " de-identified Study Instance UID: a forwarded study is confirmed once it holds every"
+        " announced instance; none: forwarded is the last state",
+    )
+    confirm_attempts: int = Field(
+        12, ge=1, description="status checks of a forwarded study before the node stops asking"
+    )
+    confirm_backoff_s: float = Field(
+        5.0, ge=0, description="first delay between status checks; doubles, at most 10 min"
+    )
+
+    @field_validator("status_url")
+    @classmethod
+    def _status_template(cls, v: str | None) -> str | None:
+        if v is not None and "{study_uid}" not in v:
+            raise ValueError("the status URL must hold {study_uid}")
+        if v is not None and not v.startswith(("https://", "http://")):
+            raise ValueError("the status URL must start with https://")
+        return v
 
     @field_validator("url")
     @classmethod

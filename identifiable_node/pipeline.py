@@ -1,4 +1,5 @@
-"""The per-study pipeline: complete -> opt-out -> trial -> validate -> pseudonymise -> forward.
+"""The per-study pipeline: complete -> opt-out -> trial -> validate -> pseudonymise -> forward
+-> confirmed (the anonymised node, asked with a signed status request, holds every instance).
 
 A worker claims one study (with a lease), moves it one state on, and releases it with the new
 state and an audit row, in one transaction. Every step is idempotent: after a crash (even
@@ -51,6 +52,18 @@ STEP_ATTEMPTS = 5
 #: Seconds before the first retry of a failed step; doubled each time, at most STEP_BACKOFF_MAX_S.
 STEP_BACKOFF_S = 2.0
 STEP_BACKOFF_MAX_S = 300.0
+#: The longest wait between two status checks of a forwarded study.
+CONFIRM_BACKOFF_MAX_S = 600.0
+#: The anonymised node's states, as staff here read them.
+ANON_LABEL = {
+    "receiving": "receiving",
+    "ready": "waiting for approval",
+    "approved": "approved",
+    "uploading": "being pushed to the repository",
+    "uploaded": "in the repository",
+    "failed": "push to the repository failing, retrying",
+    "rejected": "rejected",
+}
 #: Sequences inside sequences an instance may have (real objects have fewer than 10).
 MAX_SEQUENCE_DEPTH = 32
 
@@ -139,7 +152,9 @@ class Pipeline:
 
     def step(self) -> bool:
         """Do one unit of work; return False when there was nothing to do."""
-        study = self.store.claim(self.owner, self.config.workers.lease_s)
+        forward = self.config.forward
+        checks = forward.confirm_attempts if forward.status_url and self.forwarder else 0
+        study = self.store.claim(self.owner, self.config.workers.lease_s, confirm_checks=checks)
         if study is None:
             return False
         handler = {
@@ -147,6 +162,8 @@ class Pipeline:
             StudyState.COMPLETE: self._complete,
             StudyState.VALIDATED: self._pseudonymise,
             StudyState.PSEUDONYMISED: self._forward,
+            StudyState.FORWARDED: self._confirm,
+            StudyState.CONFIRMED: self._confirm,
         }[study.state]
         self._claimed = study
         try:
@@ -484,6 +501,95 @@ class Pipeline:
             attempts=0,
         )
 
+    def _confirm(self, study: Study) -> None:
+        """Ask the anonymised node what it holds of a forwarded study (by its de-identified
+        UID, signed): confirmed once it holds every announced instance, then asked on (slower)
+        until the study is in the repository there or was rejected there, which the study then
+        says. Failing to ask is no error of the study: it stays as it is and is asked again
+        later, at most ``forward.confirm_attempts`` times in a row."""
+        template, forwarder = self.config.forward.status_url, self.forwarder
+        if not template or forwarder is None:  # not claimed then; a step in flight lets it be
+            self._release(study.id, study.state, self.owner)
+            return
+        try:
+            uid = _out_study_uid([i for i in self.store.instances(study.id) if i.out_path])
+            doc = forwarder.get_status(template.replace("{study_uid}", uid), uid) if uid else None
+        except (RetriableError, PermanentError) as exc:
+            self._check_again(study, f"the anonymised node could not be asked: {exc}")
+            return
+        except Exception as exc:  # its outputs unreadable: said, never a crash
+            self._check_again(study, f"the de-identified study UID cannot be read: {describe(exc)}")
+            return
+        held = _holding(doc)
+        if held is None:
+            self._check_again(study, "the anonymised node does not hold this study")
+            return
+        announced, stored, state = held
+        there = ANON_LABEL[state]
+        if state == "rejected":
+            self._release(
+                study.id,
+                StudyState.REFUSED_DOWNSTREAM,
+                self.owner,
+                reason="rejected by the anonymised node",
+                attempts=0,
+            )
+            return
+        if not announced or stored < announced:
+            self._check_again(
+                study,
+                f"the anonymised node holds {stored} of {announced} announced instance(s)"
+                f" ({there})",
+            )
+            return
+        now = f"at the anonymised node: {there}"
+        if state == "uploaded":  # nothing more to learn: asked no more
+            done = self.config.forward.confirm_attempts
+            self._release(
+                study.id, StudyState.CONFIRMED, self.owner, now, reason=now, attempts=done
+            )
+        elif study.state == StudyState.FORWARDED:
+            self._release(
+                study.id,
+                StudyState.CONFIRMED,
+                self.owner,
+                f"the anonymised node holds {stored} of {announced} instance(s)",
+                reason=now,
+                retry_in=self.config.forward.confirm_backoff_s,
+                attempts=0,
+            )
+        else:
+            self._check_again(study, there, reason=now)
+
+    def _check_again(self, study: Study, why: str, *, reason: str | None = None) -> None:
+        """Ask about a study again after a back-off; its checks spent, it is left as it is. A
+        forwarded study's reason is the last answer; a confirmed one keeps what it last heard
+        (or ``reason``, what it heard now)."""
+        attempts = study.attempts + 1
+        forward = self.config.forward
+        spent = attempts >= forward.confirm_attempts
+        if study.state == StudyState.FORWARDED:
+            reason = (
+                f"not confirmed by the anonymised node after {attempts} check(s): {why}"
+                if spent
+                else f"not confirmed yet: {why}"
+            )
+        if spent:
+            log.warning(
+                "study %d (%s): the anonymised node was asked %d time(s), no more: %s",
+                study.id, study.state, attempts, why,
+            )  # fmt: skip
+        delay = min(forward.confirm_backoff_s * 2 ** (attempts - 1), CONFIRM_BACKOFF_MAX_S)
+        self._release(
+            study.id,
+            study.state,
+            self.owner,
+            f"asked {attempts} time(s), no more" if spent else "",
+            reason=study.reason if reason is None else reason,
+            retry_in=0.0 if spent else delay,
+            attempts=attempts,
+        )
+
     def _send_all(self, study: Study) -> None:
         """Send every pseudonymised instance not yet acknowledged, in batches, with
         ``forward.concurrency`` requests in flight (the receiver stores one batch while the next
@@ -541,6 +647,18 @@ class Pipeline:
                 "validation": {"passed": report.get("passed"), "checks": report.get("checks", [])},
             },
         )
+
+
+def _holding(doc: dict[str, object] | None) -> tuple[int, int, str] | None:
+    """(announced, stored, state) from the anonymised node's status answer; None when it did
+    not know the study or answered something else."""
+    if doc is None:
+        return None
+    announced, stored, state = doc.get("announced"), doc.get("stored"), doc.get("state")
+    counts = [n for n in (announced, stored) if isinstance(n, int) and not isinstance(n, bool)]
+    if len(counts) != 2 or not isinstance(state, str) or state not in ANON_LABEL:
+        return None
+    return counts[0], counts[1], state
 
 
 def _out_study_uid(sent: list[Instance]) -> str:

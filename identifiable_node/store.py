@@ -33,6 +33,8 @@ class StudyState(StrEnum):
     FORWARDED = "forwarded"
     QUARANTINED = "quarantined"
     REJECTED = "rejected"  # by staff, with a reason; an admin may purge its files
+    CONFIRMED = "confirmed"  # the anonymised node holds every announced instance
+    REFUSED_DOWNSTREAM = "refused_downstream"  # the anonymised node's staff rejected it
 
 
 STATES = tuple(StudyState)
@@ -43,6 +45,8 @@ WORK_STATES = (
     StudyState.VALIDATED,
     StudyState.PSEUDONYMISED,
 )
+#: States whose study the anonymised node is asked about (``forward.status_url``).
+CHECKED_STATES = (StudyState.FORWARDED, StudyState.CONFIRMED)
 #: States a late instance does not reopen.
 _STAY = (StudyState.RECEIVING, StudyState.OPTED_OUT, StudyState.QUARANTINED)
 #: States a conflicting copy of an instance stops (a study still receiving stops at `complete`).
@@ -402,16 +406,26 @@ class Store(Database):
     # ---------------------------------------------------------------- work queue
 
     def claim(
-        self, owner: str, lease_s: float, states: tuple[StudyState, ...] = WORK_STATES
+        self,
+        owner: str,
+        lease_s: float,
+        states: tuple[StudyState, ...] = WORK_STATES,
+        *,
+        confirm_checks: int = 0,
     ) -> Study | None:
-        """Claim the next study in a work state whose lease is free; None if there is none."""
+        """Claim the next study in a work state whose lease is free; None if there is none.
+        With ``confirm_checks``, forwarded and confirmed studies are claimed too (to ask the
+        anonymised node what it holds of them) until that many checks were made in a row."""
         now = time.time()
+        if confirm_checks:
+            states = (*states, *CHECKED_STATES)
         marks = ",".join("?" * len(states))
         with self.tx() as c:
             row = c.execute(
                 f"SELECT * FROM studies WHERE state IN ({marks}) AND lease_until < ? "  # noqa: S608 - placeholders only
-                "AND next_attempt <= ? ORDER BY next_attempt, id LIMIT 1",
-                (*states, now, now),
+                "AND next_attempt <= ? AND NOT (state IN (?,?) AND attempts >= ?)"
+                " ORDER BY next_attempt, id LIMIT 1",
+                (*states, now, now, *CHECKED_STATES, confirm_checks),
             ).fetchone()
             if row is None:
                 return None

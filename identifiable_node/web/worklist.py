@@ -21,6 +21,8 @@ LABEL = {
     "forwarded": "forwarded",
     "quarantined": "quarantined",
     "rejected": "rejected",
+    "confirmed": "confirmed by the anonymised node",
+    "refused_downstream": "rejected by the anonymised node",
 }
 
 

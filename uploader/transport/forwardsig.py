@@ -5,7 +5,9 @@ identifiable node). The forwarder sends, with each instance (a header of its mul
 with each manifest (a request header), ``HMAC-SHA256(key, kind || bytes)`` in hex. The bytes are
 the whole file as written by the identifiable node, so the tag covers every UID in it (and every
 other value): an instance whose UIDs the identifiable node did not write, or that was changed on
-the way, has no valid tag and is refused. Checking is a constant-time compare.
+the way, has no valid tag and is refused. Checking is a constant-time compare. A status request
+(the identifiable node asking what the anonymised node holds of a study, a GET) carries the tag
+of the de-identified Study Instance UID it asks about.
 
 The same key gives the anonymised node a keyed digest for refused instances: a refusal is
 recorded and logged by ``uid_digest`` of the SOP Instance UID (which may embed a date), never by
@@ -22,6 +24,7 @@ from uploader.errors import ConfigError
 
 HEADER = "X-Forward-Signature"
 _INSTANCE, _MANIFEST, _UID = b"sdu-instance-v1\x00", b"sdu-manifest-v1\x00", b"sdu-uid-v1\x00"
+_STATUS = b"sdu-status-v1\x00"
 MIN_KEY_CHARS = 32
 
 
@@ -70,6 +73,15 @@ class ForwardKey:
     def manifest_signed(self, body: bytes, tag: str) -> bool:
         """True if ``tag`` is this key's tag for the manifest body."""
         return hmac.compare_digest(self.sign_manifest(body), tag.strip().lower())
+
+    def sign_status(self, study_uid: str) -> str:
+        """The tag sent with a status request (a GET: it covers the de-identified study UID
+        asked about)."""
+        return self._tag(_STATUS, study_uid.encode("utf-8", "replace"))
+
+    def status_signed(self, study_uid: str, tag: str) -> bool:
+        """True if ``tag`` is this key's tag for a status request about ``study_uid``."""
+        return hmac.compare_digest(self.sign_status(study_uid), tag.strip().lower())
 
     def uid_digest(self, uid: str) -> str:
         """A keyed digest of a UID, to record a refused instance by (20 hex digits)."""

@@ -118,6 +118,37 @@ class StowClient:
             raise PermanentError(f"{self.base} refused the instances (HTTP {response.status_code})")
         return response
 
+    def get_status(self, url: str, study_uid: str) -> dict[str, Any] | None:
+        """GET what the anonymised node holds of a study (``url``: its status endpoint for the
+        study), signed with the forwarding key over the study UID; None when it answers 404
+        (it does not know the study).
+
+        Raises:
+            RetriableError: the node cannot be reached or failed for now.
+            PermanentError: it refused our credentials or signature, or the request.
+        """
+        headers = {"Accept": "application/json"}
+        if self.signer is not None:
+            headers[HEADER] = self.signer.sign_status(study_uid)
+        response = self._request("GET", url, headers=headers)
+        if response.status_code == 404:
+            return None
+        if response.status_code in (401, 403):
+            raise PermanentError(
+                f"{self.base} refused our credentials (HTTP {response.status_code})"
+            )
+        if response.status_code in _RETRIABLE:
+            raise RetriableError(f"{self.base} answered HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise PermanentError(f"{self.base} refused the request (HTTP {response.status_code})")
+        try:
+            doc = response.json()
+        except ValueError as exc:
+            raise RetriableError(f"{self.base} answered with no JSON document") from exc
+        if not isinstance(doc, dict):
+            raise RetriableError(f"{self.base} answered with no JSON object")
+        return doc
+
     def instances(self, study_uid: str) -> set[str]:
         """QIDO-RS: the SOP Instance UIDs the server holds for a study (empty if none).
 
