@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from uploader.node.config import load_yaml_model
 from uploader.relay import parse_routes
@@ -149,11 +149,14 @@ class ForwardSettings(_Section):
 
     @field_validator("status_url")
     @classmethod
-    def _status_template(cls, v: str | None) -> str | None:
+    def _status_template(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is not None and "{study_uid}" not in v:
             raise ValueError("the status URL must hold {study_uid}")
-        if v is not None and not v.startswith(("https://", "http://")):
+        plain = v is not None and v.startswith("http://")
+        if v is not None and not v.startswith("https://") and not plain:
             raise ValueError("the status URL must start with https://")
+        if plain and not info.data.get("allow_plain_http"):  # the bearer token goes with it
+            raise ValueError("plain HTTP is refused (set allow_plain_http to permit)")
         return v
 
     @field_validator("url")

@@ -16,7 +16,9 @@ import requests
 import yaml
 from pydicom import dcmread
 
+from identifiable_node.config import load_config
 from identifiable_node.store import CHECKED_STATES, STATES, Store, StudyState
+from uploader.errors import ConfigError
 from uploader.sample import Patient, write_study
 from uploader.transport.forwardsig import HEADER, ForwardKey
 from uploader.web.accounts import Accounts, Role
@@ -111,6 +113,24 @@ def test_the_status_signature_is_its_own_kind_and_covers_the_uid() -> None:
     assert not key.status_signed("1.2.4", tag)
     assert not key.manifest_signed(b"1.2.3", tag)  # a status tag is no manifest's tag
     assert not ForwardKey(b"another-key-" + b"7" * 30).status_signed("1.2.3", tag)
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ("  status_url: https://anon:8443/studies/x/status\n", "the status URL must hold"),
+        ("  status_url: ftp://anon/{study_uid}\n", "the status URL must start with https://"),
+        ("  status_url: http://anon/{study_uid}\n", "plain HTTP is refused"),
+    ],
+)
+def test_a_bad_status_url_is_named(tmp_path: Path, lines: str, expected: str) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text("forward:\n" + lines)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"forward.status_url: {expected}" in str(info.value)
+    path.write_text("forward:\n  allow_plain_http: true\n  status_url: http://a/{study_uid}\n")
+    assert load_config(path).forward.status_url == "http://a/{study_uid}"
 
 
 # ---------------------------------------------------------------- real nodes
