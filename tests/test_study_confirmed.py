@@ -229,6 +229,7 @@ def test_studies_sent_by_storescu_are_confirmed_then_in_the_repository_or_reject
             assert "waiting for approval" in page
             one = _worklist(web, tmp_path / "ident" / "pages.crt", f"/studies/{rows[0]['id']}")
             assert "confirmed by the anonymised node" in one and "waiting for approval" in one
+            assert "Why: at the anonymised node" not in one  # a state, not a failure
 
             # the endpoint: counts and a state by the de-identified UID, signed, nothing else
             uid = rows[0]["out_uid"]
