@@ -16,6 +16,7 @@ import requests
 import yaml
 from pydicom import dcmread
 
+from anonymised_node.store import AnonState, AnonStore, Holding
 from identifiable_node.config import load_config
 from identifiable_node.store import CHECKED_STATES, STATES, Store, StudyState
 from uploader.errors import ConfigError
@@ -104,6 +105,28 @@ def test_a_confirmed_study_is_counted_audited_and_asked_about_until_its_checks_a
     assert store.claim("w", 5.0, confirm_checks=3) is None
     (row,) = store.worklist(state="confirmed")
     assert row.id == sid and row.state == "confirmed"
+
+
+def test_the_anonymised_store_tells_what_it_holds_of_an_announced_study_only(
+    tmp_path: Path,
+) -> None:
+    store = AnonStore(tmp_path / "anonymised.sqlite")
+    uids = ["1.2.9.1", "1.2.9.2", "1.2.9.3"]
+    labels = {"protocol": "PACE-C", "subject": "S-1", "session": "S-1_ab12"}
+    store.manifest("1.2.9", {"study_uid": "1.2.9", "instances": 3, "sop_instance_uids": uids,
+                             **labels})  # fmt: skip
+    assert store.holding("1.2.9") == Holding(3, 0, AnonState.RECEIVING)
+    for uid in uids[:2]:
+        store.add_instance(study_uid="1.2.9", sop_uid=uid, sop_class="1.2.840.10008.5.1.4.1.1.2",
+                           path=f"/r/{uid}.dcm", digest=uid, **labels)  # fmt: skip
+    assert store.holding("1.2.9") == Holding(3, 2, AnonState.RECEIVING)
+    store.add_instance(study_uid="1.2.9", sop_uid=uids[2], sop_class="1.2.840.10008.5.1.4.1.1.2",
+                       path="/r/3.dcm", digest="3", **labels)  # fmt: skip
+    assert store.holding("1.2.9") == Holding(3, 3, AnonState.READY)
+    assert store.holding("1.2.8") is None  # never announced
+    store.add_instance(study_uid="1.2.7", sop_uid="1.2.7.1", sop_class="1.2", path="/r/7.dcm",
+                       **labels)  # fmt: skip
+    assert store.holding("1.2.7") is None  # no manifest: nothing announced
 
 
 def test_the_status_signature_is_its_own_kind_and_covers_the_uid() -> None:
