@@ -25,6 +25,13 @@ if [ ! -s tls/intake.crt ]; then
   cp tls/intake.crt tls/intake-ca.pem
   echo "created tls/intake.crt (self-signed; the identifiable node trusts it via tls/intake-ca.pem)"
 fi
+if [ ! -s tls/pages.crt ]; then
+  host=$(hostname -f 2>/dev/null || hostname)
+  openssl req -x509 -newkey rsa:3072 -nodes -days 825 -subj "/CN=${host}" \
+    -addext "subjectAltName=DNS:${host},DNS:localhost,IP:127.0.0.1" \
+    -keyout secrets/pages_tls_key -out tls/pages.crt 2>/dev/null
+  echo "created tls/pages.crt (self-signed, for ${host}: the identifiable node's staff pages; replace it and secrets/pages_tls_key with your hospital's certificate)"
+fi
 if [ ! -s tls/repository-ca.pem ]; then
   cp /etc/ssl/certs/ca-certificates.crt tls/repository-ca.pem
   echo "created tls/repository-ca.pem (this host's CA bundle: replace it with your repository's CA)"
@@ -34,5 +41,5 @@ chown "$NODE_UID:$NODE_UID" secrets/* incoming
 chmod 0400 secrets/*
 chmod 0700 secrets
 chmod 2770 incoming        # files dropped here must be readable by uid/gid 10001 (setgid keeps the group)
-chmod 0644 tls/intake.crt tls/intake-ca.pem tls/repository-ca.pem
+chmod 0644 tls/intake.crt tls/intake-ca.pem tls/pages.crt tls/repository-ca.pem
 chmod 0755 tls

@@ -19,6 +19,7 @@ from identifiable_node.store import Decisions, SetAsideKind, Store, Study, Study
 from identifiable_node.trials import Trials
 from uploader.deid.identifiers import fold
 from uploader.deid.relabel import relabel as apply_relabel
+from uploader.errors import NotDicomError
 from uploader.protocols.model import Protocol
 from uploader.protocols.patterns import compile_pattern
 from uploader.protocols.study import study_from_files
@@ -311,12 +312,18 @@ def retry_quarantined(
         raise Refused("its file is no longer in quarantine")
     try:
         taken = take_file(path)
+    except NotDicomError as exc:  # its message names the problem, never a value
+        raise Refused(
+            f"it still cannot be taken in: {exc}; it stays in quarantine (an administrator can "
+            "delete it)"
+        ) from exc
     except Exception as exc:  # hostile or broken input: its kind, never its values
         raise Refused(f"it still cannot be taken in: {type(exc).__name__}") from exc
     if not taken:
         raise Refused("the node already has this instance: delete this copy instead")
     store.drop_set_aside(row_id, by, "quarantined file retried")
     path.unlink(missing_ok=True)  # its bytes are in the spool now
+    _reason_file(path).unlink(missing_ok=True)
 
 
 def delete_quarantined(store: Store, row_id: int, by: str, *, admin: bool) -> None:
@@ -328,4 +335,10 @@ def delete_quarantined(store: Store, row_id: int, by: str, *, admin: bool) -> No
         raise Refused(f"no quarantined file {row_id}")
     if row.path:
         Path(row.path).unlink(missing_ok=True)
+        _reason_file(Path(row.path)).unlink(missing_ok=True)
     store.drop_set_aside(row_id, by, "quarantined file deleted")
+
+
+def _reason_file(path: Path) -> Path:
+    """The reason the spool wrote beside a quarantined file (it goes with the file)."""
+    return path.with_name(path.name + ".reason.txt")

@@ -40,6 +40,7 @@ from typing import Any
 
 from identifiable_node.config import FolderSettings
 from identifiable_node.ingest import Ingestor
+from identifiable_node.store import SetAsideKind
 from uploader.errors import NotDicomError, RetriableError
 from uploader.hardening import describe
 from uploader.health import Component
@@ -371,7 +372,10 @@ class FolderWatcher:
             )
         except NotDicomError as exc:
             safe_name = shown((name,)).replace("\\", "_").replace("/", "_")
-            self.ingestor.spool.quarantine(data, safe_name, f"{shown(rel)}: {exc}")
+            reason = f"{shown(rel)}: {exc}"
+            kept = self.ingestor.spool.quarantine(data, safe_name, reason)
+            # on the quarantine page, where staff see why and an admin deletes it
+            self.ingestor.store.set_aside(None, SetAsideKind.QUARANTINED, str(kept), reason)
             self._counts["quarantined"] += 1
             log.warning("a file from the watched folder was quarantined: %s", exc)
             self._seen.pop(rel, None)

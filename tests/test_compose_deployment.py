@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,12 +51,14 @@ class Stack:
     review_port: int
     timings: dict[str, float]
     pages_port: int = 0  # a free port too: nothing on this host may hold 8444
+    identifiable_pages_port: int = 0  # the gateway's 8445, published on 127.0.0.1
 
     def compose(self, *args: str, check: bool = True, timeout: float = 300) -> str:
         env = self.engine.env(
             UPLOADER_DICOM_PORT=str(self.dicom_port),
             UPLOADER_REVIEW_PORT=str(self.review_port),
             UPLOADER_PAGES_PORT=str(self.pages_port),
+            UPLOADER_IDENTIFIABLE_PAGES_PORT=str(self.identifiable_pages_port),
             UPLOADER_VERSION=__version__,  # the tag _build gave the images (.env says the same)
         )
         done = subprocess.run(
@@ -79,12 +82,14 @@ class Stack:
         )
         return found[0]
 
-    def exec(self, service: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+    def exec(
+        self, service: str, *cmd: str, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(Path(sys.executable).parent / "docker-compose"), "-p", PROJECT, "exec", "-T",
              service, *cmd],
             cwd=self.repo, env=self.engine.env(), capture_output=True, text=True, timeout=60,
-            check=False,
+            check=False, input=stdin,
         )  # fmt: skip
 
     def api(self, path: str, **body: Any) -> Any:
@@ -160,7 +165,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         t1 = time.monotonic()
         _build(eng, repo)
         timings["builds"] = time.monotonic() - t1
-        handle = Stack(eng, repo, None, free_port(), free_port(), timings, free_port())  # type: ignore[arg-type]
+        handle = Stack(eng, repo, None, free_port(), free_port(), timings, free_port(), free_port())  # type: ignore[arg-type]
         try:
             handle.compose("create")  # the networks exist from here: the repository needs one
             net = json.loads(eng.docker("network", "inspect", f"{PROJECT}_outbound"))[0]
@@ -282,6 +287,41 @@ def test_setup_then_up_gives_healthy_nodes_and_both_doors_reach_the_repository(
     )
     assert "every part healthy" in status.stdout, status.stdout + status.stderr
     assert not list(dropped.iterdir())  # taken and moved (across volumes) to processed/
+
+
+def test_staff_sign_in_to_the_identifiable_pages_over_https_through_the_gateway(
+    stack: Stack,
+) -> None:
+    """The identifiable node's pages, through the gateway's published port to the node's link:
+    HTTPS with the certificate setup.sh made, an account made inside the container, and the
+    worklist shows the patient sent by C-STORE to the signed-in user."""
+    ident = "/etc/uploader/identifiable.yaml"
+    made = stack.exec(
+        "identifiable-node", "uploader", "users", "add", "rita.compose", "--role", "reviewer",
+        "--password-file", "-", "--config", ident, stdin="compose-reviewer-password\n",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    web = f"https://127.0.0.1:{stack.identifiable_pages_port}"
+    with pytest.raises(requests.exceptions.SSLError):  # not trusted without the pages' certificate
+        untrusted = requests.Session()
+        untrusted.trust_env = False
+        untrusted.get(f"{web}/signin", timeout=10)
+    s = requests.Session()
+    s.trust_env = False  # else the environment's CA bundle wins over verify
+    s.verify = str(stack.repo / "deploy/tls/pages.crt")
+    form = s.get(f"{web}/signin", timeout=10)
+    assert form.status_code == 200 and 'name="password"' in form.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf is not None
+    signed_in = s.post(
+        f"{web}/signin",
+        data={"csrf": csrf[1], "name": "rita.compose", "password": "compose-reviewer-password"},
+        timeout=30,
+    )
+    assert signed_in.status_code == 200 and "Sign out" in signed_in.text, signed_in.text[:500]
+    worklist = s.get(f"{web}/", timeout=10)
+    assert worklist.status_code == 200 and "4857773456" in worklist.text  # ROSSI, by C-STORE
+    assert s.get(f"{web}/users", timeout=10).status_code == 403  # a reviewer, not an admin
 
 
 def test_down_then_up_keeps_every_study_and_its_state(stack: Stack) -> None:

@@ -125,8 +125,14 @@ def test_shipped_node_configurations_load() -> None:
         == {"/links/pacs.sock", "/links/forward.sock"}
     )
     assert {r.target.path for r in gateway} & {r.listen.path for r in node} - {""} == {
-        "/links/scp.sock"
+        "/links/scp.sock",
+        "/links/pages.sock",
     }
+    # the staff pages: the gateway's port 8445 -> pages.sock -> the node's web.listen (HTTPS)
+    pages = next(r for r in node if r.listen.path == "/links/pages.sock")
+    assert f"{pages.target.host}:{pages.target.port}" == ident.web.listen == "127.0.0.1:8445"
+    assert ident.web.tls_cert is not None and not ident.web.allow_plain_http
+    assert [r.listen.port for r in gateway if r.target.path == "/links/pages.sock"] == [8445]
     local = {(r.listen.host, r.listen.port) for r in node if not r.listen.path}
     assert ("127.0.0.1", ident.pacs.port) in local and ("127.0.0.1", 8443) in local
     assert anon.intake.tls_cert is not None and not anon.intake.allow_plain_http
