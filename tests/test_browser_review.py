@@ -37,6 +37,14 @@ def _sign_in(driver: Any, n: WebNode, name: str, password: str | None = None) ->
     driver.find_element(By.ID, "signin").click()
 
 
+def _message(driver: Any) -> str | None:
+    """The sign-in page's message once the answer to a submit has loaded (None before)."""
+    from selenium.webdriver.common.by import By
+
+    found = driver.find_elements(By.ID, "message")
+    return str(found[0].text) if found else None
+
+
 def _wait(driver: Any, predicate: Any, what: str, timeout: float = 30) -> Any:
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
@@ -198,9 +206,11 @@ def test_hostile_cases_in_the_browser(tmp_path: Path, key_file: Path) -> None:
         # five wrong passwords, then even the right one is refused for a while
         for _ in range(5):
             _sign_in(driver, n, "rita", "not-her-password")
-            assert "Wrong name or password." in driver.find_element(By.ID, "message").text
+            _wait(driver, lambda d: _message(d) is not None, "the sign-in's answer")
+            assert "Wrong name or password." in (_message(driver) or "")
         _sign_in(driver, n, "rita")
-        assert "Too many failed sign-ins" in driver.find_element(By.ID, "message").text
+        _wait(driver, lambda d: _message(d) is not None, "the sign-in's answer")
+        assert "Too many failed sign-ins" in (_message(driver) or "")
         assert "/signin" in driver.current_url
         time.sleep(0.1)
         assert (
