@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from uploader.node.commands import registered
 
 from .conftest import run_cli
+
+pytestmark = pytest.mark.integration  # runs the real console script, a process per call
 
 
 def _configs(tmp_path: Path) -> tuple[Path, Path, Path]:
