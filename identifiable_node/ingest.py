@@ -16,7 +16,7 @@ from typing import cast
 from pydicom.errors import InvalidDicomError
 
 from identifiable_node.journal_writer import JournalWriter, idle_status
-from identifiable_node.store import Store
+from identifiable_node.store import SetAsideKind, Store
 from uploader.dicom_header import scan, text
 from uploader.dicomfile import read_dicom
 from uploader.errors import NotDicomError
@@ -297,7 +297,10 @@ class Ingestor:
             try:
                 header = read_header(path)
             except NotDicomError:
-                self.spool.quarantine(path, path.name, "spooled file unreadable at start-up")
+                reason = "spooled file unreadable at start-up"
+                kept = self.spool.quarantine(path, path.name, reason)
+                # on the quarantine page, where staff see why and an admin deletes it
+                self.store.set_aside(None, SetAsideKind.QUARANTINED, str(kept), reason)
                 path.unlink()
                 continue
             added += self._index(header, path, "rescan", None)

@@ -361,3 +361,19 @@ def test_an_instance_sent_twice_keeps_its_first_copy(tmp_path: Path) -> None:
     ingestor.start()
     ingestor.stop()
     assert [p.read_bytes() for p in ingestor.spool.files()] == [first]
+
+
+def test_an_unreadable_spooled_file_at_start_up_is_shown_in_quarantine(tmp_path: Path) -> None:
+    """The start-up rescan keeps an unreadable spooled file in quarantine, with its reason, and
+    lists it where the quarantine page reads (nothing deleted, staff see it)."""
+    root = tmp_path / "node"
+    ingestor = _ingestor(root, 16 * MiB)
+    bad = ingestor.spool.spool / "ab" / "ab-broken.dcm"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not dicom at all" * 8)
+    assert ingestor.rescan() == 0
+    (row,) = ingestor.store.set_aside_rows()
+    assert row.kind == "quarantined" and row.reason == "spooled file unreadable at start-up"
+    assert Path(row.path).read_bytes() == b"not dicom at all" * 8  # kept, byte for byte
+    assert not bad.exists()  # out of the spool, so the next rescan does not list it twice
+    assert ingestor.rescan() == 0 and len(ingestor.store.set_aside_rows()) == 1
