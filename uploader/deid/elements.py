@@ -55,12 +55,17 @@ def raw_ascii(elem: Any) -> str | None:
     return None
 
 
+def split_values(text: str) -> list[str]:
+    """The non-empty values of a raw text value (split at backslashes, padding stripped)."""
+    return [v for v in (p.strip(" \x00") for p in text.split("\\")) if v]
+
+
 def strings(ds: Dataset, tag: int) -> list[str]:
     """Return the non-empty string values of an element (multi-values split, padding stripped)."""
     elem = ds.get_item(tag)
     text = raw_ascii(elem)
     if text is not None:
-        return [v for v in (p.strip(" \x00") for p in text.split("\\")) if v]
+        return split_values(text)
     value = ds[tag].value
     if value is None or value == "":
         return []

@@ -27,7 +27,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.sequence import Sequence
 
 from uploader.deid.codes import DEVICE_TAGS, ENUMERATED_TAGS
-from uploader.deid.elements import strings, vr_of
+from uploader.deid.elements import split_values, strings, vr_of
 from uploader.deid.patterns import Detector
 from uploader.dicom_header import DESCEND, SKIP, VALUE, deep_scan, text
 
@@ -452,7 +452,7 @@ def collect_file(data: bytes, kept: frozenset[int] = frozenset()) -> tuple[str, 
                 value = raw.decode(codec)
             except UnicodeDecodeError:
                 return None
-        values = [v for v in (p.strip(" \x00") for p in value.split("\\")) if v]
+        values = split_values(value)
         if values:
             _add(ident, tag, vr, values)
     return uid, ident
