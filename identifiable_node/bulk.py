@@ -4,6 +4,8 @@ The CSV follows XNAT DQR's bulk format: ``Accession Number``, ``Patient ID``, ``
 (``YYYYMMDD`` or a range ``YYYYMMDD-YYYYMMDD``), and optional relabel columns ``Subject`` and
 ``Session``, plus our ``Trial``. The job is keyed by the file's content: running the same file
 again resumes it (rows done are not asked again). Retrievals run with bounded concurrency.
+``stop()`` ends a running job at once: the associations in flight are cut, and the rows they
+served stay pending (nothing of them is recorded), so the next run asks for them again.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from identifiable_node.store import BulkRow, BulkStatus, Store
-from uploader.dicomnet.qr import Peer, find, get, move, study_query
+from uploader.dicomnet.qr import Cancel, Peer, QueryCancelledError, find, get, move, study_query
 from uploader.errors import ConfigError, RetriableError
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,12 @@ class Bulk:
         """``take``: store one instance retrieved by C-GET (None: retrieve by C-MOVE)."""
         self.store, self.peer, self.destination = store, peer, destination
         self.concurrency, self.take = concurrency, take
+        self.cancel = Cancel()
+
+    def stop(self) -> None:
+        """End every running row now; the rows in flight stay pending. Final: a stopped Bulk
+        runs nothing more."""
+        self.cancel.set()
 
     def load(self, path: Path) -> str:
         """Record the CSV's rows (once per content); return the job ID."""
@@ -99,9 +107,13 @@ class Bulk:
         """Retrieve every row not yet done; return every row's report."""
         pending = self.store.pending_bulk_rows(job)
         with ThreadPoolExecutor(self.concurrency) as pool:
-            for _ in pool.map(lambda r: self._row(job, *r), pending):
-                if progress is not None:
-                    progress(1)
+            try:
+                for _ in pool.map(lambda r: self._row(job, *r), pending):
+                    if progress is not None and not self.cancel.is_set():
+                        progress(1)
+            except BaseException:  # Ctrl-C: cut what is in flight rather than wait for it
+                self.stop()
+                raise
         return self.report(job)
 
     def report(self, job: str) -> list[RowReport]:
@@ -110,6 +122,8 @@ class Bulk:
 
     def _row(self, job: str, line: int, req: dict[str, str]) -> None:
         matched = arrived = failed = 0
+        if self.cancel.is_set():
+            return  # stopped: the row stays pending
         try:
             query = study_query(
                 req.get("patient_id", ""),
@@ -117,7 +131,7 @@ class Bulk:
                 req.get("study_date", ""),
                 req.get("modality", ""),
             )
-            matches = find(self.peer, query)
+            matches = find(self.peer, query, self.cancel)
             matched = len(matches)
             for m in matches:
                 self.store.assign(
@@ -127,9 +141,10 @@ class Bulk:
                     session=req.get("session", ""),
                 )
                 if self.take is None:
-                    result = move(self.peer, m.study_uid, self.destination)
+                    result = move(self.peer, m.study_uid, self.destination, self.cancel)
                 else:
-                    result = get(self.peer, m.study_uid, partial(self.take, trial=req.get("trial")))
+                    take = partial(self.take, trial=req.get("trial"))
+                    result = get(self.peer, m.study_uid, take, self.cancel)
                 arrived += result.completed
                 failed += result.failed + (0 if result.ok or result.failed else 1)
             status = (
@@ -142,6 +157,8 @@ class Bulk:
                 if status == BulkStatus.DONE
                 else ("nothing matched" if not matched else f"{failed} failed")
             )
+        except QueryCancelledError:
+            return  # cut short by stop(): the row stays pending, to be asked again
         except RetriableError as exc:
             status, message = BulkStatus.FAILED, str(exc)
         self.store.finish_bulk_row(

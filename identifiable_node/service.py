@@ -259,13 +259,19 @@ def _pages(
     config: Config, ingestor: Ingestor, trials: Trials, stop: threading.Event, health: Health
 ) -> Callable[[], None] | None:
     """Start the staff pages' thread; return its stop (None when ``web.listen`` is empty)."""
-    pages = web_server(config, ingestor, trials)
-    if pages is None:
+    made = web_server(config, ingestor, trials)
+    if made is None:
         return None
+    pages, site = made
     thread = PagesThread(pages, stop.set)
     health.watch_thread("web", thread)
     thread.start()
-    return thread.stop
+
+    def stop_pages() -> None:  # no new request first, then what the pages run (bulk jobs)
+        thread.stop()
+        site.stop()
+
+    return stop_pages
 
 
 def run(config_path: Path) -> int:

@@ -75,6 +75,17 @@ class Retrievals:
             self._running[job] = thread
         thread.start()
 
+    def stop(self, timeout: float = 10) -> None:
+        """Cut the jobs' associations in flight and wait for their threads: the rows they served
+        stay pending, taken up again at the next start."""
+        self.bulk.stop()
+        with self._lock:
+            threads = list(self._running.values())
+        for thread in threads:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("a bulk job did not stop within %.0f s", timeout)
+
     def resume(self) -> None:
         """Take up every job with rows not yet done (after a restart)."""
         for row in self.store.bulk_jobs():
@@ -101,6 +112,7 @@ def _csv(matches: list[Match], trial: str) -> str:
 def add(site: Site, config: Config, ingestor: Ingestor, trials: Trials) -> Retrievals:
     """The query/retrieve and bulk pages; returns the job runner (resume it at start)."""
     jobs = Retrievals(config, ingestor)
+    site.on_stop.append(jobs.stop)
     store = ingestor.store
 
     def query_of(request: Request) -> dict[str, str]:

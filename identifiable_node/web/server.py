@@ -11,10 +11,14 @@ from identifiable_node.web.pages import build_site
 from uploader.errors import ConfigError
 from uploader.web.accounts import Accounts
 from uploader.web.serve import pages_server
+from uploader.web.site import Site
 
 
-def web_server(config: Config, ingestor: Ingestor, trials: Trials) -> uvicorn.Server | None:
-    """The pages' server (not started), or None when ``web.listen`` is empty.
+def web_server(
+    config: Config, ingestor: Ingestor, trials: Trials
+) -> tuple[uvicorn.Server, Site] | None:
+    """The pages' server (not started) and their site (whose ``stop`` ends what they run in the
+    background), or None when ``web.listen`` is empty.
 
     Raises:
         ConfigError: pages asked for over HTTPS without ``web.tls_cert`` and ``web.tls_key``.
@@ -36,4 +40,4 @@ def web_server(config: Config, ingestor: Ingestor, trials: Trials) -> uvicorn.Se
         window_s=web.throttle_window_min * 60,
     )
     site = build_site(config, ingestor, trials, accounts, tls=tls)
-    return pages_server(site.app, web, web.tls_cert, web.tls_key)
+    return pages_server(site.app, web, web.tls_cert, web.tls_key), site

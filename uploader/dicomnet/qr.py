@@ -1,12 +1,16 @@
 """Query/retrieve SCU: C-FIND at study level and C-MOVE to our own SCP (pynetdicom).
 
 A peer's refusal is a value (a status in the result), our misuse raises. Sockets get
-TCP_NODELAY once the association is up.
+TCP_NODELAY once the association is up. A ``Cancel`` given to ``find``, ``move`` or ``get`` ends
+their associations at once when it is set (a node stopping while the PACS has not answered), from
+the moment the connection opens, even before the PACS accepts the association.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +44,59 @@ GET_STORAGE = (
     "1.2.840.10008.5.1.4.1.1.88.67",  # X-Ray Radiation Dose SR
 )
 _PENDING = (0xFF00, 0xFF01)
+
+
+class QueryCancelledError(RetriableError):
+    """A query or retrieval was cancelled before it ended: it did not happen, ask again."""
+
+
+class Cancel:
+    """Cancels the associations it is given: setting it shuts their sockets, so pynetdicom's
+    threads (waiting for the PACS's answer for up to its timeouts) end at once."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._lock = threading.Lock()
+        self._live: set[Any] = set()
+
+    def is_set(self) -> bool:
+        """Whether it has been set."""
+        return self._set
+
+    def set(self) -> None:
+        """Cancel every live association, and every one started from now on."""
+        with self._lock:
+            self._set = True
+            live = list(self._live)
+        for assoc in live:
+            _shut(assoc)
+
+    def check(self) -> None:
+        """Raises:
+        QueryCancelledError: it has been set.
+        """
+        if self._set:
+            raise QueryCancelledError("cancelled: the node is stopping")
+
+    def opened(self, event: Any) -> None:
+        """pynetdicom's EVT_CONN_OPEN handler (in its thread): the association is live."""
+        with self._lock:
+            self._live.add(event.assoc)
+            cancelled = self._set
+        if cancelled:
+            _shut(event.assoc)
+
+    def closed(self, assoc: Any) -> None:
+        """The association has ended."""
+        with self._lock:
+            self._live.discard(assoc)
+
+
+def _shut(assoc: Any) -> None:
+    sock = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass(frozen=True)
@@ -81,16 +138,23 @@ class MoveResult:
 
 @contextmanager
 def associate(
-    peer: Peer, context: str, storage: tuple[str, ...] = (), handlers: list[Any] | None = None
+    peer: Peer,
+    context: str,
+    storage: tuple[str, ...] = (),
+    handlers: list[Any] | None = None,
+    cancel: Cancel | None = None,
 ) -> Iterator[Association]:
     """An association with the PACS for one SOP class (plus storage as SCP, for C-GET).
 
     Raises:
         RetriableError: the PACS refused or could not be reached.
+        QueryCancelledError: ``cancel`` was set before or while it ran (checked again at its end).
     """
-    from pynetdicom import ALL_TRANSFER_SYNTAXES
+    from pynetdicom import ALL_TRANSFER_SYNTAXES, evt
     from pynetdicom.presentation import build_role
 
+    cancel = cancel or Cancel()  # none given: one never set
+    cancel.check()
     ae = AE(ae_title=peer.our_ae_title)
     ae.add_requested_context(context)
     for uid in storage:
@@ -102,19 +166,30 @@ def associate(
         peer.port,
         ae_title=peer.ae_title,
         ext_neg=roles or None,
-        evt_handlers=handlers or [],
+        evt_handlers=[*(handlers or []), (evt.EVT_CONN_OPEN, cancel.opened)],
     )
-    if not assoc.is_established:
-        raise RetriableError(
-            f"the PACS {peer.ae_title} at {peer.host}:{peer.port} refused or is down"
-        )
-    sock = cast(Any, assoc).dul.socket.socket
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        yield assoc
+        cancel.check()
+        if not assoc.is_established:
+            raise RetriableError(
+                f"the PACS {peer.ae_title} at {peer.host}:{peer.port} refused or is down"
+            )
+        sock = cast(Any, assoc).dul.socket.socket
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            yield assoc
+        except RetriableError:
+            cancel.check()  # a failure because the socket was shut is the cancel
+            raise
+        finally:
+            if cancel.is_set():
+                assoc.abort()  # its socket is shut: a release would wait for an answer
+            else:
+                assoc.release()
+        cancel.check()  # what it answered may be cut short: it did not happen
     finally:
-        assoc.release()
+        cancel.closed(assoc)
 
 
 def study_query(
@@ -135,14 +210,15 @@ def study_query(
     return q
 
 
-def find(peer: Peer, query: Dataset) -> list[Match]:
+def find(peer: Peer, query: Dataset, cancel: Cancel | None = None) -> list[Match]:
     """Run a study-level C-FIND; return the matches.
 
     Raises:
         RetriableError: no association, or the PACS ended the find with a failure status.
+        QueryCancelledError: ``cancel`` was set.
     """
     found = []
-    with associate(peer, FIND) as assoc:
+    with associate(peer, FIND, cancel=cancel) as assoc:
         for status, identifier in assoc.send_c_find(query, FIND):
             code = int(getattr(status, "Status", 0xC000)) if status else 0xC000
             if code in _PENDING and identifier is not None:
@@ -161,12 +237,17 @@ def find(peer: Peer, query: Dataset) -> list[Match]:
     return found
 
 
-def move(peer: Peer, study_uid: str, destination: str) -> MoveResult:
-    """C-MOVE one study to ``destination`` (our SCP's AE title); return the outcome."""
+def move(peer: Peer, study_uid: str, destination: str, cancel: Cancel | None = None) -> MoveResult:
+    """C-MOVE one study to ``destination`` (our SCP's AE title); return the outcome.
+
+    Raises:
+        RetriableError: no association.
+        QueryCancelledError: ``cancel`` was set.
+    """
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
-    with associate(peer, MOVE) as assoc:
+    with associate(peer, MOVE, cancel=cancel) as assoc:
         return _outcome(assoc.send_c_move(query, destination, MOVE))
 
 
@@ -187,10 +268,16 @@ def _outcome(responses: Any) -> MoveResult:
     return result
 
 
-def get(peer: Peer, study_uid: str, store: Callable[[bytes], None]) -> MoveResult:
+def get(
+    peer: Peer, study_uid: str, store: Callable[[bytes], None], cancel: Cancel | None = None
+) -> MoveResult:
     """C-GET one study: the PACS sends the instances back on our association to ``store``.
 
     ``store`` must keep each instance durably before returning; it is answered 0x0000 only then.
+
+    Raises:
+        RetriableError: no association.
+        QueryCancelledError: ``cancel`` was set.
     """
     from pynetdicom import evt
 
@@ -204,5 +291,6 @@ def get(peer: Peer, study_uid: str, store: Callable[[bytes], None]) -> MoveResul
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
-    with associate(peer, GET, GET_STORAGE, [(evt.EVT_C_STORE, on_store)]) as assoc:
+    handlers = [(evt.EVT_C_STORE, on_store)]
+    with associate(peer, GET, GET_STORAGE, handlers, cancel) as assoc:
         return _outcome(assoc.send_c_get(query, GET))

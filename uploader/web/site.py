@@ -81,6 +81,7 @@ class Site:
         self, accounts: Accounts, *, title: str, templates: Path | None, tls: bool = True
     ) -> None:
         self.accounts, self.title, self.tls = accounts, title, tls
+        self.on_stop: list[Callable[[], None]] = []  # what the pages run in the background
         self.cookie = "__Host-session" if tls else "session"
         self.signin_cookie = "__Host-signin" if tls else "signin"
         loaders = [FileSystemLoader(str(templates))] if templates else []
@@ -94,6 +95,11 @@ class Site:
         self.app.add_exception_handler(SignInNeeded, self._to_sign_in)  # type: ignore[arg-type]
         self.app.add_exception_handler(Forbidden, self._forbidden)  # type: ignore[arg-type]
         self._routes()
+
+    def stop(self) -> None:
+        """Stop what the pages started in the background (after their server has stopped)."""
+        for stop in self.on_stop:
+            stop()
 
     # -- what pages use ---------------------------------------------------------------------
     def session(self, request: Request, role: Role | None = None) -> Session:
