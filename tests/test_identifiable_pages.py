@@ -480,3 +480,19 @@ def test_query_form_and_bulk_csv_retrieve_from_the_pacs(pages: Pages) -> None:
         return {pid for pid, state in rows if state == "forwarded"} >= wanted
 
     wait_for(forwarded, 60, "both retrieved studies forwarded")
+
+
+def test_a_bulk_csv_of_thousands_of_rows_is_read_whole(pages: Pages) -> None:
+    """A real DQR-style CSV of 4,000 rows is far over the 64 KiB of an ordinary form: it is read
+    whole (the error names its last line), and one over the bulk form's limit is refused so."""
+    s = pages.client("rita")
+    good = "".join(f"ACC{n:07d},,20240101-20241231,PACE-C\n" for n in range(4000))
+    text = "Accession Number,Patient ID,Study Date,Trial\n" + good + "ACC1,,2024-01-01,PACE-C\n"
+    csrf = csrf_of(s.get(f"{pages.web}/bulk", timeout=10).text)
+    sent = s.post(f"{pages.web}/bulk", data={"csrf": csrf, "csv": text}, timeout=60)
+    assert len(text) > 2 * 64 * 1024
+    assert sent.status_code == 409
+    assert "the CSV:4002: Study Date must be YYYYMMDD" in sent.text  # the last line, so all read
+    huge = "Accession Number\n" + "A" * (9 * 1024 * 1024)
+    refused = s.post(f"{pages.web}/bulk", data={"csrf": csrf, "csv": huge}, timeout=60)
+    assert refused.status_code == 403 and "the form is too large (at most 8192 KiB)" in refused.text

@@ -29,6 +29,8 @@ from uploader.web.site import Site
 
 log = logging.getLogger(__name__)
 QUERY = ("patient_id", "accession", "date_from", "date_to", "modality")
+#: A pasted or uploaded bulk CSV, as sent (URL-encoded): room for some 100,000 rows.
+MAX_BULK_FORM = 8 * 1024 * 1024
 HEADER = ["Accession Number", "Patient ID", "Study Date", "Modality", "Trial"]
 
 
@@ -157,7 +159,7 @@ def add(site: Site, config: Config, ingestor: Ingestor, trials: Trials) -> Retri
     def bulk_page(request: Request, session: Session) -> Response:
         return site.render("bulk.html", session, jobs=store.bulk_jobs(), error="", text="")
 
-    @site.action("/bulk")
+    @site.action("/bulk", max_form=MAX_BULK_FORM)
     def upload(request: Request, session: Session, form: dict[str, str]) -> Response:
         text = form.get("csv", "")
         try:

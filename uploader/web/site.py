@@ -134,13 +134,16 @@ class Site:
 
         return register
 
-    def action(self, path: str, role: Role | None = None) -> Callable[[Handler], Handler]:
-        """Register a state-changing POST: signed in, CSRF token checked, form parsed first."""
+    def action(
+        self, path: str, role: Role | None = None, max_form: int = MAX_FORM
+    ) -> Callable[[Handler], Handler]:
+        """Register a state-changing POST: signed in, CSRF token checked, form parsed first
+        (at most ``max_form`` bytes, read only once the session is known)."""
 
         def register(handler: Handler) -> Handler:
             async def endpoint(request: Request) -> Response:
                 session = await run_in_threadpool(self.session, request, role)
-                form = await _form(request)
+                form = await _form(request, max_form)
                 given = form.get("csrf") or request.headers.get("x-csrf-token", "")
                 if not hmac.compare_digest(given.encode(), session.csrf.encode()):
                     raise Forbidden("the form's security token is missing or stale: reload")
@@ -234,13 +237,13 @@ class Site:
         return self.render("error.html", session, 403, message=exc.why)
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _form(request: Request, limit: int = MAX_FORM) -> dict[str, str]:
     """An urlencoded form's fields (first value each); bounded in size."""
     chunks, size = [], 0
-    async for chunk in request.stream():  # read no more than MAX_FORM of whatever is sent
+    async for chunk in request.stream():  # read no more than ``limit`` of whatever is sent
         size += len(chunk)
-        if size > MAX_FORM:
-            raise Forbidden("the form is too large")
+        if size > limit:
+            raise Forbidden(f"the form is too large (at most {limit // 1024} KiB)")
         chunks.append(chunk)
     body = b"".join(chunks)
     kind = request.headers.get("content-type", "")
