@@ -158,6 +158,7 @@ class _Instance:
         self.shift = dt.timedelta(days=shift_days)
         self.uid_map: dict[str, str] = {}
         self.struck: list[str] = []
+        self._ops: dict[tuple[int, str, tuple[int, ...]], Op] = {}
         self.required = iod.requirements(str(ds.get("SOPClassUID", "") or ""))
         options = settings.profile.options
         self.unlisted_dates = (
@@ -183,6 +184,15 @@ class _Instance:
             self._apply(ds, tag, vr, op, path, where)
 
     def _op(self, tag: int, vr: str, path: tuple[int, ...]) -> Op:
+        key = (tag, vr, path)
+        op = self._ops.get(key)
+        if op is None:
+            op = self._ops[key] = self._decide(tag, vr, path)
+        return op
+
+    def _decide(self, tag: int, vr: str, path: tuple[int, ...]) -> Op:
+        """What the profile, the options and the IOD say of this attribute here (the same for
+        every item of a sequence: decided once per instance)."""
         code = self.profile.code(tag)
         if code is None:
             return self._default_op(tag, vr)
