@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,12 @@ _KEPT_BINARY_GROUPS = frozenset({0x7FE0, 0x0028, 0x5400, 0x0066, 0x0070, 0x3006,
 _NEVER_KEPT = frozenset({0x04000500, 0x04000550, 0x04000561, 0x04000551, 0x00282000})
 
 
+#: Decisions made (profile -> SOP class -> (tag, VR, sequence path) -> action): they depend on
+#: nothing else (the options are the profile's, the IOD's requirements the SOP class's).
+_Decisions = dict[tuple[int, str, tuple[int, ...]], Op]
+_DECISIONS: weakref.WeakKeyDictionary[Profile, dict[str, _Decisions]] = weakref.WeakKeyDictionary()
+
+
 @dataclass(frozen=True)
 class TrialInfo:
     """The clinical trial attributes written into group 0012 when a protocol is given."""
@@ -158,8 +165,9 @@ class _Instance:
         self.shift = dt.timedelta(days=shift_days)
         self.uid_map: dict[str, str] = {}
         self.struck: list[str] = []
-        self._ops: dict[tuple[int, str, tuple[int, ...]], Op] = {}
-        self.required = iod.requirements(str(ds.get("SOPClassUID", "") or ""))
+        sop_class = str(ds.get("SOPClassUID", "") or "")
+        self.required = iod.requirements(sop_class)
+        self._ops = _DECISIONS.setdefault(settings.profile, {}).setdefault(sop_class, {})
         options = settings.profile.options
         self.unlisted_dates = (
             Op.KEEP
@@ -191,8 +199,8 @@ class _Instance:
         return op
 
     def _decide(self, tag: int, vr: str, path: tuple[int, ...]) -> Op:
-        """What the profile, the options and the IOD say of this attribute here (the same for
-        every item of a sequence: decided once per instance)."""
+        """What the profile, the options and the IOD say of this attribute here: the same for
+        every item of a sequence and every instance of the SOP class, so decided once per run."""
         code = self.profile.code(tag)
         if code is None:
             return self._default_op(tag, vr)
