@@ -90,6 +90,11 @@ class Gate:
             s.close()
 
 
+def _quietly(call: object) -> None:
+    with contextlib.suppress(requests.RequestException):
+        call()  # type: ignore[operator]
+
+
 def _client(web: str, ca: Path) -> requests.Session:
     s = requests.Session()
     s.trust_env = False  # else the environment's CA bundle wins over verify
@@ -185,9 +190,17 @@ def test_bulk_job_interrupted_by_sigterm_resumes_at_start_and_completes(
             60,
             "the first row done and the second one's association held by the gate",
         )
-        # SIGTERM with a retrieval in flight: pynetdicom would wait up to 60 s for the PACS's
-        # answer; the node cuts the association and exits cleanly, well within the engine's
-        # grace period (Compose's default 10 s, after which it kills)
+        # and a query from the page, held too
+        held = len(gate.held)
+        asking = threading.Thread(
+            target=lambda: _quietly(lambda: s.get(f"{web}/qr?accession=ACC0099", timeout=30)),
+            daemon=True,
+        )
+        asking.start()
+        wait_for(lambda: len(gate.held) > held, 20, "the page's C-FIND held by the gate")
+        # SIGTERM with a retrieval and a query in flight: pynetdicom would wait up to 60 s for
+        # the PACS's answer; the node cuts both associations and exits cleanly, well within
+        # the engine's grace period (Compose's default 10 s, after which it kills)
         started = time.monotonic()
         assert stop(first.proc, grace=8) == 0, "the node was killed or failed to stop cleanly"
         took = time.monotonic() - started

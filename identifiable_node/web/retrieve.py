@@ -123,7 +123,8 @@ def add(site: Site, config: Config, ingestor: Ingestor, trials: Trials) -> Retri
 
     def search(q: dict[str, str]) -> list[Match]:
         dates = f"{q['date_from']}-{q['date_to']}" if q["date_from"] or q["date_to"] else ""
-        return find(jobs.peer, study_query(q["patient_id"], q["accession"], dates, q["modality"]))
+        query = study_query(q["patient_id"], q["accession"], dates, q["modality"])
+        return find(jobs.peer, query, jobs.bulk.cancel)  # cut, too, when the node stops
 
     @site.page("/qr")
     def qr(request: Request, session: Session) -> Response:
