@@ -40,7 +40,14 @@ from uploader.deid.identifiers import (
     matcher_for,
 )
 from uploader.deid.patterns import Detector, default_detector
-from uploader.deid.policy import PrivatePolicy, check_instance, check_pixels, private_kept
+from uploader.deid.policy import (
+    FORMED_VRS,
+    PrivatePolicy,
+    check_instance,
+    check_pixels,
+    malformed,
+    private_kept,
+)
 from uploader.deid.profile import Op, Option, Profile, is_conditional, resolve
 from uploader.deid.pseudonyms import Pseudonymiser
 from uploader.deid.relabel import relabel
@@ -84,6 +91,7 @@ _OUR_WORDS = ("ANONYMIZED", "ANONYMOUS")
 _NUMBERS = re.compile(
     r"(?:[ ]*[-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?[ ]*)(?:\\[ ]*[-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?[ ]*)*|"
 )
+_KEEPING = frozenset({Op.KEEP, Op.CLEAN, Op.SHIFT})
 _SHORT_LENGTH_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST"})
 #: Binary attributes the table does not list that are image data and stay; other unlisted
 #: binary goes (HPGL documents, ICC-free encrypted content, record keys can hold text).
@@ -229,6 +237,8 @@ class _Instance:
     ) -> None:
         if op is Op.CLEAN and vr in BINARY_VRS:
             op = Op.REMOVE  # binary cannot be cleaned: it goes
+        if op in _KEEPING and vr in FORMED_VRS and malformed(vr, ds.get_item(tag).value):
+            op = Op.EMPTY  # text typed into a time or a number cannot be cleaned as text
         if op is Op.REMOVE:
             del ds[tag]
         elif op is Op.RECURSE:
@@ -260,25 +270,20 @@ class _Instance:
         return new
 
     def _clean(self, ds: Dataset, tag: int, vr: str, where: str) -> None:
-        patterns = None if tag in CODED_TAGS or tag in DEVICE_TAGS else self.patterns
+        patterns: Detector | None = None if tag in CODED_TAGS else self.patterns
+        if patterns is not None and tag in DEVICE_TAGS:
+            patterns = patterns.people()  # device descriptions: names and e-mails only
         # code strings (Modality MR, PatientSex F, ValueType TEXT) and device descriptions are
         # enumerations, not prose: names and places never strike them, IDs and patterns do
         matcher = self.matcher.for_tag(tag, vr)
         text = raw_ascii(ds.get_item(tag))
-        if text is not None and not matcher.hits(text, patterns):
-            return  # nothing to clean: the element stays raw, undecoded, written as it came
+        if text is not None and not matcher.any_in_raw(text, patterns):
+            return  # nothing to clean (values read together too): the element stays raw
         if is_standard_meaning(ds, tag):
             return  # the coding scheme's own words
         elem = ds[tag]
         values = [str(v) for v in elem.value] if elem.VM > 1 else [str(elem.value or "")]
-        cleaned, kinds = [], []
-        for v in values:
-            if v in self.protected:
-                cleaned.append(v)
-                continue
-            new, found = matcher.clean(v, patterns)
-            cleaned.append(new)
-            kinds += found
+        cleaned, kinds = matcher.clean_values(values, patterns, self.protected)
         if cleaned == values:
             return
         if vr in _SHORT_LENGTH_VRS and any(len(v.encode("utf-8")) > 0xFFF0 for v in cleaned):

@@ -230,6 +230,7 @@ class Identifiers:
     names: set[str] = field(default_factory=set)  # name parts of 3+ letters (any person)
     short_names: set[str] = field(default_factory=set)  # shorter parts: whole values only
     full_names: set[str] = field(default_factory=set)  # names with short parts, both orders
+    glued: set[str] = field(default_factory=set)  # a short surname glued to an initial: jpatel
     ids: set[str] = field(default_factory=set)
     birth_dates: set[str] = field(default_factory=set)
     other_dates: set[str] = field(default_factory=set)
@@ -294,12 +295,27 @@ def _add_name(found: Identifiers, pn: str) -> None:
     parts = [p for p in _name_parts(pn) if fold(p) not in _TITLES and len(p) > 1]
     for part in parts:
         (found.short_names if _is_short(part) else found.names).add(part)
+    _add_glued(found, pn)
     if any(_is_short(p) for p in parts):  # "Li Wu": the whole name, in either order
         for group in pn.split("="):
             comps = [c.strip() for c in group.split("^")[:2] if c.strip()]
             if len(comps) == 2:
                 found.full_names.add(f"{comps[0]} {comps[1]}")
                 found.full_names.add(f"{comps[1]} {comps[0]}")
+
+
+def _add_glued(found: Identifiers, pn: str) -> None:
+    """A family name of 3 to 5 letters glued to a given name's initial, as logins and file
+    names write it (JPatel, PatelJ); longer family names are found inside words anyway."""
+    for group in pn.split("="):
+        comps = group.split("^")
+        family = re.sub(r"[\s'\u2019.\-]+", "", comps[0])
+        given = [g for c in comps[1:3] for g in re.split(r"[\s,.\-]+", c) if g]
+        if not (_MIN_NAME <= len(family) < _GLUED and family.isalpha()):
+            continue
+        for g in given:
+            if fold(g) not in _TITLES:
+                found.glued.update((g[0] + family, family + g[0]))
 
 
 def _add_place(target: set[str], text: str) -> None:
@@ -370,9 +386,11 @@ def collect(
     while stack:
         level = stack.pop()
         for tag in list(level.keys()):
-            if tag >> 16 & 1 or tag in _GEOMETRY or tag in kept:
+            if tag in _GEOMETRY or tag in kept:
                 continue
             vr = vr_of(level.get_item(tag), tag)
+            if tag >> 16 & 1 and vr != "PN":
+                continue  # a private name (vendors keep operators there) is still a name
             if vr == "SQ":
                 value = level[tag].value
                 stack.extend(value if isinstance(value, Sequence) else ())
@@ -391,8 +409,10 @@ def _judge(kept: frozenset[int]) -> Callable[[int, str], int]:
     """What ``collect`` reads of each element, for the raw walk (the same rules, in order)."""
 
     def judge(tag: int, vr: str) -> int:
-        if tag >> 16 & 1 or tag in _GEOMETRY or tag in kept:
+        if tag in _GEOMETRY or tag in kept:
             return SKIP
+        if tag >> 16 & 1:
+            return VALUE if vr == "PN" else SKIP
         if vr == "SQ":
             return DESCEND
         if vr in ("PN", "DA", "DT", "TM") or tag in _KIND_OF or tag in _PATIENT_NAME_TAGS:
@@ -513,12 +533,12 @@ def _date_patterns(da: str) -> list[str]:
         rf"(?<!\d){mo_}{sep}{d_}{sep}{y}(?!\d)",
         # two-digit years: with dots only as dd.mm.yy (1.2.10 is a version, not a date)
         rf"(?<![\d.]){d_}[\-/ ]{mo_}[\-/ ]{y[2:]}(?![\d.])",
-        rf"(?<![\d.]){d}\.{mo}\.{y[2:]}(?![\d.])",
+        rf"(?<![\d.]){d_}\.{mo_}\.{y[2:]}(?![\d.])",  # the study's own date: 15.3.24 too
         rf"(?<!\d){d}{mo}{y[2:]}(?!\d)",  # ddmmyy
         rf"(?<!\d){y[2:]}{mo}{d}(?!\d)",  # yymmdd
         # the day and month without the year, as people write them on the day
         rf"(?<![\d.]){d_}[/.\-]{mo_}(?![\d/.\-])",
-        rf"(?<![0-9a-z]){day}[\s\-.]*{month}[a-z]*\.?(?![0-9a-z])",
+        rf"(?<![0-9a-z]){day}[\s\-.]*(?:of[\s\-]+)?{month}[a-z]*\.?(?![0-9a-z])",
         rf"(?<![0-9a-z]){month}[a-z]*\.?[\s\-]*{day}(?![0-9a-z])",
     ]
 
@@ -544,7 +564,14 @@ def _time_patterns(tm: str) -> list[str]:
     if not m:
         return []
     h, mi, s = m.groups()
-    out = [rf"(?<![\d:.]){h}[:.h]{mi}(?:[:.]\d\d)?(?![\d:])"]
+    h_ = rf"0?{int(h)}" if h.startswith("0") else h
+    ampm = r"(?:\s*[ap]\.?m\b\.?)?"
+    out = [
+        rf"(?<![\d:.]){h_}[:.h]{mi}(?:[:.]\d\d)?{ampm}(?![\d:])",
+        # hhmm alone is a dose or a count as often as a time: only where it is said to be one
+        rf"(?<![0-9a-z])(?:at|@|time|tm)[\s:]*{h}{mi}(?!\d)",
+        rf"(?<!\d){h}{mi}\s*(?:h|hr|hrs|hours)(?![0-9a-z])",
+    ]
     if s:
         out.append(rf"(?<!\d){h}{mi}{s}(?!\d)")
     return out
@@ -581,6 +608,7 @@ class Matcher:
             _WORD.format(r"[\s,^]+".join(re.escape(w) for w in fold(f).split()))
             for f in ident.full_names
         ]
+        names += [_WORD.format(re.escape(v)) for g in ident.glued for v in _variants(g)]
         by_kind: dict[str, list[str]] = {
             "name": names,
             "ID": [_id_pattern(v) for v in ident.ids],
@@ -680,6 +708,15 @@ class Matcher:
             found = [h for h in found if not any(s <= h.start and h.end <= e for s, e in spans)]
         return found
 
+    def any_in_raw(self, raw: str, patterns: Detector | None = None) -> bool:
+        """True if a raw text value (values split at backslashes) holds anything to clean:
+        in one value, or across values read together (``clean_values`` strikes them)."""
+        if "\\" not in raw:
+            return bool(self.hits(raw, patterns))
+        if self._short and any(fold(v).strip() in self._short for v in raw.split("\\")):
+            return True
+        return bool(self.hits(raw.replace("\\", " "), patterns))
+
     def kinds_in(self, text: str, patterns: Detector | None = None) -> list[str]:
         """Return the kinds of identifier found in ``text`` (empty when clean)."""
         return list(dict.fromkeys(h.kind for h in self.hits(text, patterns, verify=True)))
@@ -689,19 +726,69 @@ class Matcher:
         found = self.hits(text, patterns)
         if not found:
             return text, []
-        spans: list[list[int]] = []
-        for h in sorted(found, key=lambda h: h.start):
-            if spans and h.start <= spans[-1][1]:
-                spans[-1][1] = max(spans[-1][1], h.end)
-            else:
-                spans.append([h.start, h.end])
-        out, last = [], 0
-        for start, end in spans:
-            out.append(text[last:start])
-            out.append(self.REPLACEMENT)
-            last = end
-        out.append(text[last:])
-        return "".join(out), list(dict.fromkeys(h.kind for h in found))
+        spans = [(h.start, h.end) for h in found]
+        return _strike(text, spans), list(dict.fromkeys(h.kind for h in found))
+
+    def clean_values(
+        self,
+        values: list[str],
+        patterns: Detector | None = None,
+        keep: StructureNames | None = None,
+    ) -> tuple[list[str], list[str]]:
+        """Clean the values of one multi-valued element, each alone and read together.
+
+        A sender splits an identifier across values as easily as within one: ``DR\\PATEL``,
+        ``MRN\\12345``, ``020\\7946 0321``. The values are also read joined by spaces, and a
+        hit that spans a boundary strikes its part of every value it touches. Values in
+        ``keep`` (structure names) stay exactly. Returns the values and the kinds struck."""
+        keep = keep if keep is not None else StructureNames()
+        if len(values) < 2:
+            if not values or values[0] in keep:
+                return list(values), []
+            new, struck = self.clean(values[0], patterns)
+            return [new], struck
+        starts, pos = [], 0
+        for v in values:
+            starts.append(pos)
+            pos += len(v) + 1
+        spans: list[tuple[int, int]] = []
+        kinds: list[str] = []
+        for v, at in zip(values, starts, strict=True):
+            if v not in keep:
+                for h in self.hits(v, patterns):
+                    spans.append((at + h.start, at + h.end))
+                    kinds.append(h.kind)
+        for h in self.hits(" ".join(values), patterns):
+            spans.append((h.start, h.end))
+            kinds.append(h.kind)
+        if not spans:
+            return list(values), []
+        out = []
+        for v, at in zip(values, starts, strict=True):
+            local = [
+                (max(s, at) - at, min(e, at + len(v)) - at)
+                for s, e in spans
+                if s < at + len(v) and e > at
+            ]
+            out.append(v if v in keep or not local else _strike(v, local))
+        return out, list(dict.fromkeys(kinds))
+
+
+def _strike(text: str, spans: Iterable[tuple[int, int]]) -> str:
+    """``text`` with each span (merged where they touch) replaced by ``Matcher.REPLACEMENT``."""
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out, last = [], 0
+    for start, end in merged:
+        out.append(text[last:start])
+        out.append(Matcher.REPLACEMENT)
+        last = end
+    out.append(text[last:])
+    return "".join(out)
 
 
 def ours_pattern(words: Iterable[str]) -> re.Pattern[str] | None:

@@ -7,10 +7,12 @@ forms. The table is data (``data/patterns.json``, documented in docs/deidentific
 adds its own with a file of the same shape. Both the cleaner (identifiable node) and the
 knowledge-free verifier (anonymised node) use it, so they agree on what counts.
 
-Matching runs on text folded to lower case without accents (same length as the original, so
-spans index the original); an entry with ``"case": "sensitive"`` runs on the original text.
-Every match is bounded: text longer than ``MAX_TEXT`` is judged in windows, so no value makes a
-pattern run for long. Nothing here returns a matched value: only its kind and where.
+A row whose regex has a group named ``value`` finds only that group (a label such as
+"MRN:" stays, the number after it goes). Matching runs on text folded to lower case without
+accents (same length as the original, so spans index the original); an entry with
+``"case": "sensitive"`` runs on the original text. Every match is bounded: text longer than
+``MAX_TEXT`` is judged in windows, so no value makes a pattern run for long. Nothing here
+returns a matched value: only its kind and where.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def day_month(text: str) -> bool:
     x, y = int(a), int(b)
     return (1 <= x <= 31 and 1 <= y <= 12) or (1 <= x <= 12 and 1 <= y <= 31)
 
+
+#: The kinds ``Detector.people`` keeps.
+_PEOPLE = frozenset({"person name", "e-mail address"})
 
 CHECKS: dict[str, Callable[[str], bool]] = {"nhs_checksum": nhs_checksum, "day_month": day_month}
 
@@ -146,10 +151,26 @@ class Detector:
 
     def __init__(self, extra: Iterable[Pattern] = (), *, audit: bool = False) -> None:
         rows = [*_packaged(), *extra]
-        self.patterns = [p for p in rows if (p.audit if audit else p.clean)]
+        self._use([p for p in rows if (p.audit if audit else p.clean)])
+        self._people: Detector | None = None
+
+    def _use(self, patterns: list[Pattern]) -> None:
+        self.patterns = patterns
         # one alternation of all rows: most text holds nothing, and is passed in one search
         self._any = _union([p for p in self.patterns if not p.sensitive], re.IGNORECASE)
         self._any_sensitive = _union([p for p in self.patterns if p.sensitive], 0)
+
+    def people(self) -> Detector:
+        """The rows that find people (person names and e-mail addresses), for device
+        descriptions: a model name or a software version is not searched for dates or
+        numbers (a version looks like a date, a serial like an ID), but a service engineer's
+        name typed into one is still a name. The same object on every call."""
+        if self._people is None:
+            people = Detector.__new__(Detector)
+            people._use([p for p in self.patterns if p.kind in _PEOPLE])
+            people._people = people
+            self._people = people
+        return self._people
 
     def any_in(self, text: str, folded: str) -> bool:
         """True if some row may match (a quick pass before ``find``; checks not applied)."""
@@ -166,9 +187,10 @@ class Detector:
             end = start + MAX_TEXT
             for p in self.patterns:
                 subject = text if p.sensitive else folded
+                part = "value" if "value" in p.regex.groupindex else 0
                 for m in p.regex.finditer(subject, start, min(end, len(subject))):
                     if p.check is None or p.check(m.group(0)):
-                        yield Finding(m.start(), m.end(), p.kind)
+                        yield Finding(m.start(part), m.end(part), p.kind)
             if end >= len(text):
                 break
 
@@ -177,11 +199,16 @@ class Detector:
         return list(dict.fromkeys(f.kind for f in self.find(text, folded)))
 
 
+_NAMED = re.compile(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>")  # a named group, as a plain one in the union
+
+
 def _union(rows: list[Pattern], flags: int) -> re.Pattern[str] | None:
     if not rows:
         return None
     try:
-        return re.compile("|".join(f"(?:{p.regex.pattern})" for p in rows), flags)
+        return re.compile(
+            "|".join(f"(?:{_NAMED.sub('(?:', p.regex.pattern)})" for p in rows), flags
+        )
     except re.error:  # a site's named groups clash when joined: every text takes the long way
         return re.compile("")
 

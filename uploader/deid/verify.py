@@ -21,13 +21,20 @@ from uploader.deid.codes import CODED_TAGS, DEVICE_TAGS, is_standard_meaning
 from uploader.deid.elements import TEXT_VRS, is_registry_uid, private_creators, strings, walk
 from uploader.deid.identifiers import (
     Identifiers,
+    Matcher,
     StructureNames,
     fold,
     matcher_for,
     ours_pattern,
 )
 from uploader.deid.patterns import Detector, default_detector
-from uploader.deid.policy import SECONDARY_CAPTURE_CLASSES, PrivatePolicy, private_kept
+from uploader.deid.policy import (
+    FORMED_VRS,
+    SECONDARY_CAPTURE_CLASSES,
+    PrivatePolicy,
+    malformed,
+    private_kept,
+)
 from uploader.deid.profile import METHOD_CODES, Op, Option, Profile, is_conditional, resolve
 from uploader.errors import VerificationError
 
@@ -117,20 +124,45 @@ def check_output(
         elif vr in TEXT_VRS:
             if not path and tag in RECORD_TAGS:
                 continue
-            scan = None if tag in CODED_TAGS or tag in DEVICE_TAGS else patterns
-            narrow = matcher.for_tag(tag, vr)
-            for text in strings(parent, tag):
-                kinds = narrow.kinds_in(text, scan)
-                if kinds and protected is not None and text in protected:
-                    continue
-                if kinds and not is_standard_meaning(parent, tag):
-                    problems.append(f"{_where(path, tag)}: {', '.join(kinds)}")
-                if not retain_uids and any(u in originals for u in _UID_IN_TEXT.findall(text)):
-                    problems.append(f"{_where(path, tag)}: original UID in text")
+            scan = None if tag in CODED_TAGS or patterns is None else patterns
+            scan = scan.people() if scan is not None and tag in DEVICE_TAGS else scan
+            problems += _text_problems(
+                path, tag, parent, matcher.for_tag(tag, vr), scan, protected, originals, retain_uids
+            )
+        elif vr in FORMED_VRS and malformed(vr, parent.get_item(tag).value):
+            problems.append(f"{_where(path, tag)}: text in a {vr} value")
     if str(ds.get("PatientBirthDate", "") or ""):
         problems.append("(0010,0030) PatientBirthDate: still holds a value")
     if problems:
         raise VerificationError(problems)
+
+
+def _text_problems(  # noqa: PLR0917 - one element and what it is judged by
+    path: str,
+    tag: int,
+    parent: Dataset,
+    narrow: Matcher,
+    scan: Detector | None,
+    protected: StructureNames | None,
+    originals: set[str],
+    retain_uids: bool,
+) -> list[str]:
+    """What a kept text element still holds: per value, and across its values read together."""
+    problems = []
+    texts = strings(parent, tag)
+    for text in texts:
+        kinds = narrow.kinds_in(text, scan)
+        if kinds and protected is not None and text in protected:
+            continue
+        if kinds and not is_standard_meaning(parent, tag):
+            problems.append(f"{_where(path, tag)}: {', '.join(kinds)}")
+        if not retain_uids and any(u in originals for u in _UID_IN_TEXT.findall(text)):
+            problems.append(f"{_where(path, tag)}: original UID in text")
+    if len(texts) > 1 and not (protected and any(t in protected for t in texts)):
+        kinds = narrow.kinds_in(" ".join(texts), scan)  # split across values: DR\\PATEL
+        if kinds and not is_standard_meaning(parent, tag):
+            problems.append(f"{_where(path, tag)}: {', '.join(kinds)} across values")
+    return problems
 
 
 def declared_options(ds: Dataset) -> frozenset[Option]:
@@ -177,8 +209,9 @@ def audit(
             retain_uids=retain_uids,
             reqs=reqs,
         )
-        if problem is None and vr in TEXT_VRS and tag not in CODED_TAGS | DEVICE_TAGS:
-            problem = _audit_text(path, tag, parent, detector, mask)
+        if problem is None and vr in TEXT_VRS and tag not in CODED_TAGS:
+            scan = detector.people() if tag in DEVICE_TAGS else detector
+            problem = _audit_text(path, tag, parent, scan, mask)
         if problem:
             problems.append(f"{_where(path, tag)}: {problem}")
     return problems
@@ -191,7 +224,9 @@ def _audit_text(
         return None
     if path.startswith("DeidentificationMethodCodeSequence"):
         return None
-    for value in strings(parent, tag):
+    values = strings(parent, tag)
+    # each value, and the values read together (an identifier split: DR\\PATEL, MRN\\12345)
+    for value in [*values, " ".join(values)] if len(values) > 1 else values:
         text, folded = value, fold(value)
         if mask is not None:
             for m in mask.finditer(folded):
