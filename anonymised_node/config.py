@@ -25,6 +25,11 @@ class NodeSettings(_Section):
     protocols_dir: Path = Field(
         Path("/etc/uploader/protocols"), description="trial protocols (*.yaml)"
     )
+    site_patterns: Path | None = Field(
+        None,
+        description="the sites' extra pattern table (JSON or YAML, the packaged table's shape): "
+        "the intake refuses kept text holding one of its audit rows",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
 

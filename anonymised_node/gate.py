@@ -98,8 +98,9 @@ class _Trial:
 class Gate:
     """Judges instances against the protocols this node serves."""
 
-    def __init__(self, protocols: dict[str, Protocol]) -> None:
-        self._detector = default_detector(audit=True)
+    def __init__(self, protocols: dict[str, Protocol], patterns: Detector | None = None) -> None:
+        """``patterns``: the audit table with the sites' rows (default: the packaged one)."""
+        self._detector = patterns if patterns is not None else default_detector(audit=True)
         self._trials: dict[str, _Trial] = {}
         for pid, p in protocols.items():
             options = frozenset(p.deidentify.options)

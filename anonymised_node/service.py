@@ -23,6 +23,7 @@ from anonymised_node.intake import make_app
 from anonymised_node.push import Pusher
 from anonymised_node.store import AnonStore
 from anonymised_node.web.server import PagesThread, web_server
+from uploader.deid.patterns import Detector, default_detector, load_site_patterns
 from uploader.health import Health
 from uploader.node.config import read_secret
 from uploader.node.lifecycle import Node
@@ -46,6 +47,19 @@ def load_protocols(folder: Path) -> dict[str, Protocol]:
     return {pid: protocol for pid, (protocol, _path) in load_node_protocols(folder).items()}
 
 
+def audit_patterns(config: Config) -> Detector:
+    """The intake's knowledge-free detectors: the packaged audit table, plus the audit rows of
+    the sites' table (``node.site_patterns``) when one is set.
+
+    Raises:
+        ConfigError: the table cannot be read or a row does not compile.
+    """
+    site = config.node.site_patterns
+    if site is None:
+        return default_detector(audit=True)
+    return Detector(load_site_patterns(site), audit=True)
+
+
 def preflight(config: Config, config_path: Path) -> tuple[dict[str, Protocol], str, str | None]:
     """Check everything the node will read before anything is created on disk.
 
@@ -65,6 +79,10 @@ def preflight(config: Config, config_path: Path) -> tuple[dict[str, Protocol], s
         problems.readable(target.token_file, f"token of target {name} (token_file)")
         problems.readable(target.password_file, f"password of target {name} (password_file)")
     protocols = problems.check(lambda: load_protocols(config.node.protocols_dir))
+    site = config.node.site_patterns
+    problems.readable(site, "site pattern table (node.site_patterns)")
+    if site is not None:
+        problems.check(lambda: load_site_patterns(site))
     problems.raise_if_any()
     assert token is not None and protocols is not None
     return protocols, token, review
@@ -87,6 +105,7 @@ class AnonymisedNode(Node):
     ) -> None:
         super().__init__(on_stop_step)
         self.config, self.protocols, self.token, self.review = config, protocols, token, review
+        self.patterns = audit_patterns(config)
         self.pages_thread: PagesThread | None = None
         self.worker: threading.Thread | None = None
         self.intake_failed = False
@@ -100,7 +119,7 @@ class AnonymisedNode(Node):
             config.node.data_dir,
             intake,
             token=self.token,
-            gate=Gate(self.protocols),
+            gate=Gate(self.protocols, self.patterns),
             key=ForwardKey.from_file(intake.forward_key_file),
             review_token=self.review,
         )

@@ -35,6 +35,11 @@ class NodeSettings(_Section):
     )
     default_protocol: str | None = Field(None, description="protocol ID for studies with no other")
     site_script: Path | None = Field(None, description="the site-wide DicomEdit-style script")
+    site_patterns: Path | None = Field(
+        None,
+        description="the site's extra pattern table (JSON or YAML, the packaged table's shape): "
+        "its clean rows are struck from kept text, its audit rows make the verifier refuse",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
 

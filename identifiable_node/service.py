@@ -90,6 +90,7 @@ def preflight(config: Config, config_path: Path) -> tuple[bytes, Trials]:
         problems.check(lambda: read_secret(fwd.token_file, "forward token"))
     problems.readable(config.optout.file, "opt-out list (optout.file)")
     problems.readable(node.site_script, "site script (node.site_script)")
+    problems.readable(node.site_patterns, "site pattern table (node.site_patterns)")
     web = config.web  # the staff pages' certificate (issue 16)
     if web.listen and not web.allow_plain_http and (web.tls_cert is None or web.tls_key is None):
         problems.items.append("web.listen: set web.tls_cert and web.tls_key (HTTPS)")
@@ -100,13 +101,25 @@ def preflight(config: Config, config_path: Path) -> tuple[bytes, Trials]:
     trials = None
     if key is not None:
         trials = problems.check(
-            lambda: Trials(node.protocols_dir, key, node.site, node.site_script, {})
+            lambda: Trials(
+                node.protocols_dir,
+                key,
+                node.site,
+                node.site_script,
+                {},
+                site_patterns=node.site_patterns,
+            )
         )
     problems.raise_if_any()
     assert key is not None and trials is not None
     if config.manual_ids:  # read once all the files are known to be there
         trials = Trials(
-            node.protocols_dir, key, node.site, node.site_script, dict(config.manual_ids)
+            node.protocols_dir,
+            key,
+            node.site,
+            node.site_script,
+            dict(config.manual_ids),
+            site_patterns=node.site_patterns,
         )
     return key, trials
 

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from uploader.deid.engine import Settings
+from uploader.deid.patterns import Detector, load_site_patterns
 from uploader.errors import ConfigError
 from uploader.node.protocols import load_protocols
 from uploader.protocols.model import Protocol
@@ -23,8 +24,13 @@ class Trials:
         site: str,
         site_script: Path | None,
         manual_ids: dict[str, Path],
+        *,
+        site_patterns: Path | None = None,
     ) -> None:
         self.key, self.site, self.site_script = key, site, site_script
+        # the site's pattern table, read once: a bad one stops the node at start, named
+        extra = load_site_patterns(site_patterns) if site_patterns is not None else ()
+        self.patterns = Detector(extra)
         # a bad protocol, or two with one ID, stops the node at start (the file is named)
         self.protocols: dict[str, tuple[Protocol, Path]] = load_protocols(protocols_dir)
         self._settings: dict[str, Settings] = {}
@@ -42,7 +48,7 @@ class Trials:
         if protocol_id not in self._settings:
             _protocol, path = self.protocols[protocol_id]
             self._settings[protocol_id] = build_settings(
-                self.key, path, self.site, self.site_script
+                self.key, path, self.site, self.site_script, detector=self.patterns
             )
         base = self._settings[protocol_id]
         if relabel:

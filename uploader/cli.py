@@ -65,6 +65,11 @@ def _parser(nodes: Sequence[NodeCommands]) -> argparse.ArgumentParser:
     v.add_argument("--protocol", type=Path, help="trial protocol: its private allow-list")
     v.add_argument("--json", action="store_true", help="print a machine-readable report")
     v.add_argument("--all", action="store_true", help="list every problem of each failing file")
+    v.add_argument(
+        "--patterns",
+        type=Path,
+        help="a site's extra pattern table: kept text holding one of its audit rows fails",
+    )
 
     s = sub.add_parser("sample", help="write a sample RT study with planted identifiers")
     s.add_argument("output", type=Path)
@@ -247,7 +252,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     if not args.input.exists():
         raise ConfigError(f"{args.input}: no such file or folder")
-    report = audit_tree(args.input, args.protocol)
+    report = audit_tree(args.input, args.protocol, args.patterns)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -26,8 +26,13 @@ def build_settings(
     site: str,
     site_script: Path | None = None,
     site_patterns: Path | None = None,
+    *,
+    detector: Detector | None = None,
 ) -> Settings:
     """Return the settings for one run.
+
+    ``site_patterns``: a site's pattern table to read; ``detector``: one already built from
+    it (a node reads its table once for all its trials).
 
     Raises:
         ConfigError: bad protocol, or a site ID the patterns need but that is missing or unsafe.
@@ -41,8 +46,10 @@ def build_settings(
         protocol = load_protocol(protocol_path)
     pseudonymiser = Pseudonymiser(key)
     protected = structure_names(protocol)
-    extra = load_site_patterns(site_patterns) if site_patterns is not None else ()
-    patterns = Detector(extra)
+    if detector is None:
+        extra = load_site_patterns(site_patterns) if site_patterns is not None else ()
+        detector = Detector(extra)
+    patterns = detector
     if protocol is None:
         stage = build_stage(site_script, None, None, {}, {})
         return Settings(

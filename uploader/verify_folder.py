@@ -12,6 +12,7 @@ from pathlib import Path
 from pydicom.errors import InvalidDicomError
 
 from uploader.deid.batch import input_files, read_dicom
+from uploader.deid.patterns import Detector, load_site_patterns
 from uploader.deid.policy import PrivatePolicy
 from uploader.deid.profile import Profile, load_table
 from uploader.deid.verify import audit, declared_options
@@ -43,12 +44,16 @@ class Report:
         }
 
 
-def audit_tree(root: Path, protocol_path: Path | None = None) -> Report:
+def audit_tree(
+    root: Path, protocol_path: Path | None = None, site_patterns: Path | None = None
+) -> Report:
     """Check every file under ``root``; the options each file declares select its profile.
 
+    ``site_patterns``: a site's pattern table, whose audit rows kept text must not hold.
     Raises:
-        ConfigError: the protocol file is invalid.
+        ConfigError: the protocol file or the pattern table is invalid.
     """
+    detector = Detector(load_site_patterns(site_patterns), audit=True) if site_patterns else None
     policy, allow_burned_in = PrivatePolicy(), False
     if protocol_path is not None:
         protocol = load_protocol(protocol_path)
@@ -69,5 +74,6 @@ def audit_tree(root: Path, protocol_path: Path | None = None) -> Report:
         profile = profiles.get(options)
         if profile is None:
             profile = profiles[options] = Profile(table, options)
-        report.files.append((rel, audit(ds, profile, policy, allow_burned_in)))
+        found = audit(ds, profile, policy, allow_burned_in, patterns=detector)
+        report.files.append((rel, found))
     return report
