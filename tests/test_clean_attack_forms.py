@@ -273,6 +273,14 @@ def test_clinical_words_after_dr_and_labels_survive() -> None:
     assert kinds == ["ID-like token", "person name"]
 
 
+def test_the_studys_times_are_struck_where_they_are_times_not_doses() -> None:
+    matcher = Matcher(Identifiers(times={"200000", "094100"}))
+    for said in ("scanned at 2000", "at 0941", "0941h", "9:41am", "09.41"):
+        assert Matcher.REPLACEMENT in matcher.clean(said)[0], said
+    for dose in ("Boost at 2000 cGy", "PTV at 2000cGy/10", "PTV_2000", "2000 MU"):
+        assert matcher.clean(dose)[0] == dose
+
+
 def test_an_identifier_split_across_values_is_struck_in_each_part() -> None:
     matcher = Matcher(Identifiers())
     cleaned, kinds = matcher.clean_values(SPLIT, default_detector())

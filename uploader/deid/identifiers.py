@@ -559,6 +559,10 @@ _MONTHS = (
 )
 
 
+#: After a number: the units that make it a dose, a size or a count, not a time of day.
+_NOT_A_DOSE = r"(?!\s*(?:c?gy|mu|mm|cm|%|fx|fractions?|#)(?![a-z]))"
+
+
 def _time_patterns(tm: str) -> list[str]:
     m = re.match(r"(\d{2})(\d{2})(\d{2})?", tm.strip())
     if not m:
@@ -569,7 +573,7 @@ def _time_patterns(tm: str) -> list[str]:
     out = [
         rf"(?<![\d:.]){h_}[:.h]{mi}(?:[:.]\d\d)?{ampm}(?![\d:])",
         # hhmm alone is a dose or a count as often as a time: only where it is said to be one
-        rf"(?<![0-9a-z])(?:at|@|time|tm)[\s:]*{h}{mi}(?!\d)",
+        rf"(?<![0-9a-z])(?:at|@|time|tm)[\s:]*{h}{mi}(?![0-9a-z]){_NOT_A_DOSE}",
         rf"(?<!\d){h}{mi}\s*(?:h|hr|hrs|hours)(?![0-9a-z])",
     ]
     if s:
