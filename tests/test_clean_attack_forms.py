@@ -299,6 +299,15 @@ def test_a_name_held_only_in_a_private_pn_is_a_name_of_the_study() -> None:
     assert "Quarrington" not in Matcher(ident).clean("checked by Quarrington")[0]
 
 
+def test_an_institution_is_found_without_its_possessive() -> None:
+    ds = Dataset()
+    ds.InstitutionName = "St Mary's Hospital"
+    matcher = Matcher(collect(ds))
+    for said in ("seen at St Mary", "ST. MARYS", "St Mary\u2019s"):
+        assert "mary" not in fold(matcher.clean(said)[0]), said
+    assert matcher.clean("Hospital") == ("Hospital", [])  # a common word alone is not it
+
+
 def test_text_in_a_number_or_time_is_not_a_value_of_its_vr() -> None:
     for vr, value in (("TM", b"0941 Kellaway"), ("DS", b"Patel 1.5"), ("IS", b"12 J"), ("DA", "x")):
         assert malformed(vr, value), (vr, value)

@@ -318,6 +318,9 @@ def _add_glued(found: Identifiers, pn: str) -> None:
                 found.glued.update((g[0] + family, family + g[0]))
 
 
+_POSSESSIVE = re.compile(r"['\u2019]s$", re.IGNORECASE)
+
+
 def _add_place(target: set[str], text: str) -> None:
     text = text.strip()
     if len(text) >= _MIN_ID:
@@ -327,8 +330,10 @@ def _add_place(target: set[str], text: str) -> None:
         if len(part) >= 6 or (len(part) >= _MIN_ID and re.search(r"\d", part)):
             target.add(part)
         for word in re.split(r"[\s/()&+\-]+", part):
-            if len(word) >= _MIN_PLACE_WORD and fold(word) not in _COMMON_WORDS:
-                target.add(word)
+            stem = _POSSESSIVE.sub("", word)  # St Mary's is written St Mary too
+            for w in {word, stem}:
+                if len(w) >= _MIN_PLACE_WORD and fold(w) not in _COMMON_WORDS:
+                    target.add(w)
 
 
 def _add(found: Identifiers, tag: int, vr: str, values: list[str]) -> None:
