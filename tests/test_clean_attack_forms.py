@@ -99,7 +99,7 @@ FORMS: list[tuple[str, tuple[str, ...]]] = [
     ("J.PATEL@NHS.NET", ("@nhs.net",)),
 ]
 TEXT = " ; ".join(f for f, _ in FORMS)
-TOKENS = sorted({t for _, ts in FORMS for t in ts})
+TOKENS = sorted({t for _, ts in FORMS for t in ts} | {"9434765919"})  # + a local code value
 SPLIT = ["DR", "WHITCOMBE", "MRN", "90210", "020", "7946 0321"]  # one identifier per two values
 ROIS = ("Lung_L", "Lung_R", "Breast", "Heart", "SpinalCord", "PTV_7000", "Prostate")
 
@@ -133,6 +133,10 @@ def _plant(ds: Dataset) -> None:
         ds.add_new(0x00111011, "PN", "Quarrington^Felicity")
         _raw(ds, 0x00181201, "TM", b"0941 Kellaway ")  # TimeOfLastCalibration
         _raw(ds, 0x00180088, "DS", b"Kellaway 15/03")  # SpacingBetweenSlices
+        ds.AdmittingDiagnosesCodeSequence = [  # a hospital's own code list holds anything
+            _code("9434765919", "99LOCAL", "local"),
+            _code("399068003", "SCT", "Malignant tumor of prostate"),  # a code: kept
+        ]
     if ds.Modality == "RTSTRUCT":
         ds.StructureSetLabel = "OSIOBHAN 15.3.24"
         ds.StructureSetDescription = TEXT
@@ -261,6 +265,11 @@ def test_no_attack_form_survives_and_roi_names_do(tmp_path: Path, study: Path, c
     else:
         assert names == list(ROIS)
         assert any("ROIObservationLabel" in where for _f, where in summary.struck)
+        ct = next(
+            ds for p in (tmp_path / "out").rglob("*.dcm") if (ds := dcmread(p)).Modality == "CT"
+        )
+        codes = [str(c.CodeValue) for c in ct.AdmittingDiagnosesCodeSequence]
+        assert codes == ["***", "399068003"]
 
 
 def test_clinical_words_after_dr_and_labels_survive() -> None:

@@ -88,6 +88,34 @@ ENUMERATED_TAGS = frozenset(
     if t is not None
 )
 _CODE_MEANING = 0x00080104
+_CODE_VALUES = frozenset(
+    t for t in (tag_for_keyword(k) for k in ("CodeValue", "LongCodeValue")) if t is not None
+)
+#: Coding schemes whose codes are the scheme's own (beside those pydicom ships): codes, never
+#: text. A private scheme ("99" and a site's letters) or one nobody knows is a site's own list,
+#: where a sender can type anything: its code values are judged like prose.
+_KNOWN_SCHEMES = frozenset(
+    {"SRT", "SNM3", "99SDM", "I9C", "I9", "I11", "ICD10", "ICDO3", "ACR", "C4", "C5", "CPT4"}
+    | {"HL7", "ISO3166_1", "ISO639_1", "ISO639_2", "UPC", "NCDR", "NICIP", "OPCS4", "LOINC"}
+)
+
+
+def is_code(item: Any, tag: int) -> bool:
+    """True if ``tag`` of ``item`` holds a code, not prose (no pattern judges it): every coded
+    attribute, except a code value of a private or unknown coding scheme."""
+    if tag not in CODED_TAGS:
+        return False
+    if tag not in _CODE_VALUES:
+        return True
+    scheme = str(item.get("CodingSchemeDesignator", "") or "").strip()
+    return scheme in _KNOWN_SCHEMES or scheme in _schemes()
+
+
+@cache
+def _schemes() -> frozenset[str]:
+    from pydicom.sr import _concepts_dict  # pinned pydicom: its packaged coding schemes
+
+    return frozenset(_concepts_dict.concepts)
 
 
 @cache

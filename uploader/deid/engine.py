@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from uploader.deid import header, iod
-from uploader.deid.codes import CODED_TAGS, DEVICE_TAGS, is_standard_meaning
+from uploader.deid.codes import DEVICE_TAGS, is_code, is_standard_meaning
 from uploader.deid.elements import (
     TEXT_VRS,
     is_registry_uid,
@@ -270,7 +270,7 @@ class _Instance:
         return new
 
     def _clean(self, ds: Dataset, tag: int, vr: str, where: str) -> None:
-        patterns: Detector | None = None if tag in CODED_TAGS else self.patterns
+        patterns: Detector | None = None if is_code(ds, tag) else self.patterns
         if patterns is not None and tag in DEVICE_TAGS:
             patterns = patterns.people()  # device descriptions: names and e-mails only
         # code strings (Modality MR, PatientSex F, ValueType TEXT) and device descriptions are

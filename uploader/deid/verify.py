@@ -17,7 +17,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from uploader.deid import iod
-from uploader.deid.codes import CODED_TAGS, DEVICE_TAGS, is_standard_meaning
+from uploader.deid.codes import DEVICE_TAGS, is_code, is_standard_meaning
 from uploader.deid.elements import TEXT_VRS, is_registry_uid, private_creators, strings, walk
 from uploader.deid.identifiers import (
     Identifiers,
@@ -124,7 +124,7 @@ def check_output(
         elif vr in TEXT_VRS:
             if not path and tag in RECORD_TAGS:
                 continue
-            scan = None if tag in CODED_TAGS or patterns is None else patterns
+            scan = None if is_code(parent, tag) or patterns is None else patterns
             scan = scan.people() if scan is not None and tag in DEVICE_TAGS else scan
             problems += _text_problems(
                 path, tag, parent, matcher.for_tag(tag, vr), scan, protected, originals, retain_uids
@@ -209,7 +209,7 @@ def audit(
             retain_uids=retain_uids,
             reqs=reqs,
         )
-        if problem is None and vr in TEXT_VRS and tag not in CODED_TAGS:
+        if problem is None and vr in TEXT_VRS and not is_code(parent, tag):
             scan = detector.people() if tag in DEVICE_TAGS else detector
             problem = _audit_text(path, tag, parent, scan, mask)
         if problem:
