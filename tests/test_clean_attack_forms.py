@@ -72,6 +72,8 @@ FORMS: list[tuple[str, tuple[str, ...]]] = [
     ("dr whitcombe", ("whitcombe",)),
     ("seen by dr. greenhalgh", ("greenhalgh",)),
     ("Prof O'Rourke", ("rourke",)),
+    ("mrs bramwell", ("bramwell",)),
+    ("mr. hollingworth", ("hollingworth",)),
     # numbers
     ("MRN: 12345", ("12345",)),
     ("Hosp No 654321", ("654321",)),
@@ -274,7 +276,10 @@ def test_no_attack_form_survives_and_roi_names_do(tmp_path: Path, study: Path, c
 
 def test_clinical_words_after_dr_and_labels_survive() -> None:
     detector = default_detector()
-    for harmless in ("DR CHEST PA", "DR Hand AP", "Case 12", "ID 3", "PTV_7000", "Plan v2 2024"):
+    for harmless in (
+        *("DR CHEST PA", "DR Hand AP", "MR BRAIN T1", "mr brain", "MS lesions", "Case 12"),
+        *("ID 3", "PTV_7000", "Plan v2 2024"),
+    ):
         assert detector.kinds(harmless, fold(harmless)) == [], harmless
     matcher = Matcher(Identifiers())
     cleaned, kinds = matcher.clean("MRN: 12345 seen by DR WHITCOMBE", detector)
