@@ -313,6 +313,17 @@ def test_a_name_held_only_in_a_private_pn_is_a_name_of_the_study() -> None:
     assert "Quarrington" not in Matcher(ident).clean("checked by Quarrington")[0]
 
 
+def test_short_names_with_an_initial_or_a_title_and_mac_spellings() -> None:
+    ds = Dataset()
+    ds.PatientName = "Wu^Li"
+    ds.OperatorsName = ["MacDonald^Ewan", "Ng^Al"]
+    matcher = Matcher(collect(ds))
+    for said in ("L. Wu", "L Wu", "WU L", "dr wu", "DR. NG", "Mc Donald", "McDonald", "mac donald"):
+        assert matcher.clean(said)[0] == "***", said
+    for other in ("Lung Wu", "drawn by Ng", "Ngozi", "Machine", "Mac"):  # short: whole values only
+        assert matcher.clean(other)[0] == other, other
+
+
 def test_an_institution_is_found_without_its_possessive() -> None:
     ds = Dataset()
     ds.InstitutionName = "St Mary's Hospital"

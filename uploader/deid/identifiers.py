@@ -302,6 +302,9 @@ def _add_name(found: Identifiers, pn: str) -> None:
             if len(comps) == 2:
                 found.full_names.add(f"{comps[0]} {comps[1]}")
                 found.full_names.add(f"{comps[1]} {comps[0]}")
+                # an initial with the family name: L Wu, L. Wu, Wu L
+                found.full_names.add(f"{comps[1][0]} {comps[0]}")
+                found.full_names.add(f"{comps[0]} {comps[1][0]}")
 
 
 def _add_glued(found: Identifiers, pn: str) -> None:
@@ -497,11 +500,25 @@ def _variants(text: str) -> set[str]:
     for long, short in _SPELLED:
         contracted = contracted.replace(long, short)
     out.add(contracted)
+    for v in list(out):  # MacDonald is written McDonald, Mc Donald and Mac Donald too
+        m = re.match(r"(mac|mc)(?=[a-z]{3})", v)
+        if m:
+            rest = v[m.end() :]
+            out.update({f"mac{rest}", f"mc{rest}", f"mac {rest}", f"mc {rest}"})
     for v in list(out):
         if _APOSTROPHES.search(v):
             out.add(_APOSTROPHES.sub("", v))
             out.add(_APOSTROPHES.sub(" ", v))
     return {v for v in out if len(v) >= 2}
+
+
+#: A title that must be there (a short name is found after one, in any case).
+_TITLED = r"(?:dr|doctor|prof|professor|mr|mrs|ms|miss|mx)\.?\s*"
+
+
+def _word_of_name(word: str) -> str:
+    """One word of a whole name as a pattern; an initial may carry its dot (L. Wu)."""
+    return re.escape(word) + r"\.?" if len(word) == 1 else re.escape(word)
 
 
 def _name_regex(variant: str) -> str:
@@ -614,9 +631,11 @@ class Matcher:
     ) -> None:
         names = [_name_regex(v) for n in ident.names for v in _variants(n)]
         names += [
-            _WORD.format(r"[\s,^]+".join(re.escape(w) for w in fold(f).split()))
+            _WORD.format(r"[\s,^]+".join(_word_of_name(w) for w in fold(f).split()))
             for f in ident.full_names
         ]
+        # a short name after a title is that person in any case: dr wu, MR. NG
+        names += [_WORD.format(_TITLED + re.escape(fold(s))) for s in ident.short_names]
         names += [_WORD.format(re.escape(v)) for g in ident.glued for v in _variants(g)]
         by_kind: dict[str, list[str]] = {
             "name": names,
