@@ -99,6 +99,9 @@ FORMS: list[tuple[str, tuple[str, ...]]] = [
     ("sw1a2aa", ("sw1a",)),
     ("b79 7xy", ("b79",)),
     ("J.PATEL@NHS.NET", ("@nhs.net",)),
+    # the hospital's servers
+    ("https://pacs.zircon.example/wado?pid=1", ("zircon",)),
+    ("from 192.168.10.20:104", ("192.168.10.20",)),
 ]
 TEXT = " ; ".join(f for f, _ in FORMS)
 TOKENS = sorted({t for _, ts in FORMS for t in ts} | {"9434765919"})  # + a local code value
@@ -123,6 +126,7 @@ def _plant(ds: Dataset) -> None:
     for kw in ("StudyDescription", "SeriesDescription", "ContentDescription"):
         setattr(ds, kw, TEXT[:64])
     ds.ManufacturerModelName = "Scanner of Dr Whitcombe"
+    ds.RetrieveURL = "https://pacs.zircon.example/wado?pid=123456"
     ds.add_new(0x00081030, "LO", SPLIT) if ds.Modality == "RTDOSE" else None
     request = Dataset()
     request.RequestedProcedureDescription = "Dr. Patel 15-Mar-2024"
@@ -277,6 +281,7 @@ def test_no_attack_form_survives_and_roi_names_do(tmp_path: Path, study: Path, c
 def test_clinical_words_after_dr_and_labels_survive() -> None:
     detector = default_detector()
     for harmless in (
+        *("http://snomed.info/sct", "version 10.2.1", "1.2.840.10008.5.1.4"),
         *("DR CHEST PA", "DR Hand AP", "MR BRAIN T1", "mr brain", "MS lesions", "Case 12"),
         *("ID 3", "PTV_7000", "Plan v2 2024"),
     ):
