@@ -339,15 +339,13 @@ def test_an_institution_is_found_without_its_possessive() -> None:
 
 
 def test_text_in_a_number_or_time_is_not_a_value_of_its_vr() -> None:
-    for vr, value in (("TM", b"0941 Kellaway"), ("DS", b"Patel 1.5"), ("IS", b"12 J"), ("DA", "x")):
+    for vr, value in (("TM", b"0941 Kellaway"), ("DS", b"Patel 1.5"), ("IS", b"12 JP")):
         assert malformed(vr, value), (vr, value)
-    for vr, value in (
-        ("TM", b"094100.123"),
-        ("DS", b"-1.5e3\\2 "),
-        ("DA", b"20240315"),
-        ("AS", b"062Y"),
-    ):
+    assert malformed("DA", "15 März") and malformed("DS", "1.5 Müller".encode())
+    for vr, value in (("TM", b"094100.123"), ("DS", b"-1.5e3\\2 "), ("DA", b"20240315")):
         assert not malformed(vr, value), (vr, value)
+    assert not malformed("DS", b"0,5\\0,5")  # a comma decimal names nobody: geometry stays
+    assert not malformed("AS", b"062Y") and not malformed("IS", b"1A")  # a stray letter
 
 
 def test_a_site_pattern_table_is_a_setting_of_both_nodes(tmp_path: Path) -> None:

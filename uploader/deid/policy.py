@@ -146,27 +146,33 @@ def private_kept(
     )
 
 
-#: The characters each string VR that is not text may hold (PS3.5 6.2), with the backslash
-#: of multiple values and padding. Anything else (a name typed into a time, a note in a
-#: decimal string) is text in the wrong place: it cannot be cleaned as text, so it is not kept.
-_VR_CHARS: dict[str, bytes] = {
-    "DS": b"0123456789+-.eE \\\x00",
-    "IS": b"0123456789+- \\\x00",
-    "TM": b"0123456789.:&- \\\x00",
-    "DA": b"0123456789.-& \\\x00",
-    "DT": b"0123456789.+-& \\\x00",
-    "AS": b"0123456789DWMY \\\x00",
+#: The letters each string VR that is not text may hold (PS3.5 6.2): a letter outside them (a
+#: name typed into a time, a note in a decimal string) is text in the wrong place, which cannot
+#: be cleaned as text, so it is not kept. Digits and punctuation are never judged: a comma
+#: decimal ("0,5") is malformed but names nobody, and emptying it would break the geometry.
+_VR_LETTERS: dict[str, bytes] = {
+    "DS": b"eE",
+    "IS": b"",
+    "TM": b"",
+    "DA": b"",
+    "DT": b"",
+    "AS": b"DWMY",
 }
+_NOT_LETTERS = bytes(c for c in range(128) if not chr(c).isalpha())
+_DELETE = {vr: _NOT_LETTERS + letters for vr, letters in _VR_LETTERS.items()}
+_WORD_LETTERS = 2
 #: The VRs ``malformed`` judges.
-FORMED_VRS = frozenset(_VR_CHARS)
+FORMED_VRS = frozenset(_VR_LETTERS)
 
 
 def malformed(vr: str, value: object) -> bool:
-    """True if a DS, IS, TM, DA, DT or AS value holds a character its VR does not allow.
+    """True if a DS, IS, TM, DA, DT or AS value holds letters (or non-ASCII characters) its VR
+    does not allow: two or more, as any word or initials take (a stray "1A" names nobody, and
+    emptying a NumberOfFrames would break the pixels).
 
     ``value``: the raw bytes (or the decoded value). One pass in C over the bytes: cheap
     enough for every number of a contour."""
-    allowed = _VR_CHARS.get(vr)
+    allowed = _DELETE.get(vr)
     if allowed is None or value is None:
         return False
     if isinstance(value, bytes | bytearray | memoryview):
@@ -177,4 +183,4 @@ def malformed(vr: str, value: object) -> bool:
         raw = "\\".join(str(v) for v in value).encode("utf-8", "replace")
     else:
         return False  # a number pydicom already converted
-    return bool(raw.translate(None, allowed))
+    return len(raw.translate(None, allowed)) >= _WORD_LETTERS
