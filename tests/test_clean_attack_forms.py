@@ -106,6 +106,8 @@ FORMS: list[tuple[str, tuple[str, ...]]] = [
 TEXT = " ; ".join(f for f, _ in FORMS)
 TOKENS = sorted({t for _, ts in FORMS for t in ts} | {"9434765919"})  # + a local code value
 SPLIT = ["DR", "WHITCOMBE", "MRN", "90210", "020", "7946 0321"]  # one identifier per two values
+#: Text with no identifier in it, as scanners write it: kept exactly where the options keep it.
+USEFUL = {"ProtocolName": "RT PELVIS 2.5mm 120kV", "SeriesDescription": "CT Pelvis 3/3 Ax"}
 ROIS = ("Lung_L", "Lung_R", "Breast", "Heart", "SpinalCord", "PTV_7000", "Prostate")
 
 
@@ -133,6 +135,8 @@ def _plant(ds: Dataset) -> None:
     request.ReasonForTheRequestedProcedure = "Hosp No 654321 MRN: 12345"
     ds.RequestAttributesSequence = [request]
     if ds.Modality == "CT":
+        ds.ProtocolName = USEFUL["ProtocolName"]
+        ds.SeriesDescription = USEFUL["SeriesDescription"]
         ds.OperatorsName = "PATEL^JAYESH"
         ds.PerformingPhysicianName = "Smith-Jones^Marguerite"
         ds.add_new(0x00110010, "LO", "ACME 1.0")
@@ -276,6 +280,7 @@ def test_no_attack_form_survives_and_roi_names_do(tmp_path: Path, study: Path, c
         )
         codes = [str(c.CodeValue) for c in ct.AdmittingDiagnosesCodeSequence]
         assert codes == ["***", "399068003"]
+        assert {kw: str(ct.get(kw, "")) for kw in USEFUL} == USEFUL
 
 
 def test_clinical_words_after_dr_and_labels_survive() -> None:
