@@ -693,6 +693,7 @@ class Matcher:
             if self._people is None:
                 ident = Identifiers(
                     names=set(self._ident.names),
+                    glued=set(self._ident.glued),
                     ids=set(self._ident.ids),
                     birth_dates=set(self._ident.birth_dates),
                 )
