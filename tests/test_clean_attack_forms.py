@@ -74,6 +74,7 @@ FORMS: list[tuple[str, tuple[str, ...]]] = [
     ("Prof O'Rourke", ("rourke",)),
     ("mrs bramwell", ("bramwell",)),
     ("mr. hollingworth", ("hollingworth",)),
+    ("ASHCROFT^^^DR", ("ashcroft",)),  # a name pasted from a PN with its empty components
     # numbers
     ("MRN: 12345", ("12345",)),
     ("Hosp No 654321", ("654321",)),
