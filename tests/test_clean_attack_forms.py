@@ -75,6 +75,7 @@ FORMS: list[tuple[str, tuple[str, ...]]] = [
     ("mrs bramwell", ("bramwell",)),
     ("mr. hollingworth", ("hollingworth",)),
     ("ASHCROFT^^^DR", ("ashcroft",)),  # a name pasted from a PN with its empty components
+    ("GTV_dr_ashby_v2", ("ashby",)),  # labels join words with underscores
     # numbers
     ("MRN: 12345", ("12345",)),
     ("Hosp No 654321", ("654321",)),
@@ -288,7 +289,15 @@ def test_clinical_words_after_dr_and_labels_survive() -> None:
     detector = default_detector()
     for harmless in (
         *("http://snomed.info/sct", "version 10.2.1", "1.2.840.10008.5.1.4"),
-        *("DR CHEST PA", "DR Hand AP", "MR BRAIN T1", "mr brain", "MS lesions", "Case 12"),
+        *(
+            "DR_CHEST",
+            "DR CHEST PA",
+            "DR Hand AP",
+            "MR BRAIN T1",
+            "mr brain",
+            "MS lesions",
+            "Case 12",
+        ),
         *("ID 3", "PTV_7000", "Plan v2 2024"),
     ):
         assert detector.kinds(harmless, fold(harmless)) == [], harmless
