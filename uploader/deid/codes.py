@@ -111,11 +111,18 @@ def is_code(item: Any, tag: int) -> bool:
     return scheme in _KNOWN_SCHEMES or scheme in _schemes()
 
 
-@cache
-def _schemes() -> frozenset[str]:
-    from pydicom.sr import _concepts_dict  # pinned pydicom: its packaged coding schemes
+#: The coding schemes pydicom packages (``pydicom.sr._concepts_dict.concepts``), written out:
+#: importing that module takes 0.1-0.3 s, paid by every worker process of a run that meets a
+#: code value. ``tests/test_codes_schemes_are_pydicoms.py`` fails when a pydicom upgrade
+#: changes them.
+PYDICOM_SCHEMES = frozenset(
+    {"BARI", "DCM", "FMA", "I10", "IBSI", "ITIS_TSN", "LN", "MDC", "MSH", "NCIt", "NDC"}
+    | {"NEU", "PUBCHEM_CID", "RADLEX", "RXNORM", "SCT", "UCUM", "UMLS"}
+)
 
-    return frozenset(_concepts_dict.concepts)
+
+def _schemes() -> frozenset[str]:
+    return PYDICOM_SCHEMES
 
 
 @cache
