@@ -36,6 +36,7 @@ OPEN = ("receiving", "complete", "needs_review", "validated")
 #: States `review approve` sends a study on from: any but a rejection or the opt-out (for good).
 APPROVABLE = tuple(s for s in STATES if s not in ("rejected", "opted_out"))
 MIN_NAME_PART = 3  # shorter parts of a name (initials, "DR") are not checked
+_NAME_PART = re.compile(r"[^\W\d_]+")  # a name's runs of letters (O'BRIEN-SMITH: 3 parts)
 
 
 class Refused(Exception):  # noqa: N818 - a decision that is not allowed, shown as it is
@@ -243,7 +244,7 @@ def _looks_like_patient(entry: str, patient: Patient) -> str | None:
         ("the patient's ID", patient.patient_id),
         *(("the patient's NHS number or other ID", i) for i in patient.other_ids),
         *(("the patient's birth date", form) for form in _date_forms(patient.birth_date)),
-        *(("the patient's name", part) for part in re.split(r"[\^\s,]+", patient.name)),
+        *(("the patient's name", part) for part in _NAME_PART.findall(fold(patient.name))),
     ]
     for what, fact in facts:
         known = _norm(fact)
