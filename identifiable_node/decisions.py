@@ -374,12 +374,23 @@ def approve(
         raise Refused("the study was rejected or opted out meanwhile: it stays")
 
 
+MAX_REASON = 500
+
+
+def _reason(text: str) -> str:
+    """A hold note or rejection reason as given (stripped), at most ``MAX_REASON`` characters."""
+    if len(text.strip()) > MAX_REASON:
+        raise Refused(f"a reason has at most {MAX_REASON} characters")
+    return text.strip()
+
+
 def hold(store: Store, study_id: int, reason: str, by: str) -> None:
     """Stop a study until staff release it."""
     study = _get(store, study_id)
     _open(study, "hold")
-    why = reason.strip()
+    why = _reason(reason)
     held = f"held by {by}" + (f": {why}" if why else "")
+    _note(store, study, by, "held", {"held": True}, doing="hold")  # late instances keep it held
     if not store.set_state(study.id, StudyState.NEEDS_REVIEW, by, held, only_from=OPEN):
         _open(_get(store, study.id), "hold")
         raise Refused("the study changed meanwhile: reload")
@@ -393,7 +404,7 @@ def reject(store: Store, study_id: int, reason: str, by: str) -> None:
     if not reason.strip():
         raise Refused("a rejection needs a reason")
     allowed = (*OPEN, "opted_out")
-    if not store.set_state(study.id, StudyState.REJECTED, by, reason.strip(), only_from=allowed):
+    if not store.set_state(study.id, StudyState.REJECTED, by, _reason(reason), only_from=allowed):
         _open(_get(store, study.id), "reject")
         raise Refused("the study changed meanwhile: reload")
 

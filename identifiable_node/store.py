@@ -83,6 +83,7 @@ class Decisions(TypedDict, total=False):
     protocol: str  # the trial
     subject: str  # the subject ID
     session: str  # the session label
+    held: bool  # staff held it: a late instance does not send it on (a release does)
 
 
 #: Version 1: the tables as every release before schema versions made them (the audit table is
@@ -270,7 +271,7 @@ class Store(Database):
         """Index a durably stored instance; return False if it was already known.
 
         A new instance for a study past ``receiving`` reopens it (a late series), except for
-        opted-out, quarantined and rejected studies, which stay as they are. Reopening drops
+        opted-out, quarantined, rejected and held studies, which stay as they are. Reopening drops
         the staff's override: what they let through despite its validation was what they saw.
         """
         now = time.time()
@@ -308,7 +309,11 @@ class Store(Database):
             c.execute(
                 "UPDATE studies SET last_received=?, updated=? WHERE id=?", (now, now, study_id)
             )
-            if row is not None and row["state"] not in _STAY:
+            held = c.execute(
+                "SELECT json_extract(decisions, '$.held') AS held FROM studies WHERE id=?",
+                (study_id,),
+            ).fetchone()["held"]
+            if row is not None and row["state"] not in _STAY and not held:
                 c.execute(
                     "UPDATE studies SET state=?, reason='', lease_owner=NULL, lease_until=0,"
                     " decisions=json_remove(decisions, '$.override') WHERE id=?",
@@ -594,6 +599,7 @@ class Store(Database):
             if only_from is not None and row["state"] not in only_from:
                 return False
             merged = {**json.loads(row["decisions"] or "{}"), **given}
+            merged.pop("held", None)  # sent on: a hold is over
             c.execute(
                 "UPDATE studies SET decisions=?, state=?, reason='', next_attempt=0,"
                 " lease_owner=NULL, lease_until=0, updated=? WHERE id=?",  # a step in flight loses

@@ -245,3 +245,21 @@ def test_a_header_value_that_is_not_its_vr_does_not_break_the_study_view(tmp_pat
     (series,) = [s for s in found.series if s.modality == "CT"]
     assert series.number == 0 and series.uid == series_key("../../../links.csv?")
     assert len(series.slices) == 2 and found.unreadable == 0
+
+
+def test_a_held_study_stays_held_when_the_sender_sends_more(tmp_path: Path) -> None:
+    store = Store(tmp_path / "node.sqlite")
+    study_id = _study(store)
+    staff.hold(store, study_id, "check the contours with Dr Who", "rita")
+    store.add_instance(
+        study_uid="1.2.3", sop_uid="1.2.3.4.99", series_uid="1.2.3.5", modality="CT",
+        path="/late", patient_id=PATIENT.patient_id, other_ids="", protocol=None, source="scp",
+    )  # fmt: skip
+    study = store.study(study_id)
+    assert study is not None and study.state == "needs_review"
+    assert study.reason == "held by rita: check the contours with Dr Who"
+    with pytest.raises(staff.Refused, match="at most 500 characters"):
+        staff.reject(store, study_id, "x" * 501, "rita")
+    staff.approve(store, study_id, "rita")  # a release ends the hold
+    study = store.study(study_id)
+    assert study is not None and study.state == "complete" and "held" not in study.decided
