@@ -234,6 +234,8 @@ def test_a_reviewer_ids_that_are_not_ids_and_a_rejected_study(hostile: Hostile) 
         assert got.status_code == 404, study
     huge = rita.post(f"{h.web}/quarantine/99999999999999999999/retry", data={"csrf": csrf})
     assert huge.status_code == 409 and "no quarantined file" in huge.text
+    for job in ("%2e%2e%2flinks.csv", "x%00", "-1", "9" * 30):
+        assert rita.get(f"{h.web}/bulk/{job}", timeout=10).status_code == 404, job
     # a relabel holding the patient's name; then one naming an ROI the study lacks
     url = f"{h.web}/studies/{h.study}"
     named = rita.post(f"{url}/relabel", data={"csrf": csrf, f"new:{ROI}": "Quagga_L"})
