@@ -153,7 +153,7 @@ def _check_new_name(old: str, new: str, final: dict[str, str], patient: Patient 
         raise Refused(
             "an ROI name has at most 64 characters, no backslash and no control characters"
         )
-    looks = _looks_like_patient(new, patient) if patient else None
+    looks = _looks_like_patient(new, patient, words=True) if patient else None
     if looks:
         raise Refused(f"the new ROI name is refused: it is or contains {looks}")
     taken = {v.casefold() for k, v in final.items() if k != old}
@@ -237,9 +237,12 @@ def _date_forms(date: str) -> list[str]:
     return [date, d + m + y, m + d + y, y[2:] + m + d, d + m + y[2:], m + d + y[2:]]
 
 
-def _looks_like_patient(entry: str, patient: Patient) -> str | None:
-    """Which of the patient's own data the entry equals or contains (None: none of them)."""
+def _looks_like_patient(entry: str, patient: Patient, *, words: bool = False) -> str | None:
+    """Which of the patient's own data the entry equals or contains (None: none of them).
+    With ``words`` (an ROI name), a name part counts only as a whole word of the entry, so
+    that a patient called LEE does not forbid "Spleen"; IDs and dates count anywhere."""
     value = _norm(entry)
+    entry_words = {_norm(w) for w in _NAME_PART.findall(fold(entry))}
     facts = [
         ("the patient's ID", patient.patient_id),
         *(("the patient's NHS number or other ID", i) for i in patient.other_ids),
@@ -248,8 +251,11 @@ def _looks_like_patient(entry: str, patient: Patient) -> str | None:
     ]
     for what, fact in facts:
         known = _norm(fact)
-        if what == "the patient's name" and len(known) < MIN_NAME_PART:
-            continue
+        if what == "the patient's name":
+            if len(known) < MIN_NAME_PART:
+                continue
+            if words and known not in entry_words:
+                continue
         if known and known in value:
             return what
     return None

@@ -263,3 +263,13 @@ def test_a_held_study_stays_held_when_the_sender_sends_more(tmp_path: Path) -> N
     staff.approve(store, study_id, "rita")  # a release ends the hold
     study = store.study(study_id)
     assert study is not None and study.state == "complete" and "held" not in study.decided
+
+
+def test_a_name_part_forbids_an_roi_name_only_as_a_whole_word(tmp_path: Path) -> None:
+    lee = staff.Patient("9434765919", (), "LEE^ANNA", "19620314")
+    final = {"Spleen": "Spleen", "Rectm": "Rectm"}
+    staff._check_new_name("Rectm", "Spleen_2", final, lee)
+    with pytest.raises(staff.Refused, match="the patient's name"):
+        staff._check_new_name("Rectm", "PTV_Lee", final, lee)
+    with pytest.raises(staff.Refused, match="the patient's ID"):
+        staff._check_new_name("Rectm", "PTV9434765919x", final, lee)
