@@ -33,6 +33,7 @@ from identifiable_node.web.pages import build_site
 from uploader.sample import Patient, write_study
 from uploader.web.accounts import Accounts, Role
 
+from .browser import chromium
 from .peers import free_port, make_cert, node, node_config, wait_for
 from .webnode import PASSWORDS, csrf_of
 
@@ -234,6 +235,8 @@ def test_a_reviewer_ids_that_are_not_ids_and_a_rejected_study(hostile: Hostile) 
         assert got.status_code == 404, study
     huge = rita.post(f"{h.web}/quarantine/99999999999999999999/retry", data={"csrf": csrf})
     assert huge.status_code == 409 and "no quarantined file" in huge.text
+    odd = rita.post(f"{h.web}/qr/retrieve", data={"csrf": csrf, "trial": "<b>NOPE", "study:1": "1"})
+    assert odd.status_code == 409 and "no such trial" in odd.text
     for job in ("%2e%2e%2flinks.csv", "x%00", "-1", "9" * 30):
         assert rita.get(f"{h.web}/bulk/{job}", timeout=10).status_code == 404, job
     # a relabel holding the patient's name; then one naming an ROI the study lacks
@@ -264,3 +267,36 @@ def test_the_log_holds_none_of_the_planted_values(hostile: Hostile) -> None:
     assert "staff pages" in text or text  # the node wrote its log
     assert [p for p in PLANTED if p in text] == []
     assert "9434765977" not in text and "MRN0000077" not in text
+
+
+def test_in_a_browser_no_planted_markup_runs_or_fetches(hostile: Hostile, tmp_path: Path) -> None:
+    """Headless Chromium with htmx live: no alert, no planted element, no fetch of the link
+    export, and the name's direction override does not turn the patient ID around."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    h = hostile
+    with chromium(tmp_path / "profile") as driver:
+        driver.get(f"{h.web}/signin")
+        driver.find_element(By.ID, "name").send_keys("adam")
+        driver.find_element(By.ID, "password").send_keys(PASSWORDS["adam"])
+        driver.find_element(By.ID, "signin").click()
+        WebDriverWait(driver, 20).until(lambda d: "Sign out" in d.page_source)
+        for path in ("/", f"/studies/{h.study}"):
+            driver.get(h.web + path)
+            WebDriverWait(driver, 20).until(lambda d: "ZEBRA" in d.page_source)
+            if path != "/":  # the viewer came in by htmx (hx-trigger=load)
+                WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "slice"))
+            planted = driver.execute_script(
+                'return document.querySelectorAll(\'img[src="x"], svg[onload], b[hx-get],'
+                " script:not([src])').length"
+            )
+            assert planted == 0, path
+            fetched = driver.execute_script(
+                "return performance.getEntriesByType('resource').map(e => e.name)"
+            )
+            assert not [u for u in fetched if "links.csv" in u or "%2e" in u.lower()], fetched
+        assert driver.find_element(By.ID, "patient-id").text == "9434765977"
+        alert = driver.execute_script("return typeof window.alert")  # none was opened
+        assert alert == "function"
+    assert "link table exported" not in _audit(h, "adam")
