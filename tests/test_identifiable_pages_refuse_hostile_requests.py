@@ -92,6 +92,8 @@ def _hostile_study(folder: Path) -> None:
             ds.add_new("SeriesNumber", "IS", None)
             ds["SeriesNumber"]._value = "ZEBRA"  # an IS holding a name, as a sender may write
         ds.save_as(f)
+    for readme in folder.rglob("README.txt"):
+        readme.unlink()
 
 
 @pytest.fixture(scope="module")
