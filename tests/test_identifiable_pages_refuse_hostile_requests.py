@@ -41,6 +41,7 @@ pytestmark = pytest.mark.integration
 NAME = 'ZEBRA<script>alert(1)</script>^QUAGGA"><img src=x onerror=alert(2)>\u202eOKAPI'
 DESCRIPTION = '{{ 7*7 }} <b hx-get="/links.csv" hx-trigger="load">NARWHAL</b>' + "W" * 3000
 ROI = '"><svg onload=alert(4)>AXOLOTL'
+HIDDEN_ROI = "Lung\u202eL"  # a direction override inside an ROI name
 PLANTED = ("ZEBRA", "QUAGGA", "OKAPI", "NARWHAL", "AXOLOTL", "links.csv?", "onerror")
 OPEN_ROUTES = {"/health", "/static/{name}", "/signin", "/signout"}
 
@@ -76,7 +77,7 @@ class Hostile:
 def _hostile_study(folder: Path) -> None:
     patient = Patient(name=NAME, patient_id="9434765977", other_id="MRN0000077", tag="7")
     files = write_study(
-        folder, slices=2, rois=["Prostate", "Rectum", "Bladder", ROI], patient=patient
+        folder, slices=2, rois=["Prostate", "Rectum", "Bladder", ROI, "LungL"], patient=patient
     )
     for f in files:
         if f.suffix == ".txt":
@@ -86,6 +87,8 @@ def _hostile_study(folder: Path) -> None:
         ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: the direction override survives
         ds.PatientName = NAME
         ds.InstitutionName = "javascript:alert(3)//NARWHAL"
+        for item in ds.get("StructureSetROISequence", []):
+            item.ROIName = HIDDEN_ROI if item.ROIName == "LungL" else item.ROIName
         if ds.Modality == "CT":
             ds.SeriesInstanceUID = "../../../links.csv?"
             ds.SeriesDescription = DESCRIPTION
@@ -247,6 +250,12 @@ def test_a_reviewer_ids_that_are_not_ids_and_a_rejected_study(hostile: Hostile) 
     assert named.status_code == 409 and "the patient's name" in unescape(named.text)
     ghost = rita.post(f"{url}/relabel", data={"csrf": csrf, "new:Spleen": "Rectum"})
     assert ghost.status_code == 409 and "no ROI of that name" in ghost.text
+    # the ROI whose name hides a character is named in the form as shown, and relabelled
+    form = rita.get(url, timeout=10).text
+    assert 'name="new:Lung\ufffdL"' in form and "\u202e" not in form
+    fixed = rita.post(f"{url}/relabel", data={"csrf": csrf, "new:Lung\ufffdL": "Lung_L"})
+    assert fixed.status_code == 200 and "ROI names saved" in fixed.text, unescape(fixed.text)[:3000]
+    assert "&#39;Lung\\u202eL&#39; -&gt; &#39;Lung_L&#39;" in fixed.text  # audited, escaped
     # rejected: no decision brings it back
     assert rita.post(f"{url}/reject", data={"csrf": csrf, "reason": "hostile"}).ok
     for decision, form in (
