@@ -273,3 +273,18 @@ def test_a_name_part_forbids_an_roi_name_only_as_a_whole_word(tmp_path: Path) ->
         staff._check_new_name("Rectm", "PTV_Lee", final, lee)
     with pytest.raises(staff.Refused, match="the patient's ID"):
         staff._check_new_name("Rectm", "PTV9434765919x", final, lee)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "PACE-0042\nPACE-0043",
+        "PACE-\uff10\uff10\uff14\uff12",  # full-width digits
+        "PACE-\u0660\u0660\u0664\u0662",  # Arabic-Indic digits: \\d takes them
+        "PACE-0042\u200b",
+        "PACE-0042 OR 1=1",
+    ],
+)
+def test_a_manual_id_that_only_looks_like_the_pattern_is_refused(entry: str) -> None:
+    with pytest.raises(staff.Refused, match=r"pattern|only letters, digits"):
+        staff.check_id(entry, "subject ID", r"^PACE-\d{4}$", PATIENT)

@@ -272,8 +272,14 @@ def test_a_reviewer_ids_that_are_not_ids_and_a_rejected_study(hostile: Hostile) 
 def test_the_log_holds_none_of_the_planted_values(hostile: Hostile) -> None:
     h = hostile
     adam = h.client("adam")
-    for path in ("/", f"/studies/{h.study}", f"/studies/{h.study}/preview", "/quarantine"):
+    for path in (
+        "/", f"/studies/{h.study}", f"/studies/{h.study}/preview", "/quarantine",
+        "/?q=9434765977", "/qr?patient_id=9434765977&accession=ZEBRA",
+    ):  # fmt: skip
         adam.get(h.web + path, timeout=30)
+    missing = adam.get(f"{h.web}/no/such/page?q=ZEBRA", timeout=10)
+    assert missing.status_code == 404 and "ZEBRA" not in missing.text
+    assert "frame-ancestors 'none'" in missing.headers["content-security-policy"]
     text = h.log.read_text(errors="replace")
     assert "staff pages" in text or text  # the node wrote its log
     assert [p for p in PLANTED if p in text] == []
