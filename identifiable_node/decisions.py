@@ -36,6 +36,7 @@ OPEN = ("receiving", "complete", "needs_review", "validated")
 #: States `review approve` sends a study on from: any but a rejection or the opt-out (for good).
 APPROVABLE = tuple(s for s in STATES if s not in ("rejected", "opted_out"))
 MIN_NAME_PART = 3  # shorter parts of a name (initials, "DR") are not checked
+MIN_REVERSED = 4  # a manual ID holding a fact this long written backwards is refused too
 _NAME_PART = re.compile(r"[^\W\d_]+")  # a name's runs of letters (O'BRIEN-SMITH: 3 parts)
 
 
@@ -258,6 +259,8 @@ def _looks_like_patient(entry: str, patient: Patient, *, words: bool = False) ->
                 continue
         if known and known in value:
             return what
+        if not words and len(known) >= MIN_REVERSED and known[::-1] in value:
+            return what + " reversed"
     return None
 
 

@@ -288,3 +288,19 @@ def test_a_name_part_forbids_an_roi_name_only_as_a_whole_word(tmp_path: Path) ->
 def test_a_manual_id_that_only_looks_like_the_pattern_is_refused(entry: str) -> None:
     with pytest.raises(staff.Refused, match=r"pattern|only letters, digits"):
         staff.check_id(entry, "subject ID", r"^PACE-\d{4}$", PATIENT)
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("S-smada-01", "the patient's name reversed"),
+        ("ALICE-ADAMS", "the patient's name"),
+        ("S-9434-7659-19", "the patient's ID"),
+        ("S-9195674349", "the patient's ID reversed"),
+        ("s-mrn0012345", "NHS number or other ID"),
+    ],
+)
+def test_a_manual_id_holding_the_patient_in_disguise_is_refused(entry: str, why: str) -> None:
+    with pytest.raises(staff.Refused) as info:
+        staff.check_id(entry, "subject ID", r"^[A-Za-z0-9-]+$", PATIENT)
+    assert why in str(info.value) and entry not in str(info.value)
