@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from identifiable_node import decisions as staff
-from identifiable_node.config import load_config
+from identifiable_node.config import Config, load_config
 from identifiable_node.folder import folder_problems
 from identifiable_node.folder import read_health as read_folder_health
 from identifiable_node.service import open_store
 from identifiable_node.store import Store, Study, StudyState
+from identifiable_node.trials import Trials
+from identifiable_node.web import patients
+from identifiable_node.web.nodepages import csv_cells
+from uploader.deid.pseudonyms import read_key
 from uploader.errors import ConfigError
 from uploader.health import print_health, read_health
 from uploader.timefmt import iso_utc
@@ -37,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         journal, folder = _journal_status(data_dir), _folder_status(data_dir)
         return _status(store, args.json, journal, folder, health)
     if args.command == "review":
-        return _review(store, args)
+        return _review(store, args, config)
     if args.command == "purge":
         if not args.opted_out:
             raise ConfigError("on the identifiable node, purge takes --opted-out")
@@ -138,7 +142,13 @@ def _status(
     return 0
 
 
-def _review(store: Store, args: argparse.Namespace) -> int:
+def _trials(config: Config) -> Trials:
+    node = config.node
+    key = read_key(node.key_file)
+    return Trials(node.protocols_dir, key, node.site, node.site_script, dict(config.manual_ids))
+
+
+def _review(store: Store, args: argparse.Namespace, config: Config) -> int:
     if args.action == "list":  # what waits for staff: to review, or quarantined
         to_review = (StudyState.NEEDS_REVIEW, StudyState.QUARANTINED)
         waiting = [s for s in store.studies() if s.state in to_review]
@@ -152,16 +162,25 @@ def _review(store: Store, args: argparse.Namespace) -> int:
         raise ConfigError(f"no study {args.study}")
     if args.action == "show":
         return _show(store, study)
+    if args.action == "reject":  # the pages' Reject: a reason needed, and it never leaves
+        try:
+            staff.reject(store, study.id, args.reason or "", args.by)
+        except staff.Refused as exc:
+            raise ConfigError(f"study {study.id}: {exc}") from exc
+        print(f"study {study.id}: rejected")
+        return 0
     relabel = None
     if args.relabel:
         pairs = [r.split("=", 1) for r in args.relabel]
         if any(len(p) != 2 for p in pairs):
             raise ConfigError("--relabel takes OLD=NEW")
         relabel = dict(pairs)
-    try:  # the same decision path as the staff pages
+    trials = _trials(config) if args.trial or args.subject else None
+    try:  # the same decision path as the staff pages, with the same checks
         staff.approve(
             store, study.id, args.by, override=bool(args.override), relabel=relabel,
-            protocol=args.trial, subject=args.subject,
+            protocol=args.trial, subject=args.subject, trials=trials,
+            patient=patients.facts(store, study),
         )  # fmt: skip
     except staff.Refused as exc:
         raise ConfigError(f"study {study.id}: {exc}") from exc
@@ -198,5 +217,5 @@ def _links(store: Store, protocol: str | None) -> int:
     w = csv.writer(sys.stdout)
     w.writerow(["protocol", "patient_id", "study_uid", "subject", "session"])
     for r in store.links(protocol):
-        w.writerow([r.protocol, r.patient_id, r.study_uid, r.subject, r.session])
+        w.writerow(csv_cells([r.protocol, r.patient_id, r.study_uid, r.subject, r.session]))
     return 0

@@ -65,6 +65,7 @@ def _review_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--trial", help="assign this protocol ID")
     p.add_argument("--subject", help="a manual trial subject ID")
+    p.add_argument("--reason", help="reject: why (needed, audited)")
     p.add_argument("--by", default=os.environ.get("USER", "staff"), help="who decides (audit)")
 
 

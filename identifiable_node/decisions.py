@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from identifiable_node.store import Decisions, SetAsideKind, Store, Study, StudyState
+from pydicom import dcmread
+
+from identifiable_node.store import STATES, Decisions, SetAsideKind, Store, Study, StudyState
 from identifiable_node.trials import Trials
 from uploader.deid.identifiers import fold
 from uploader.deid.relabel import relabel as apply_relabel
 from uploader.errors import NotDicomError
 from uploader.protocols.model import Protocol
 from uploader.protocols.patterns import compile_pattern
-from uploader.protocols.study import study_from_files
+from uploader.protocols.study import rois, study_from_files
 from uploader.protocols.validate import Report, validate_study
 from uploader.store.spool import name_for
 
@@ -30,7 +33,11 @@ from uploader.store.spool import name_for
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 #: States a study can be released, held or rejected from.
 OPEN = ("receiving", "complete", "needs_review", "validated")
+#: States `review approve` sends a study on from: any but a rejection or the opt-out (for good).
+APPROVABLE = tuple(s for s in STATES if s not in ("rejected", "opted_out"))
 MIN_NAME_PART = 3  # shorter parts of a name (initials, "DR") are not checked
+MIN_REVERSED = 4  # a manual ID holding a fact this long written backwards is refused too
+_NAME_PART = re.compile(r"[^\W\d_]+")  # a name's runs of letters (O'BRIEN-SMITH: 3 parts)
 
 
 class Refused(Exception):  # noqa: N818 - a decision that is not allowed, shown as it is
@@ -101,25 +108,107 @@ def _open(study: Study, what: str) -> None:
         raise Refused(f"cannot {what} a study that is {study.state}")
 
 
+def _note(
+    store: Store, study: Study, by: str, what: str, decisions: Decisions, *, doing: str
+) -> None:
+    """Record decisions only while the study is still open (checked in the same transaction as
+    the write: a release or rejection in between wins, and this one is refused)."""
+    if not store.note_decisions(study.id, by, what, decisions, only_from=OPEN):
+        _open(_get(store, study.id), doing)
+        raise Refused(f"cannot {doing} this study now: reload")
+
+
 def choose_trial(store: Store, trials: Trials, study_id: int, pid: str, by: str) -> None:
-    """Put a study in a trial (it waits for release)."""
+    """Put a study in a trial (it waits for release; a study the pipeline had validated under
+    another trial is validated again)."""
     study = _get(store, study_id)
     _open(study, "change the trial of")
     if trials.get(pid) is None:
         raise Refused(f"this node has no trial {pid!r}")
-    store.note_decisions(study.id, by, f"trial chosen: {pid}", {"protocol": pid})
+    _note(store, study, by, f"trial chosen: {pid}", {"protocol": pid}, doing="change the trial of")
 
 
-def relabel(store: Store, study_id: int, mapping: dict[str, str], by: str) -> dict[str, str]:
-    """Rename ROIs (old -> new, each audited); an empty new name drops an earlier relabel.
-    Return the study's relabels now."""
-    study = _get(store, study_id)
-    _open(study, "relabel")
+def roi_names(store: Store, study_id: int) -> list[str]:
+    """The ROI names of the study's structure sets, as received (unreadable sets left out: the
+    pipeline quarantines them with the reason)."""
+    names: list[str] = []
+    for inst in store.instances(study_id):
+        if inst.modality != "RTSTRUCT":
+            continue
+        try:
+            names += [r.name for r in rois(dcmread(inst.path, stop_before_pixels=True))]
+        except Exception:  # noqa: S112 - unreadable: quarantined by the pipeline
+            continue
+    return names
+
+
+def _hidden(text: str) -> bool:
+    """True when the text holds a control or formatting character (NUL, a direction override)."""
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
+
+
+def _check_new_name(old: str, new: str, final: dict[str, str], patient: Patient | None) -> None:
+    """Refuse a new ROI name that is too long, hides characters, holds the patient's own data,
+    or is the name another ROI of the study will carry."""
+    if len(new) > 64 or "\\" in new or _hidden(new):
+        raise Refused(
+            "an ROI name has at most 64 characters, no backslash and no control characters"
+        )
+    looks = _looks_like_patient(new, patient, words=True) if patient else None
+    if looks:
+        raise Refused(f"the new ROI name is refused: it is or contains {looks}")
+    taken = {v.casefold() for k, v in final.items() if k != old}
+    if new.casefold() in taken:
+        raise Refused("another ROI of the study has or will have that name: choose another")
+
+
+def _checked_relabels(
+    study: Study,
+    mapping: dict[str, str],
+    names: Collection[str] | None,
+    patient: Patient | None,
+) -> dict[str, str]:
+    """The study's relabels with ``mapping`` applied (old -> new, stripped; an empty new name
+    drops one), each checked; Refused with the reason for the first that is not fit."""
     now = dict(study.decided.get("relabel", {}))
+    known = list(dict.fromkeys(names)) if names is not None else None
+    final = {n: now.get(n, n) for n in known} if known is not None else dict(now)
+    changed = []
     for old, given in sorted(mapping.items()):
         new = given.strip()
-        if len(new) > 64 or any(ch in new for ch in "\\\n\r"):
-            raise Refused("an ROI name has at most 64 characters and no backslash")
+        if known is not None and old not in final:
+            raise Refused("the study has no ROI of that name: reload the page")
+        if new and new != final.get(old, old):
+            changed.append((old, new))
+        final[old] = new or old
+        if new and new != old:
+            now[old] = new
+        else:
+            now.pop(old, None)
+    for old, new in changed:  # once all are applied: two ROIs may swap their names
+        _check_new_name(old, new, final, patient)
+    return now
+
+
+def relabel(
+    store: Store,
+    study_id: int,
+    mapping: dict[str, str],
+    by: str,
+    *,
+    names: Collection[str] | None = None,
+    patient: Patient | None = None,
+) -> dict[str, str]:
+    """Rename ROIs (old -> new, each audited); an empty new name drops an earlier relabel.
+    ``names``: the study's ROI names (an old name not among them is refused); ``patient``: what
+    a new name must not hold. Return the study's relabels now."""
+    study = _get(store, study_id)
+    _open(study, "relabel")
+    checked = _checked_relabels(study, mapping, names, patient)
+    now = dict(study.decided.get("relabel", {}))  # audited one by one once saved
+    audits = []
+    for old, given in sorted(mapping.items()):
+        new = given.strip()
         before = now.get(old, old)
         if (new or old) == before:
             continue
@@ -127,31 +216,51 @@ def relabel(store: Store, study_id: int, mapping: dict[str, str], by: str) -> di
             now[old] = new
         else:
             now.pop(old, None)
-        store.audit(study.id, by, "ROI relabelled", f"{before!r} -> {new or old!r}")
-    store.note_decisions(study.id, by, "relabels saved", {"relabel": now})
-    return now
+        audits.append(f"{before!r} -> {new or old!r}")
+    _note(store, study, by, "relabels saved", {"relabel": checked}, doing="relabel")
+    for detail in audits:
+        store.audit(study.id, by, "ROI relabelled", detail)
+    return checked
 
 
 def _norm(text: str) -> str:
-    """Lowercased, accents dropped (the engine's fold), only letters and digits kept."""
-    return re.sub(r"[^0-9a-z]", "", fold(text))
+    """Lowercased, accents dropped (the engine's fold), any script's digits as ASCII digits,
+    only letters and digits kept."""
+    digits = "".join(str(unicodedata.decimal(ch)) if ch.isdecimal() else ch for ch in text)
+    return re.sub(r"[^0-9a-z]", "", fold(unicodedata.normalize("NFKC", digits)))
 
 
-def _looks_like_patient(entry: str, patient: Patient) -> str | None:
-    """Which of the patient's own data the entry equals or contains (None: none of them)."""
+def _date_forms(date: str) -> list[str]:
+    """A DICOM date (YYYYMMDD) as people write it: day first, month first, two-digit years."""
+    if not re.fullmatch(r"\d{8}", date):
+        return [date]
+    y, m, d = date[:4], date[4:6], date[6:]
+    return [date, d + m + y, m + d + y, y[2:] + m + d, d + m + y[2:], m + d + y[2:]]
+
+
+def _looks_like_patient(entry: str, patient: Patient, *, words: bool = False) -> str | None:
+    """Which of the patient's own data the entry equals or contains (None: none of them).
+    With ``words`` (an ROI name), a name part counts only as a whole word of the entry, so
+    that a patient called LEE does not forbid "Spleen"; IDs and dates count anywhere."""
     value = _norm(entry)
+    entry_words = {_norm(w) for w in _NAME_PART.findall(fold(entry))}
     facts = [
         ("the patient's ID", patient.patient_id),
         *(("the patient's NHS number or other ID", i) for i in patient.other_ids),
-        ("the patient's birth date", patient.birth_date),
-        *(("the patient's name", part) for part in re.split(r"[\^\s,]+", patient.name)),
+        *(("the patient's birth date", form) for form in _date_forms(patient.birth_date)),
+        *(("the patient's name", part) for part in _NAME_PART.findall(fold(patient.name))),
     ]
     for what, fact in facts:
         known = _norm(fact)
-        if what == "the patient's name" and len(known) < MIN_NAME_PART:
-            continue
+        if what == "the patient's name":
+            if len(known) < MIN_NAME_PART:
+                continue
+            if words and known not in entry_words:
+                continue
         if known and known in value:
             return what
+        if not words and len(known) >= MIN_REVERSED and known[::-1] in value:
+            return what + " reversed"
     return None
 
 
@@ -200,9 +309,11 @@ def set_ids(
         decided["session"] = check_id(
             session, "session ID", protocol.pseudonym.manual_session, patient
         )
+        if store.session_taken(pid, decided["session"], study.study_uid):
+            raise Refused(f"the session ID is refused: another study has it in {pid}")
     if not decided:
         raise Refused("enter a subject ID or a session ID")
-    store.note_decisions(study.id, by, "manual IDs entered", decided)
+    _note(store, study, by, "manual IDs entered", decided, doing="set the IDs of")
 
 
 def release(
@@ -218,7 +329,9 @@ def release(
     if not report.passed:
         fails = sum(c.status == "fail" for c in report.checks)
         raise Refused(f"{fails} validation check(s) fail: fix them before release")
-    approve(store, study.id, by, override=True)
+    if not store.decide(study.id, by, override=True, only_from=OPEN):
+        _open(_get(store, study.id), "release")
+        raise Refused("the study changed meanwhile: reload")
 
 
 def approve(
@@ -230,36 +343,66 @@ def approve(
     relabel: dict[str, str] | None = None,
     protocol: str | None = None,
     subject: str | None = None,
+    trials: Trials | None = None,
+    patient: Patient | None = None,
 ) -> None:
     """Send a study through the pipeline again with these decisions (the `review approve`
-    command and the pages' release)."""
+    command): a relabel and a subject ID are checked as the pages check them (with ``trials``
+    and ``patient``), the trial must be one the node has; a rejected or opted-out study stays."""
     study = _get(store, study_id)
     if study.state == "opted_out":
         raise Refused("the patient is on the national data opt-out list: it never leaves")
+    if study.state not in APPROVABLE:
+        raise Refused(f"cannot approve a study that is {study.state}")
+    if protocol and trials is not None and trials.get(protocol) is None:
+        raise Refused(f"this node has no trial {protocol!r}")
     merged = None
     if relabel:
+        merged = _checked_relabels(study, relabel, roi_names(store, study.id), patient)
         before = dict(study.decided.get("relabel", {}))
         for old, new in sorted(relabel.items()):
             store.audit(study.id, by, "ROI relabelled", f"{before.get(old, old)!r} -> {new!r}")
-        merged = {**before, **relabel}
-    store.decide(
+    if subject:
+        pid = protocol or study.decided.get("protocol") or study.protocol
+        found = trials.get(pid) if trials is not None and pid else None
+        pattern = found.pseudonym.manual_subject if found else None
+        facts = patient or Patient(study.patient_id, (), "", "")
+        subject = check_id(subject, "subject ID", pattern or r".*", facts)
+        if pid and store.subject_taken(pid, subject, study.patient_id):
+            raise Refused(f"the subject ID is refused: another patient has it in {pid}")
+    decided = store.decide(
         study.id,
         by,
         override=True if override else None,
         relabel=merged,
         protocol=protocol or None,
         subject=subject or None,
+        only_from=APPROVABLE,
     )
+    if not decided:
+        raise Refused("the study was rejected or opted out meanwhile: it stays")
+
+
+MAX_REASON = 500
+
+
+def _reason(text: str) -> str:
+    """A hold note or rejection reason as given (stripped), at most ``MAX_REASON`` characters."""
+    if len(text.strip()) > MAX_REASON:
+        raise Refused(f"a reason has at most {MAX_REASON} characters")
+    return text.strip()
 
 
 def hold(store: Store, study_id: int, reason: str, by: str) -> None:
     """Stop a study until staff release it."""
     study = _get(store, study_id)
     _open(study, "hold")
-    why = reason.strip()
-    store.set_state(
-        study.id, StudyState.NEEDS_REVIEW, by, f"held by {by}" + (f": {why}" if why else "")
-    )
+    why = _reason(reason)
+    held = f"held by {by}" + (f": {why}" if why else "")
+    _note(store, study, by, "held", {"held": True}, doing="hold")  # late instances keep it held
+    if not store.set_state(study.id, StudyState.NEEDS_REVIEW, by, held, only_from=OPEN):
+        _open(_get(store, study.id), "hold")
+        raise Refused("the study changed meanwhile: reload")
 
 
 def reject(store: Store, study_id: int, reason: str, by: str) -> None:
@@ -269,7 +412,10 @@ def reject(store: Store, study_id: int, reason: str, by: str) -> None:
         _open(study, "reject")
     if not reason.strip():
         raise Refused("a rejection needs a reason")
-    store.set_state(study.id, StudyState.REJECTED, by, reason.strip())
+    allowed = (*OPEN, "opted_out")
+    if not store.set_state(study.id, StudyState.REJECTED, by, _reason(reason), only_from=allowed):
+        _open(_get(store, study.id), "reject")
+        raise Refused("the study changed meanwhile: reload")
 
 
 def purge(store: Store, study_id: int, by: str, *, admin: bool) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypedDict
@@ -47,8 +48,13 @@ WORK_STATES = (
 )
 #: States whose study the anonymised node is asked about (``forward.status_url``).
 CHECKED_STATES = (StudyState.FORWARDED, StudyState.CONFIRMED)
-#: States a late instance does not reopen.
-_STAY = (StudyState.RECEIVING, StudyState.OPTED_OUT, StudyState.QUARANTINED)
+#: States a late instance does not reopen (a rejection is for good: a sender cannot undo it).
+_STAY = (
+    StudyState.RECEIVING,
+    StudyState.OPTED_OUT,
+    StudyState.QUARANTINED,
+    StudyState.REJECTED,
+)
 #: States a conflicting copy of an instance stops (a study still receiving stops at `complete`).
 _STOPPED_BY_CONFLICT = (StudyState.COMPLETE, StudyState.VALIDATED, StudyState.PSEUDONYMISED)
 
@@ -77,6 +83,7 @@ class Decisions(TypedDict, total=False):
     protocol: str  # the trial
     subject: str  # the subject ID
     session: str  # the session label
+    held: bool  # staff held it: a late instance does not send it on (a release does)
 
 
 #: Version 1: the tables as every release before schema versions made them (the audit table is
@@ -264,7 +271,8 @@ class Store(Database):
         """Index a durably stored instance; return False if it was already known.
 
         A new instance for a study past ``receiving`` reopens it (a late series), except for
-        opted-out and quarantined studies, which stay as they are.
+        opted-out, quarantined, rejected and held studies, which stay as they are. Reopening drops
+        the staff's override: what they let through despite its validation was what they saw.
         """
         now = time.time()
         with self.tx() as c:
@@ -301,10 +309,14 @@ class Store(Database):
             c.execute(
                 "UPDATE studies SET last_received=?, updated=? WHERE id=?", (now, now, study_id)
             )
-            if row is not None and row["state"] not in _STAY:
+            held = c.execute(
+                "SELECT json_extract(decisions, '$.held') AS held FROM studies WHERE id=?",
+                (study_id,),
+            ).fetchone()["held"]
+            if row is not None and row["state"] not in _STAY and not held:
                 c.execute(
-                    "UPDATE studies SET state=?, reason='', lease_owner=NULL,"
-                    " lease_until=0 WHERE id=?",
+                    "UPDATE studies SET state=?, reason='', lease_owner=NULL, lease_until=0,"
+                    " decisions=json_remove(decisions, '$.override') WHERE id=?",
                     (StudyState.RECEIVING, study_id),
                 )
                 _audit(c, study_id, "ingest", "reopened by a late instance", row["state"])
@@ -450,12 +462,15 @@ class Store(Database):
         protocol: str | None = None,
         subject: str | None = None,
         session: str | None = None,
+        only_from: Collection[str] | None = None,
     ) -> bool:
         """End a claim: set the state (and each field given; None leaves it as it is), free the
         lease, write the audit row.
 
         ``lease``: the claim's owner; if the study is no longer leased to it (a late instance
         reopened it meanwhile), nothing changes and False is returned: the step is redone.
+        ``only_from``: the states the change applies to; from another, nothing changes and
+        False is returned (checked in the same transaction as the write).
         """
         state = StudyState(state)  # ValueError for a state that does not exist
         now = time.time()
@@ -464,6 +479,8 @@ class Store(Database):
                 "SELECT state, lease_owner FROM studies WHERE id=?", (study_id,)
             ).fetchone()
             if lease is not None and (before is None or before["lease_owner"] != lease):
+                return False
+            if only_from is not None and (before is None or before["state"] not in only_from):
                 return False
             c.execute(
                 "UPDATE studies SET state=?, reason=?, lease_owner=NULL, lease_until=0,"
@@ -557,9 +574,11 @@ class Store(Database):
         protocol: str | None = None,
         subject: str | None = None,
         session: str | None = None,
-    ) -> None:
+        only_from: Collection[str] | None = None,
+    ) -> bool:
         """Record staff decisions on a study (merged over earlier ones; None decides nothing)
-        and send it back to be worked on."""
+        and send it back to be worked on; with ``only_from``, only from those states (else
+        nothing changes and False is returned)."""
         given: Decisions = {}
         if override is not None:
             given["override"] = override
@@ -577,7 +596,10 @@ class Store(Database):
             ).fetchone()
             if row is None:
                 raise KeyError(study_id)
+            if only_from is not None and row["state"] not in only_from:
+                return False
             merged = {**json.loads(row["decisions"] or "{}"), **given}
+            merged.pop("held", None)  # sent on: a hold is over
             c.execute(
                 "UPDATE studies SET decisions=?, state=?, reason='', next_attempt=0,"
                 " lease_owner=NULL, lease_until=0, updated=? WHERE id=?",  # a step in flight loses
@@ -590,6 +612,7 @@ class Store(Database):
                 f"{row['state']} -> {StudyState.COMPLETE}",
                 "decision: " + ", ".join(sorted(given)),
             )
+        return True
 
     # ---------------------------------------------------------------- bulk retrieval
 
@@ -708,13 +731,41 @@ class Store(Database):
         )
         return bool(rows)
 
-    def note_decisions(self, study_id: int, actor: str, what: str, decisions: Decisions) -> None:
-        """Record staff decisions (merged) without moving the study: it waits for release."""
+    def session_taken(self, protocol: str, session: str, study_uid: str) -> bool:
+        """True when another study already has this session ID in the trial."""
+        rows = self.query(
+            "SELECT 1 FROM links WHERE protocol=? AND session=? AND study_uid<>?"
+            " UNION SELECT 1 FROM studies WHERE study_uid<>?"
+            " AND json_extract(decisions, '$.session')=?"
+            " AND COALESCE(json_extract(decisions, '$.protocol'), protocol)=? LIMIT 1",
+            (protocol, session, study_uid, study_uid, session, protocol),
+        )
+        return bool(rows)
+
+    def note_decisions(
+        self,
+        study_id: int,
+        actor: str,
+        what: str,
+        decisions: Decisions,
+        *,
+        only_from: Collection[str] | None = None,
+    ) -> bool:
+        """Record staff decisions (merged) without releasing the study: it waits for release.
+        A study the pipeline has validated, or is validating, goes back to ``complete`` (any
+        step in flight loses): it is validated again with these decisions, never de-identified
+        under ones it was not validated with. With ``only_from``, only from those states (else
+        nothing changes and False is returned)."""
         with self.tx() as c:
-            row = c.execute("SELECT decisions FROM studies WHERE id=?", (study_id,)).fetchone()
+            row = c.execute(
+                "SELECT decisions, state FROM studies WHERE id=?", (study_id,)
+            ).fetchone()
             if row is None:
                 raise KeyError(study_id)
+            if only_from is not None and row["state"] not in only_from:
+                return False
             merged = {**json.loads(row["decisions"] or "{}"), **decisions}
+            again = row["state"] in (StudyState.COMPLETE, StudyState.VALIDATED)
             c.execute(  # a study waiting for staff says what was decided and that it waits
                 "UPDATE studies SET decisions=?, updated=?, reason=CASE WHEN state='needs_review'"
                 " THEN ? ELSE reason END WHERE id=?",
@@ -725,11 +776,29 @@ class Store(Database):
                     study_id,
                 ),
             )
+            if again or row["state"] == StudyState.RECEIVING:  # a claim in flight loses
+                c.execute(
+                    "UPDATE studies SET state=?, lease_owner=NULL, lease_until=0, next_attempt=0"
+                    " WHERE id=?",
+                    (StudyState.COMPLETE if again else StudyState.RECEIVING, study_id),
+                )
             _audit(c, study_id, actor, what, "noted: " + ", ".join(sorted(decisions)))
+            if row["state"] == StudyState.VALIDATED:
+                _audit(c, study_id, actor, "validated -> complete", "to be validated again")
+        return True
 
-    def set_state(self, study_id: int, state: StudyState, actor: str, reason: str) -> None:
-        """A staff decision that stops a study (hold, reject): any claim in flight loses."""
-        self.release(study_id, state, actor, reason, reason=reason)
+    def set_state(
+        self,
+        study_id: int,
+        state: StudyState,
+        actor: str,
+        reason: str,
+        *,
+        only_from: Collection[str] | None = None,
+    ) -> bool:
+        """A staff decision that stops a study (hold, reject): any claim in flight loses.
+        With ``only_from``, only from those states (False: nothing changed)."""
+        return self.release(study_id, state, actor, reason, reason=reason, only_from=only_from)
 
     def bulk_jobs(self) -> list[sqlite3.Row]:
         """Every bulk retrieval: job, rows, rows not yet finished (newest rows last)."""

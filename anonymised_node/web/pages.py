@@ -20,7 +20,7 @@ from uploader.web.accounts import Accounts, Session
 from uploader.web.images import add_image_routes
 from uploader.web.render import PRESETS, RenderCache
 from uploader.web.roles import Role
-from uploader.web.site import Site
+from uploader.web.site import Site, row_id
 from uploader.web.studyfiles import StudyFiles, header_tree, rois_for
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -94,7 +94,7 @@ def _study_pages(
     site: Site, store: AnonStore, files: StudyFiles, digest: queue.Digest | None
 ) -> None:
     def row_of(study_id: str) -> queue.Row | None:
-        wanted = int(study_id) if study_id.isdigit() else 0
+        wanted = row_id(study_id) or 0
         found = queue.rows(store, study_id=wanted, digest=digest) if wanted else []
         return found[0] if found else None
 
@@ -144,7 +144,8 @@ def _study_pages(
 
     @site.page("/studies/{study_id}/instances/{sop_uid}/header")
     def header(request: Request, session: Session, study_id: str, sop_uid: str) -> Response:
-        path = files.path(int(study_id), sop_uid) if study_id.isdigit() else None
+        found = row_id(study_id)
+        path = files.path(found, sop_uid) if found else None
         if path is None:
             return site.render("error.html", session, 404, message="No such instance.")
         query = request.query_params.get("q", "")
@@ -158,7 +159,7 @@ def _audit_pages(site: Site, store: AnonStore) -> None:
     def select(request: Request) -> tuple[list[Any], str, str]:
         study, user = request.query_params.get("study", ""), request.query_params.get("user", "")
         rows = store.audit_rows(
-            int(study) if study.isdigit() else None,
+            row_id(study),
             actor=user or None,
             newest_first=True,
             limit=2000,

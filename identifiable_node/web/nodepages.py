@@ -19,6 +19,14 @@ from uploader.web.accounts import Session
 from uploader.web.roles import Role
 from uploader.web.site import Site
 
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cells(values: list[str]) -> list[str]:
+    """A CSV row a spreadsheet will not run: a value a sender made to start like a formula
+    (``=HYPERLINK(...)`` as a patient ID) is written with a leading apostrophe, as text."""
+    return [f"'{v}" if str(v).startswith(_FORMULA) else str(v) for v in values]
+
 
 def add(site: Site, config: Config, store: Store, trials: Trials) -> None:
     """The node page, the link export and the users page (admins only)."""
@@ -47,7 +55,9 @@ def add(site: Site, config: Config, store: Store, trials: Trials) -> None:
         out.writerow(["protocol", "patient_id", "study_uid", "subject", "session"])
         for r in store.link_rows():
             out.writerow(
-                [r["protocol"], r["patient_id"], r["study_uid"], r["subject"], r["session"]]
+                csv_cells(
+                    [r["protocol"], r["patient_id"], r["study_uid"], r["subject"], r["session"]]
+                )
             )
         store.audit(
             0,

@@ -17,7 +17,7 @@ from identifiable_node.trials import Trials
 from uploader.deid.batch import modality_label
 from uploader.deid.preview import Preview, preview
 from uploader.web.accounts import Session
-from uploader.web.site import Site
+from uploader.web.site import Site, row_id
 from uploader.web.studyfiles import StudyFiles
 
 
@@ -46,7 +46,7 @@ def add(site: Site, store: Store, trials: Trials, files: StudyFiles, default: st
 
     @site.page("/studies/{study_id}/preview")
     def page(request: Request, session: Session, study_id: str) -> Response:
-        study = store.study(int(study_id)) if study_id.isdigit() else None
+        study = store.study(found) if (found := row_id(study_id)) else None
         if study is None:
             return site.render("error.html", session, 404, message="No such study.")
         pid = staff.protocol_id(study, default)

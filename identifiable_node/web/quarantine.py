@@ -13,6 +13,7 @@ from identifiable_node.ingest import Ingestor
 from uploader.web.accounts import Session
 from uploader.web.roles import Role
 from uploader.web.site import Site
+from uploader.web.site import row_id as parse_id
 
 DONE = {"retry": "Taken back into ingest.", "delete": "Deleted."}
 
@@ -36,7 +37,7 @@ def add(site: Site, ingestor: Ingestor) -> None:
     def act(
         request: Request, session: Session, form: dict[str, str], row_id: str, what: str
     ) -> Response:
-        wanted = int(row_id) if row_id.isdigit() else 0
+        wanted = parse_id(row_id) or 0
         try:
             if what == "retry":
                 staff.retry_quarantined(store, take, wanted, session.user.name)

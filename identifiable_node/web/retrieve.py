@@ -142,6 +142,9 @@ def add(site: Site, config: Config, ingestor: Ingestor, trials: Trials) -> Retri
     @site.action("/qr/retrieve")
     def retrieve(request: Request, session: Session, form: dict[str, str]) -> Response:
         q = {k: form.get(k, "") for k in QUERY}
+        trial = form.get("trial", "")
+        if trial and trials.get(trial) is None:  # the form offers only the node's trials
+            return site.render("error.html", session, 409, message="This node has no such trial.")
         try:
             chosen = {k[6:] for k in form if k.startswith("study:")}
             matches = [m for m in search(q) if m.study_uid in chosen]
@@ -150,7 +153,7 @@ def add(site: Site, config: Config, ingestor: Ingestor, trials: Trials) -> Retri
             return site.render("error.html", session, 502, message=message)
         if not matches:
             return site.render("error.html", session, 409, message="Choose at least one study.")
-        job = jobs.load_text(_csv(matches, form.get("trial", "")))
+        job = jobs.load_text(_csv(matches, trial))
         detail = f"job {job}: {len(matches)} stud(ies)"
         store.audit_node(session.user.name, "retrieve from PACS", detail)
         jobs.start(job)

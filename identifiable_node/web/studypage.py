@@ -25,7 +25,7 @@ from uploader.protocols.validate import Report
 from uploader.store.spool import Spool
 from uploader.web.accounts import Session
 from uploader.web.roles import Role
-from uploader.web.site import Site
+from uploader.web.site import Site, row_id, shown
 from uploader.web.studyfiles import StudyFiles
 
 DONE = {
@@ -93,7 +93,7 @@ def add(
     root = Path(spool.spool)
 
     def get(study_id: str) -> Study | None:
-        return store.study(int(study_id)) if study_id.isdigit() else None
+        return store.study(found) if (found := row_id(study_id)) else None
 
     def show(
         session: Session, study: Study, error: str = "", done: str = "", status: int = 200
@@ -143,8 +143,13 @@ def add(
             if decision == "trial":
                 staff.choose_trial(store, trials, study.id, form.get("trial", ""), by)
             elif decision == "relabel":
-                names = {k[4:]: v for k, v in form.items() if k.startswith("new:")}
-                staff.relabel(store, study.id, names, by)
+                known = staff.roi_names(store, study.id)
+                as_shown = {shown(n): n for n in known}  # the form names them as shown
+                names = {
+                    as_shown.get(k[4:], k[4:]): v for k, v in form.items() if k.startswith("new:")
+                }
+                facts = patients.facts(store, study)
+                staff.relabel(store, study.id, names, by, names=known, patient=facts)
             elif decision == "ids":
                 facts = patients.facts(store, study)
                 staff.set_ids(

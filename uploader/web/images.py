@@ -23,7 +23,7 @@ from uploader.web.render import (
     render_slice,
     thumbnail,
 )
-from uploader.web.site import Site
+from uploader.web.site import Site, row_id
 from uploader.web.studyfiles import StudyFiles, dose_for, rois_for
 
 
@@ -32,7 +32,8 @@ def add_image_routes(site: Site, files: StudyFiles, cache: RenderCache) -> None:
     ``/studies/{id}/series/{uid}/``."""
 
     def pick(study_id: str, series_uid: str, request: Request) -> tuple[Any, int, str] | None:
-        series = files.series(int(study_id), series_uid) if study_id.isdigit() else None
+        found = row_id(study_id)
+        series = files.series(found, series_uid) if found else None
         if series is None or not series.slices:
             return None
         try:
@@ -59,7 +60,7 @@ def add_image_routes(site: Site, files: StudyFiles, cache: RenderCache) -> None:
         series, index, preset = found
         why = ""
         try:
-            cache.get(("probe", series.uid, index), lambda: _probe(full(series, index)))
+            cache.get(("probe", study_id, series.uid, index), lambda: _probe(full(series, index)))
         except NotRenderable as exc:
             why = str(exc)
         view = files.view(int(study_id))
@@ -85,7 +86,7 @@ def add_image_routes(site: Site, files: StudyFiles, cache: RenderCache) -> None:
         series, index, preset = found
         view = files.view(int(study_id))
         rois, dose = rois_for(view, series), dose_for(view, series)
-        key = ("slice", series.uid, index, preset, len(rois), id(dose))
+        key = ("slice", study_id, series.uid, index, preset, len(rois), id(dose))
 
         def make() -> bytes:
             return render_slice(full(series, index), preset, rois, dose)
@@ -102,7 +103,11 @@ def add_image_routes(site: Site, files: StudyFiles, cache: RenderCache) -> None:
             return Response("no such series", status_code=404, media_type="text/plain")
         series, index, _preset = found
         try:
-            return png(cache.get(("thumb", series.uid), lambda: thumbnail(full(series, index).ds)))
+            return png(
+                cache.get(
+                    ("thumb", study_id, series.uid), lambda: thumbnail(full(series, index).ds)
+                )
+            )
         except NotRenderable as exc:
             return Response(str(exc), status_code=415, media_type="text/plain")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +22,11 @@ from urllib.parse import parse_qs, quote
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
+from uploader.hardening import describe
 from uploader.web.accounts import Accounts, Session, SignInRefused
 from uploader.web.roles import Role
 
@@ -36,7 +39,27 @@ CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
+#: Characters a value must not bring into a page: C0 controls but tab and line ends, and the
+#: direction marks, embeddings, overrides and isolates that would show the text after them (a
+#: patient ID beside a name) in another order than it has.
+HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: A row id in a path: ASCII digits, no more than SQLite's integers hold.
+_ROW_ID = re.compile(r"[0-9]{1,18}")
 Handler = Callable[..., Response]  # plain functions: run in the thread pool, off the event loop
+
+
+def shown(value: Any) -> Any:
+    """What a template prints of a value: text with its hidden characters (``HIDDEN``) shown as
+    U+FFFD (every ``{{ }}`` goes through this before it is escaped)."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return HIDDEN.sub("\ufffd", value)
+    return value
+
+
+def row_id(text: str) -> int | None:
+    """A row id given in a path (``/studies/12``), or None for anything else (words, other
+    scripts' digits, numbers too large for the store)."""
+    return int(text) if _ROW_ID.fullmatch(text) else None
 
 
 class SignInNeeded(Exception):  # noqa: N818 - control flow to the sign-in page
@@ -88,6 +111,7 @@ class Site:
         self.env = Environment(
             loader=ChoiceLoader([*loaders, FileSystemLoader(str(HERE / "templates"))]),
             autoescape=True,  # every template, whatever its name: DICOM values are text
+            finalize=shown,
         )
         self.env.globals.update(htmx=HTMX, site_title=title)
         self.app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
@@ -124,10 +148,7 @@ class Site:
         def register(handler: Handler) -> Handler:
             async def endpoint(request: Request) -> Response:
                 session = await run_in_threadpool(self.session, request, role)
-                found: Response = await run_in_threadpool(
-                    handler, request, session, **request.path_params
-                )
-                return found
+                return await self._run(path, handler, request, session, **request.path_params)
 
             self.app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
             return handler
@@ -147,15 +168,34 @@ class Site:
                 given = form.get("csrf") or request.headers.get("x-csrf-token", "")
                 if not hmac.compare_digest(given.encode(), session.csrf.encode()):
                     raise Forbidden("the form's security token is missing or stale: reload")
-                found: Response = await run_in_threadpool(
-                    handler, request, session, form, **request.path_params
-                )
-                return found
+                return await self._run(path, handler, request, session, form, **request.path_params)
 
             self.app.add_api_route(path, endpoint, methods=["POST"], include_in_schema=False)
             return handler
 
         return register
+
+    async def _run(
+        self,
+        path: str,
+        handler: Handler,
+        request: Request,
+        session: Session,
+        *args: Any,
+        **params: Any,
+    ) -> Response:
+        """Run a handler off the event loop. A failure is logged by its kind and place only
+        (its message, or the server's traceback, could quote a DICOM value) and shown as a
+        page that says no more."""
+        try:
+            found: Response = await run_in_threadpool(handler, request, session, *args, **params)
+        except (SignInNeeded, Forbidden):
+            raise
+        except Exception as exc:  # anything a hostile file or request can provoke
+            log.error("the page %s %s failed: %s", request.method, path, describe(exc))  # noqa: TRY400 - no values
+            message = "This page failed; the node's log says where (without any value)."
+            return self.render("error.html", session, 500, message=message)
+        return found
 
     # -- sign-in, sign-out, static ----------------------------------------------------------
     def _routes(self) -> None:

@@ -5,6 +5,8 @@ Both nodes' pages use it: each gives the function that lists a study's (SOP UID,
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,13 +23,23 @@ from uploader.web.render import Slice, sort_slices
 Instances = Callable[[int], list[tuple[str, str]]]
 _BINARY = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
 _SHOWN = 200  # characters of a value shown in the header viewer
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def series_key(value: str) -> str:
+    """A series' name in the pages' paths: its Series Instance UID when it is one (digits and
+    dots, 64 at most), else ``x`` and a digest of the value, so that whatever a sender puts
+    there (``../../links.csv?``) never becomes part of a URL the page fetches."""
+    if len(value) <= 64 and _UID.fullmatch(value):
+        return value
+    return "x" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:24]
 
 
 @dataclass
 class Series:
     """One series of a study."""
 
-    uid: str
+    uid: str  # ``series_key`` of its Series Instance UID
     number: int
     modality: str
     description: str
@@ -91,44 +103,63 @@ class StudyFiles:
 def _read(instances: list[tuple[str, str]]) -> StudyView:
     series: dict[str, Series] = {}
     rois: dict[str, list[Roi]] = {}
-    plans, unreadable = [], 0
+    plans: list[dict[str, Any]] = []
+    unreadable = 0
     doses: dict[str, tuple[bool, DoseGrid]] = {}
     for sop_uid, path in instances:
         try:
-            ds = dcmread(path, stop_before_pixels=True)
-        except Exception:  # a file gone (retention) or unreadable: counted, not fatal
-            unreadable += 1
-            continue
-        uid = str(ds.get("SeriesInstanceUID", ""))
-        s = series.get(uid)
-        if s is None:
-            s = series[uid] = Series(
-                uid,
-                int(ds.get("SeriesNumber", 0) or 0),
-                str(ds.get("Modality", "")),
-                str(ds.get("SeriesDescription", "") or ""),
-                str(ds.get("FrameOfReferenceUID", "") or ""),
-            )
-        s.headers.append(ds)
-        s.paths[sop_uid] = Path(path)
-        if s.modality == "RTSTRUCT":
-            full = dcmread(path)
-            for frame in _frames(full) or [""]:
-                rois.setdefault(frame, []).extend(read_rois(full))
-        if s.modality == "RTPLAN":
-            plans.append(plan_summary(ds))
-        if s.modality == "RTDOSE":
-            full = dcmread(path)
-            grid = read_dose(full)
-            whole = str(full.get("DoseSummationType", "")) == "PLAN"
-            frame = str(full.get("FrameOfReferenceUID", "") or "")
-            if grid is not None and (frame not in doses or (whole and not doses[frame][0])):
-                doses[frame] = (whole, grid)  # the plan's sum before a beam's share
+            _add(sop_uid, path, series, (rois, plans, doses))
+        except Exception:  # gone (retention), unreadable, or a value that is not what its VR
+            unreadable += 1  # says (a name in SeriesNumber): counted, not fatal, never quoted
     for s in series.values():
         if s.is_image:
             s.slices = sort_slices(s.headers)
     ordered = sorted(series.values(), key=lambda s: (not s.is_image, s.number, s.uid))
     return StudyView(ordered, rois, plans, unreadable, {f: g for f, (_w, g) in doses.items()})
+
+
+def _add(
+    sop_uid: str,
+    path: str,
+    series: dict[str, Series],
+    found: tuple[dict[str, list[Roi]], list[dict[str, Any]], dict[str, tuple[bool, DoseGrid]]],
+) -> None:
+    """Read one instance into the study's series and ``found`` (structures, plans, doses)."""
+    rois, plans, doses = found
+    ds = dcmread(path, stop_before_pixels=True)
+    uid = series_key(str(ds.get("SeriesInstanceUID", "")))
+    s = series.get(uid)
+    if s is None:
+        s = series[uid] = Series(
+            uid,
+            _number(ds),
+            str(ds.get("Modality", "")),
+            str(ds.get("SeriesDescription", "") or ""),
+            str(ds.get("FrameOfReferenceUID", "") or ""),
+        )
+    s.headers.append(ds)
+    s.paths[sop_uid] = Path(path)
+    if s.modality == "RTSTRUCT":
+        full = dcmread(path)
+        for frame in _frames(full) or [""]:
+            rois.setdefault(frame, []).extend(read_rois(full))
+    if s.modality == "RTPLAN":
+        plans.append(plan_summary(ds))
+    if s.modality == "RTDOSE":
+        full = dcmread(path)
+        grid = read_dose(full)
+        whole = str(full.get("DoseSummationType", "")) == "PLAN"
+        frame = str(full.get("FrameOfReferenceUID", "") or "")
+        if grid is not None and (frame not in doses or (whole and not doses[frame][0])):
+            doses[frame] = (whole, grid)  # the plan's sum before a beam's share
+
+
+def _number(ds: Any) -> int:
+    """The series number, 0 when it is missing or is not a number (whatever it holds)."""
+    try:
+        return int(ds.get("SeriesNumber", 0) or 0)
+    except (ValueError, TypeError, OverflowError):
+        return 0
 
 
 def _frames(ds: Any) -> list[str]:
