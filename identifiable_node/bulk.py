@@ -14,7 +14,7 @@ import csv
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -39,11 +39,15 @@ _DATE = r"^\d{8}(-\d{8})?$|^-\d{8}$|^\d{8}-$"
 RowReport = BulkRow  # what happened to one CSV row
 
 
-def read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
-    """Read and check a bulk CSV; return (line, request) pairs.
+def read_rows(
+    path: Path, trials: Collection[str] | None = None
+) -> list[tuple[int, dict[str, str]]]:
+    """Read and check a bulk CSV; return (line, request) pairs. ``trials``: the node's trials,
+    the only ones a row may name (None: not checked).
 
     Raises:
-        ConfigError: unreadable, no usable column, or a bad date (FILE:LINE: message).
+        ConfigError: unreadable, no usable column, a bad date or a trial the node does not have
+            (FILE:LINE: message).
     """
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
@@ -71,6 +75,12 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
             )
         if request.get("study_date") and not re.match(_DATE, request["study_date"]):
             raise ConfigError(f"{path}:{line}: Study Date must be YYYYMMDD or YYYYMMDD-YYYYMMDD")
+        trial = request.get("trial")
+        if trial and trials is not None and trial not in trials:
+            known = ", ".join(sorted(trials)) or "none"
+            raise ConfigError(
+                f"{path}:{line}: Trial {trial[:64]!r} is not one of this node's ({known})"
+            )
         out.append((line, request))
     return out
 
@@ -85,9 +95,13 @@ class Bulk:
         destination: str,
         concurrency: int,
         take: Callable[..., None] | None = None,
+        *,
+        trials: Collection[str] | None = None,
     ) -> None:
-        """``take``: store one instance retrieved by C-GET (None: retrieve by C-MOVE)."""
+        """``take``: store one instance retrieved by C-GET (None: retrieve by C-MOVE);
+        ``trials``: the node's trials, the only ones a CSV's Trial column may name."""
         self.store, self.peer, self.destination = store, peer, destination
+        self.trials = trials
         self.concurrency, self.take = concurrency, take
         self.cancel = Cancel()
 
@@ -98,7 +112,7 @@ class Bulk:
 
     def load(self, path: Path) -> str:
         """Record the CSV's rows (once per content); return the job ID."""
-        rows = read_rows(path)
+        rows = read_rows(path, self.trials)
         job = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         self.store.add_bulk_rows(job, rows)
         return job

@@ -20,6 +20,7 @@ from identifiable_node.store import BulkStatus
 from uploader.dicomnet import quiet_pynetdicom
 from uploader.dicomnet.qr import Peer, find, study_query
 from uploader.errors import ConfigError
+from uploader.node.protocols import load_protocols
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         def take(data: bytes, trial: str | None = None) -> None:
             ingestor.take_bytes(data, source="qr:get", protocol=trial)
 
-    bulk = Bulk(store, peer, config.scp.ae_title, config.pacs.concurrency, take)
+    trials = load_protocols(config.node.protocols_dir).keys()  # a row's Trial must be one
+    bulk = Bulk(store, peer, config.scp.ae_title, config.pacs.concurrency, take, trials=trials)
     job = _load(bulk, args, config.node.data_dir)
     total = len(bulk.report(job))
     if not args.json and sys.stderr.isatty():

@@ -496,3 +496,13 @@ def test_a_bulk_csv_of_thousands_of_rows_is_read_whole(pages: Pages) -> None:
     huge = "Accession Number\n" + "A" * (9 * 1024 * 1024)
     refused = s.post(f"{pages.web}/bulk", data={"csrf": csrf, "csv": huge}, timeout=60)
     assert refused.status_code == 403 and "the form is too large (at most 8192 KiB)" in refused.text
+
+
+def test_a_bulk_csv_naming_a_trial_the_node_lacks_is_refused(pages: Pages) -> None:
+    s = pages.client("rita")
+    text = "Accession Number,Patient ID,Study Date,Trial\nACC1,,,PACE-C\nACC2,,,NOPE-9\n"
+    csrf = csrf_of(s.get(f"{pages.web}/bulk", timeout=10).text)
+    sent = s.post(f"{pages.web}/bulk", data={"csrf": csrf, "csv": text}, timeout=30)
+    assert sent.status_code == 409
+    assert "the CSV:3: Trial &#39;NOPE-9&#39; is not one of this node&#39;s" in sent.text
+    assert "/bulk/" not in sent.url  # no job was made

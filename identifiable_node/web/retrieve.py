@@ -14,6 +14,7 @@ import io
 import logging
 import secrets
 import threading
+from collections.abc import Collection
 
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
@@ -37,7 +38,7 @@ HEADER = ["Accession Number", "Patient ID", "Study Date", "Modality", "Trial"]
 class Retrievals:
     """Bulk jobs running in the background (one thread per job)."""
 
-    def __init__(self, config: Config, ingestor: Ingestor) -> None:
+    def __init__(self, config: Config, ingestor: Ingestor, trials: Collection[str]) -> None:
         pacs = config.pacs
         self.peer = Peer(pacs.ae_title, pacs.host, pacs.port, config.scp.ae_title)
         self.store, self.tmp = ingestor.store, config.node.data_dir / "tmp"
@@ -47,7 +48,8 @@ class Retrievals:
             def take(data: bytes, trial: str | None = None) -> None:
                 ingestor.take_bytes(data, source="qr:get", protocol=trial)
 
-        self.bulk = Bulk(self.store, self.peer, config.scp.ae_title, pacs.concurrency, take)
+        destination = config.scp.ae_title
+        self.bulk = Bulk(self.store, self.peer, destination, pacs.concurrency, take, trials=trials)
         self._running: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
@@ -113,7 +115,7 @@ def _csv(matches: list[Match], trial: str) -> str:
 
 def add(site: Site, config: Config, ingestor: Ingestor, trials: Trials) -> Retrievals:
     """The query/retrieve and bulk pages; returns the job runner (resume it at start)."""
-    jobs = Retrievals(config, ingestor)
+    jobs = Retrievals(config, ingestor, trials.protocols.keys())
     site.on_stop.append(jobs.stop)
     store = ingestor.store
 
