@@ -14,8 +14,12 @@ from pydicom._uid_dict import UID_dictionary  # pinned pydicom: the registry of 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, private_dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.valuerep import VR as _VR
 
 TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
+#: The value representations DICOM has (PS3.5 6.2, as pydicom knows them). An element read with
+#: any other (a sender's or a corrupt file's two letters) has a value nobody can judge.
+STANDARD_VRS = frozenset(v.value for v in _VR)  # with the ambiguous ones, as "US or SS"
 _REGISTRY_SUFFIXES = ("ClassUID", "SyntaxUID", "SchemeUID", "ResourceUID", "CreatorUID")
 
 

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.datadict import dictionary_has_tag, keyword_for_tag
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 from uploader.deid import header, iod
-from uploader.deid.codes import DEVICE_TAGS, is_code, is_standard_meaning
+from uploader.deid.codes import CODED_TAGS, DEVICE_TAGS, is_code, is_standard_meaning
 from uploader.deid.elements import (
+    STANDARD_VRS,
     TEXT_VRS,
     is_registry_uid,
     private_creators,
@@ -50,6 +52,7 @@ from uploader.deid.policy import (
 )
 from uploader.deid.profile import Op, Option, Profile, is_conditional, resolve
 from uploader.deid.pseudonyms import Pseudonymiser
+from uploader.deid.rawseq import FallbackError, Rewriter
 from uploader.deid.relabel import relabel
 from uploader.deid.script.stage import ScriptStage
 from uploader.deid.verify import check_output
@@ -173,6 +176,9 @@ class _Instance:
         self.shift = dt.timedelta(days=shift_days)
         self.uid_map: dict[str, str] = {}
         self.struck: list[str] = []
+        #: sequences rewritten in their bytes: (parent, tag, element), written as verified
+        self.raw_sequences: list[tuple[Dataset, int, RawDataElement]] = []
+        self.rewriter = Rewriter(self._op, self._text_ok, self._uid, self._formed)
         sop_class = str(ds.get("SOPClassUID", "") or "")
         self.required = iod.requirements(sop_class)
         self._ops = _DECISIONS.setdefault(settings.profile, {}).setdefault(sop_class, {})
@@ -196,6 +202,9 @@ class _Instance:
                 continue
             raw = ds.get_item(tag)
             vr = vr_of(raw, tag)
+            if vr not in STANDARD_VRS:
+                del ds[tag]  # a VR DICOM does not have: its value cannot be judged, it goes
+                continue
             op = self._op(tag, vr, path)
             self._apply(ds, tag, vr, op, path, where)
 
@@ -242,10 +251,7 @@ class _Instance:
         if op is Op.REMOVE:
             del ds[tag]
         elif op is Op.RECURSE:
-            value = ds[tag].value
-            name = keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-            for i, item in enumerate(value if isinstance(value, Sequence) else ()):
-                self.walk(item, (*path, tag), f"{where}{name}[{i}].")
+            self._recurse(ds, tag, path, where)
         elif op is Op.EMPTY:
             ds[tag] = DataElement(tag, vr, [] if vr == "SQ" else None)
         elif op is Op.UID:
@@ -261,6 +267,49 @@ class _Instance:
             self._shift(ds, tag, vr)
         elif vr in TEXT_VRS:  # KEEP and CLEAN: kept text never keeps an identifier
             self._clean(ds, tag, vr, where)
+
+    def _recurse(self, ds: Dataset, tag: int, path: tuple[int, ...], where: str) -> None:
+        if self._raw_sequence(ds, tag, path):
+            return
+        value = ds[tag].value
+        name = keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        for i, item in enumerate(value if isinstance(value, Sequence) else ()):
+            self.walk(item, (*path, tag), f"{where}{name}[{i}].")
+
+    def _raw_sequence(self, ds: Dataset, tag: int, path: tuple[int, ...]) -> bool:
+        """Rewrite a sequence still in its bytes (``rawseq``) if nothing in it needs pydicom's
+        walk; True when done."""
+        raw = ds.get_item(tag)
+        if (
+            not isinstance(raw, RawDataElement)
+            or raw.is_implicit_VR
+            or not raw.is_little_endian
+            or raw.length == 0xFFFFFFFF
+            or not isinstance(raw.value, bytes)
+        ):
+            return False
+        try:
+            new = self.rewriter.sequence(raw.value, (*path, tag))
+        except FallbackError:
+            return False
+        elem = RawDataElement(BaseTag(tag), "SQ", len(new), new, raw.value_tell, False, True)
+        ds[tag] = elem
+        self.raw_sequences.append((ds, tag, elem))
+        return True
+
+    def _text_ok(self, tag: int, vr: str, text: str) -> bool:
+        """Whether a kept value may stay exactly as it is: the cleaner's own quick check (codes,
+        whose scheme is in their item, are left to pydicom's walk)."""
+        if vr not in TEXT_VRS:
+            return True
+        if tag in CODED_TAGS:
+            return False
+        patterns = self.patterns.people() if tag in DEVICE_TAGS else self.patterns
+        return not self.matcher.for_tag(tag, vr).any_in_raw(text, patterns)
+
+    @staticmethod
+    def _formed(_tag: int, vr: str, text: str) -> bool:
+        return vr not in FORMED_VRS or not malformed(vr, text)
 
     def _uid(self, tag: int, value: str) -> str:
         if is_registry_uid(tag, value, listed=self.profile.rule(tag) is not None):
@@ -447,6 +496,9 @@ def deidentify(  # noqa: PLR0917 - the public API; callers pass these by positio
         protected=settings.protected,
         patterns=settings.patterns,
     )
+    if stage is None:  # a script may have changed them: then they are written as changed
+        for parent, tag, elem in instance.raw_sequences:
+            parent[tag] = elem  # the bytes just verified (it parsed them), written as they are
     return Outcome(ds, subject, session, instance.uid_map, instance.struck)
 
 

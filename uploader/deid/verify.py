@@ -18,7 +18,14 @@ from pydicom.dataset import Dataset
 
 from uploader.deid import iod
 from uploader.deid.codes import DEVICE_TAGS, is_code, is_standard_meaning
-from uploader.deid.elements import TEXT_VRS, is_registry_uid, private_creators, strings, walk
+from uploader.deid.elements import (
+    STANDARD_VRS,
+    TEXT_VRS,
+    is_registry_uid,
+    private_creators,
+    strings,
+    walk,
+)
 from uploader.deid.identifiers import (
     Identifiers,
     Matcher,
@@ -54,6 +61,7 @@ WRITTEN_BY_US = frozenset(
         0x00120050,
     }
 )
+_UNKNOWN_VR = "a value representation DICOM does not have"
 _XNAT_LINE = re.compile(r"^(Project:\S+ )?Subject:\S+ Session:\S+$")
 
 
@@ -114,6 +122,9 @@ def check_output(
     retain_uids = Option.RETAIN_UIDS in options
     problems: list[str] = []
     for path, tag, vr, parent in walk(ds):
+        if vr not in STANDARD_VRS:
+            problems.append(f"{_where(path, tag)}: {_UNKNOWN_VR}")
+            continue
         if tag >> 16 & 1 and not _private_allowed(parent, tag, policy, profile):
             problems.append(f"{_where(path, tag)}: private tag outside the allow-list")
             continue
@@ -199,6 +210,9 @@ def audit(
     mask = ours_pattern(ours)
     reqs = iod.requirements(str(ds.get("SOPClassUID", "") or ""))
     for path, tag, vr, parent in walk(ds):
+        if vr not in STANDARD_VRS:
+            problems.append(f"{_where(path, tag)}: {_UNKNOWN_VR}")
+            continue
         problem = _audit_element(
             path,
             tag,
