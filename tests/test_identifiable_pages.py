@@ -233,6 +233,26 @@ def test_worklist_shows_patients_to_signed_in_staff_and_sends_others_to_sign_in(
     assert [r.get_attribute("data-study") for r in rows] == [str(pages.ids["C"])]
 
 
+def test_a_refused_choice_in_the_drop_down_is_shown(pages: Pages) -> None:
+    """The trial drop-down posts through htmx, which by itself shows nothing of a 409: the page
+    shows the refusal (here a trial another tab offered that this node does not have)."""
+    from selenium.webdriver.common.by import By
+
+    driver, study = pages.driver, pages.ids["A"]
+    _sign_in(pages, "rita")
+    driver.get(f"{pages.web}/studies/{study}")
+    select = driver.find_element(By.ID, "trial")
+    driver.execute_script(
+        "const o = document.createElement('option'); o.value = o.textContent = 'NOPE-9';"
+        "arguments[0].appendChild(o); arguments[0].value = 'NOPE-9';"
+        "arguments[0].dispatchEvent(new Event('change', {bubbles: true}));",
+        select,
+    )
+    shown = _wait(driver, lambda d: _text(d, "error"), "the refusal on the page")
+    assert "this node has no trial 'NOPE-9'" in shown
+    assert driver.find_elements(By.ID, "study-main"), "the study stays on the page"
+
+
 def test_failing_roi_names_relabelled_from_the_suggestions_then_released(pages: Pages) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select

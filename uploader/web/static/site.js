@@ -33,3 +33,31 @@
     reader.readAsText(input.files[0]);
   });
 })();
+// htmx swaps no 4xx answer: a refusal (409) would show nothing. When the answer holds the element
+// the request was to replace (a page re-rendered with the reason), it is swapped in like a 200;
+// otherwise its message is shown in a notice at the top of the page.
+(function () {
+  "use strict";
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var detail = event.detail;
+    if (!detail || !detail.xhr || detail.xhr.status !== 409) { return; }
+    var answer = new DOMParser().parseFromString(detail.xhr.responseText || "", "text/html");
+    var target = detail.target;
+    if (target && target.id && answer.getElementById(target.id)) {
+      detail.shouldSwap = true;
+      detail.isError = false;
+      return;
+    }
+    var found = answer.querySelector("[role='alert']");
+    var notice = document.getElementById("refusal");
+    if (!notice) {
+      notice = document.createElement("p");
+      notice.id = "refusal";
+      notice.className = "message";
+      notice.setAttribute("role", "alert");
+      var main = document.querySelector("main") || document.body;
+      main.insertBefore(notice, main.firstChild);
+    }
+    notice.textContent = found ? found.textContent : "Refused.";
+  });
+})();
