@@ -78,6 +78,24 @@ def strings(ds: Dataset, tag: int) -> list[str]:
     return [str(value)]
 
 
+#: Sequences nested deeper than this are refused: no IOD nests more than a handful of levels,
+#: and pydicom (its reader, writer and dictionary look-ups) fails or runs out of memory near 300.
+MAX_DEPTH = 64
+_BINARY = ("OB", "OD", "OF", "OL", "OV", "OW")
+
+
+def binary_in_disguise(tag: int, vr: str) -> bool:
+    """True if a standard attribute arrives as binary (OB, OW, ...) where the dictionary says it
+    holds text or numbers (ContourData sent as OB): such a value cannot be judged."""
+    if vr not in _BINARY or tag >> 16 & 1:
+        return False
+    try:
+        known = str(dictionary_VR(tag))
+    except KeyError:
+        return False
+    return not any(b in known for b in _BINARY) and known != "UN"
+
+
 def walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, int, str, Dataset]]:
     """Yield (path, tag, vr, parent) for every element at any depth, sequences included."""
     for tag in list(ds.keys()):

@@ -20,12 +20,15 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
 from uploader.deid import header, iod
 from uploader.deid.codes import CODED_TAGS, DEVICE_TAGS, is_code, is_standard_meaning
 from uploader.deid.elements import (
+    MAX_DEPTH,
     STANDARD_VRS,
     TEXT_VRS,
+    binary_in_disguise,
     is_registry_uid,
     private_creators,
     private_vr,
@@ -56,6 +59,7 @@ from uploader.deid.rawseq import FallbackError, Rewriter
 from uploader.deid.relabel import relabel
 from uploader.deid.script.stage import ScriptStage
 from uploader.deid.verify import check_output
+from uploader.errors import WithheldError
 from uploader.version import __version__
 
 log = logging.getLogger(__name__)
@@ -179,6 +183,10 @@ class _Instance:
         #: sequences rewritten in their bytes: (parent, tag, element), written as verified
         self.raw_sequences: list[tuple[Dataset, int, RawDataElement]] = []
         self.rewriter = Rewriter(self._op, self._text_ok, self._uid, self._formed)
+        # the bytes are written as they are only into explicit VR little endian (the file meta's
+        # syntax is what the output is written in, whatever the body was read as)
+        syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+        self.explicit_little = syntax is not None and _explicit_little(str(syntax))
         sop_class = str(ds.get("SOPClassUID", "") or "")
         self.required = iod.requirements(sop_class)
         self._ops = _DECISIONS.setdefault(settings.profile, {}).setdefault(sop_class, {})
@@ -192,6 +200,11 @@ class _Instance:
         )
 
     def walk(self, ds: Dataset, path: tuple[int, ...] = (), where: str = "") -> None:
+        if len(path) > MAX_DEPTH:
+            raise WithheldError(
+                f"sequences nested more than {MAX_DEPTH} levels deep: not a real instance",
+                "too_deep",
+            )
         self._privates(ds)
         for tag in list(ds.keys()):
             group, elem_no = tag >> 16, tag & 0xFFFF
@@ -202,9 +215,9 @@ class _Instance:
                 continue
             raw = ds.get_item(tag)
             vr = vr_of(raw, tag)
-            if vr not in STANDARD_VRS:
-                del ds[tag]  # a VR DICOM does not have: its value cannot be judged, it goes
-                continue
+            if vr not in STANDARD_VRS or binary_in_disguise(tag, vr):
+                del ds[tag]  # a VR DICOM does not have, or binary where the dictionary has text
+                continue  # or numbers: its value cannot be judged, it goes
             op = self._op(tag, vr, path)
             self._apply(ds, tag, vr, op, path, where)
 
@@ -281,16 +294,20 @@ class _Instance:
         walk; True when done."""
         raw = ds.get_item(tag)
         if (
-            not isinstance(raw, RawDataElement)
+            not self.explicit_little
+            or not isinstance(raw, RawDataElement)
             or raw.is_implicit_VR
             or not raw.is_little_endian
             or raw.length == 0xFFFFFFFF
             or not isinstance(raw.value, bytes)
         ):
             return False
+        mapped = len(self.uid_map)
         try:
             new = self.rewriter.sequence(raw.value, (*path, tag))
         except FallbackError:
+            for original in list(self.uid_map)[mapped:]:  # what the attempt remapped: the walk
+                del self.uid_map[original]  # records what it keeps (it may keep less)
             return False
         elem = RawDataElement(BaseTag(tag), "SQ", len(new), new, raw.value_tell, False, True)
         ds[tag] = elem
@@ -485,6 +502,9 @@ def deidentify(  # noqa: PLR0917 - the public API; callers pass these by positio
             subject, session = ends.get("subject") or subject, ends.get("session") or session
             header.route(ds, protocol, subject, session)
     header.fix_file_meta(ds)
+    # only the rewritten sequences nothing replaced since (the header's record, a script) are
+    # written from their bytes; the verifier is about to parse exactly those
+    unchanged = [(p, t, e) for p, t, e in instance.raw_sequences if _same(p.get_item(t), e)]
     # the originals the verifier hunts for: every instance UID the walk met (all were remapped)
     check_output(
         ds,
@@ -496,10 +516,21 @@ def deidentify(  # noqa: PLR0917 - the public API; callers pass these by positio
         protected=settings.protected,
         patterns=settings.patterns,
     )
-    if stage is None:  # a script may have changed them: then they are written as changed
-        for parent, tag, elem in instance.raw_sequences:
-            parent[tag] = elem  # the bytes just verified (it parsed them), written as they are
+    for parent, tag, elem in unchanged:
+        parent[tag] = elem  # the bytes just verified (it parsed them), written as they are
     return Outcome(ds, subject, session, instance.uid_map, instance.struck)
+
+
+def _same(found: object, made: RawDataElement) -> bool:
+    return found is made
+
+
+def _explicit_little(syntax: str) -> bool:
+    """True for explicit VR little endian, deflate excluded (its bytes are recompressed)."""
+    uid = UID(syntax)
+    if not uid.is_transfer_syntax:
+        return False
+    return uid.is_little_endian and not uid.is_implicit_VR and not uid.is_deflated
 
 
 def _avoid(patient_name: str) -> Callable[[str], bool]:

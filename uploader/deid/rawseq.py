@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from uploader.deid.elements import STANDARD_VRS
+from uploader.deid.elements import MAX_DEPTH, STANDARD_VRS, binary_in_disguise
 from uploader.deid.profile import Op
 
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -56,6 +56,8 @@ class Rewriter:
         Raises:
             FallbackError: something in it needs pydicom's walk.
         """
+        if len(path) > MAX_DEPTH:
+            raise FallbackError  # the engine's walk refuses it
         out, pos = bytearray(), 0
         while pos < len(data):
             tag, length, pos = self._item_header(data, pos)
@@ -74,6 +76,8 @@ class Rewriter:
     def _undefined_sequence(
         self, data: bytes, pos: int, path: tuple[int, ...]
     ) -> tuple[bytes, int]:
+        if len(path) > MAX_DEPTH:
+            raise FallbackError
         out = bytearray()
         while True:
             tag, length, pos = self._item_header(data, pos)
@@ -139,6 +143,8 @@ class Rewriter:
 
     def _value(self, tag: int, vr: str, value: bytes, path: tuple[int, ...]) -> bytes | None:
         """The element's new value, or None to remove it."""
+        if binary_in_disguise(tag, vr):
+            raise FallbackError  # the engine's walk removes it
         op = self.decide(tag, vr, path)
         if op is Op.REMOVE:
             return None

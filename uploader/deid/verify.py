@@ -21,6 +21,7 @@ from uploader.deid.codes import DEVICE_TAGS, is_code, is_standard_meaning
 from uploader.deid.elements import (
     STANDARD_VRS,
     TEXT_VRS,
+    binary_in_disguise,
     is_registry_uid,
     private_creators,
     strings,
@@ -61,7 +62,7 @@ WRITTEN_BY_US = frozenset(
         0x00120050,
     }
 )
-_UNKNOWN_VR = "a value representation DICOM does not have"
+_UNKNOWN_VR = "a value representation DICOM does not have for it"
 _XNAT_LINE = re.compile(r"^(Project:\S+ )?Subject:\S+ Session:\S+$")
 
 
@@ -122,7 +123,7 @@ def check_output(
     retain_uids = Option.RETAIN_UIDS in options
     problems: list[str] = []
     for path, tag, vr, parent in walk(ds):
-        if vr not in STANDARD_VRS:
+        if vr not in STANDARD_VRS or binary_in_disguise(tag, vr):
             problems.append(f"{_where(path, tag)}: {_UNKNOWN_VR}")
             continue
         if tag >> 16 & 1 and not _private_allowed(parent, tag, policy, profile):
@@ -210,7 +211,7 @@ def audit(
     mask = ours_pattern(ours)
     reqs = iod.requirements(str(ds.get("SOPClassUID", "") or ""))
     for path, tag, vr, parent in walk(ds):
-        if vr not in STANDARD_VRS:
+        if vr not in STANDARD_VRS or binary_in_disguise(tag, vr):
             problems.append(f"{_where(path, tag)}: {_UNKNOWN_VR}")
             continue
         problem = _audit_element(
