@@ -309,3 +309,63 @@ def test_a_hostile_sequence_de_identifies_as_pydicom_walk_does(attack: str) -> N
     assert (0x30060039 in taken) == fast, "the fast path took (or refused) the sequence"
     written = _written(data)
     assert [p for p in PLANTED if p in written] == []
+
+
+# What the attack found wrong, fixed, kept as tests (F1-F4, F6 of the attack's report).
+
+
+def test_a_senders_de_identification_record_never_replaces_ours() -> None:
+    """F1: the sender's DeidentificationMethodCodeSequence is rewritten, then the header writes
+    ours over it: ours is what is written (the sender's was put back over it)."""
+    from pydicom import dcmread
+
+    for theirs in ([], [item(_uid("1.2.826.0.1.3680043.99.7.9"))]):
+        back = dcmread(io.BytesIO(_written(_file(sq(0x00120064, theirs)))))
+        codes = [c.CodeValue for c in back.DeidentificationMethodCodeSequence]
+        assert "113100" in codes, codes  # the Basic Application Confidentiality Profile
+
+
+def test_a_body_read_as_explicit_under_an_implicit_meta_is_written_whole() -> None:
+    """F2: the meta says implicit VR, the body is explicit; the output is written implicit,
+    so the explicit bytes of a rewritten sequence must not be copied into it."""
+    from pydicom import dcmread
+
+    data = _file(_contours(_CLASS, _uid("1.2.826.0.1.3680043.99.7.1")))
+    data = data.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2\x00\x00\x00", 1)
+    _same(data, _settings("basic profile"))
+    back = dcmread(io.BytesIO(_written(data)))
+    contour = back.ROIContourSequence[0].ContourSequence[0]
+    assert contour.ContourImageSequence[0].ReferencedSOPInstanceUID.startswith("2.25.")
+
+
+def test_a_fallback_leaves_no_remap_of_its_own() -> None:
+    """F3: the fast path remaps a UID, meets a duplicate and falls back: the UID map holds only
+    what the walk wrote (the same as without the fast path)."""
+    data = _file(
+        _contours(_CLASS, _uid("1.2.826.0.1.3680043.99.7.1"), _uid("1.2.826.0.1.3680043.99.7.2"))
+    )
+    _same(data, _settings("basic profile"))  # compares the UID maps too
+
+
+def test_sequences_nested_too_deep_are_withheld_not_cut() -> None:
+    """F4: 70 levels (more than any IOD, far less than where pydicom breaks) are withheld with
+    the reason, by both paths; they were cut short and written."""
+    settings = _settings("basic profile")
+    data = _file(_deep(70))
+    ident = engine.collect(batch.read_dicom(io.BytesIO(data)), kept=settings.profile.kept_tags)
+    with pytest.raises(engine.WithheldError, match="nested more than 64 levels"):
+        engine.deidentify(batch.read_dicom(io.BytesIO(data)), settings, study=ident)
+    _same(data, settings)  # the same refusal without the fast path
+    _same(_file(_deep(60)), settings)  # and 60 levels are still de-identified
+
+
+def test_text_sent_as_binary_under_a_number_attribute_goes() -> None:
+    """F6: ContourData (DS) sent as OB holding a name is removed, top level and in an item."""
+    from pydicom import dcmread
+
+    hidden = el(0x30060050, "OB", b"WHITCOMBE AGATHA")
+    for data in (_file(hidden), _file(_roi(el(0x30060026, "LO", "GTV"), hidden))):
+        written = _written(data)
+        assert b"WHITCOMBE" not in written
+        _same(data, _settings("basic profile"))
+    assert "ContourData" not in dcmread(io.BytesIO(_written(_file(hidden))))
