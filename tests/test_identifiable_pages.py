@@ -322,6 +322,7 @@ def _preview(pages: Pages, study: int) -> str:
 
 def test_manual_subject_id_refuses_the_patients_mrn_and_uses_a_valid_one(pages: Pages) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import staleness_of
     from selenium.webdriver.support.ui import Select
 
     driver, study = pages.driver, pages.ids["B"]
@@ -329,19 +330,22 @@ def test_manual_subject_id_refuses_the_patients_mrn_and_uses_a_valid_one(pages: 
     driver.get(f"{pages.web}/studies/{study}")
     Select(driver.find_element(By.ID, "trial")).select_by_value("PACE-C")
     _wait(driver, lambda d: d.find_elements(By.ID, "verdict"), "the report")
-    for own in (PATIENTS["B"].other_id, f"X{PATIENTS['B'].patient_id}", "BROWN-01"):
+    def saved_ids(subject: str) -> str:
+        """Enter a subject ID and save it; the refusal on the page that comes back (the old
+        page's refusal, still shown until the answer replaces it, does not count)."""
         box = driver.find_element(By.ID, "subject-id")
         box.clear()
-        box.send_keys(own)
+        box.send_keys(subject)
+        before = driver.find_element(By.ID, "subject-id")
         driver.find_element(By.ID, "save-ids").click()
-        error = _wait(driver, lambda d: _text(d, "error"), "the refusal")
+        _wait(driver, staleness_of(before), "the answer to the save")
+        return str(_wait(driver, lambda d: _text(d, "error"), "the refusal"))
+
+    for own in (PATIENTS["B"].other_id, f"X{PATIENTS['B'].patient_id}", "BROWN-01"):
+        error = saved_ids(own)
         assert "refused" in error and "the patient's" in error, error
         assert own not in error  # the reason names what it looks like, not the value
-    box = driver.find_element(By.ID, "subject-id")
-    box.clear()
-    box.send_keys("PACE-12")
-    driver.find_element(By.ID, "save-ids").click()
-    error = _wait(driver, lambda d: _text(d, "error"), "the pattern refusal")
+    error = saved_ids("PACE-12")
     assert "does not match the trial's pattern" in error, error
     box = driver.find_element(By.ID, "subject-id")
     box.clear()
