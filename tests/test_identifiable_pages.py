@@ -330,6 +330,7 @@ def test_manual_subject_id_refuses_the_patients_mrn_and_uses_a_valid_one(pages: 
     driver.get(f"{pages.web}/studies/{study}")
     Select(driver.find_element(By.ID, "trial")).select_by_value("PACE-C")
     _wait(driver, lambda d: d.find_elements(By.ID, "verdict"), "the report")
+
     def saved_ids(subject: str) -> str:
         """Enter a subject ID and save it; the refusal on the page that comes back (the old
         page's refusal, still shown until the answer replaces it, does not count)."""
