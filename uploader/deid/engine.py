@@ -43,6 +43,8 @@ from uploader.deid.identifiers import (
     collect,
     fold,
     matcher_for,
+    number_holds_id,
+    numeric_ids,
 )
 from uploader.deid.patterns import Detector, default_detector
 from uploader.deid.policy import (
@@ -169,7 +171,15 @@ class Outcome:
 class _Instance:
     """The walk over one instance: its matcher, date shift, UID map and IOD requirements."""
 
-    def __init__(self, settings: Settings, matcher: Matcher, shift_days: int, ds: Dataset) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        matcher: Matcher,
+        shift_days: int,
+        ds: Dataset,
+        ids: frozenset[str] = frozenset(),
+    ) -> None:
+        self.ids = ids  # the study's all-digit IDs: never kept as a number
         self.profile = settings.profile
         self.pseudo = settings.pseudonymiser
         self.private = settings.private
@@ -259,8 +269,13 @@ class _Instance:
     ) -> None:
         if op is Op.CLEAN and vr in BINARY_VRS:
             op = Op.REMOVE  # binary cannot be cleaned: it goes
-        if op in _KEEPING and vr in FORMED_VRS and malformed(vr, ds.get_item(tag).value):
-            op = Op.EMPTY  # text typed into a time or a number cannot be cleaned as text
+        if (
+            op in _KEEPING
+            and vr in FORMED_VRS
+            and not self._formed(tag, vr, ds.get_item(tag).value)
+        ):
+            op = Op.EMPTY  # text typed into a time or a number cannot be cleaned as text, and
+            # an MRN typed into AcquisitionNumber is the MRN
         if op is Op.REMOVE:
             del ds[tag]
         elif op is Op.RECURSE:
@@ -324,9 +339,11 @@ class _Instance:
         patterns = self.patterns.people() if tag in DEVICE_TAGS else self.patterns
         return not self.matcher.for_tag(tag, vr).any_in_raw(text, patterns)
 
-    @staticmethod
-    def _formed(_tag: int, vr: str, text: str) -> bool:
-        return vr not in FORMED_VRS or not malformed(vr, text)
+    def _formed(self, _tag: int, vr: str, value: object) -> bool:
+        """Whether a number, date or time value holds only what its VR allows, and no ID."""
+        if vr not in FORMED_VRS:
+            return True
+        return not malformed(vr, value) and not (vr == "IS" and number_holds_id(value, self.ids))
 
     def _uid(self, tag: int, value: str) -> str:
         if is_registry_uid(tag, value, listed=self.profile.rule(tag) is not None):
@@ -479,7 +496,7 @@ def deidentify(  # noqa: PLR0917 - the public API; callers pass these by positio
         keep_device=Option.RETAIN_DEVICE_IDENTITY in options,
         ours=settings.our_words(),
     )
-    instance = _Instance(settings, matcher, shift_days, ds)
+    instance = _Instance(settings, matcher, shift_days, ds, numeric_ids(ident))
     instance.walk(ds)
     header.write(ds, settings, subject=subject, session=session, version=__version__)
     if stage is not None:

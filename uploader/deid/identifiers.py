@@ -532,6 +532,26 @@ def _name_regex(variant: str) -> str:
     return _WORD.format(_TITLE + body)
 
 
+def numeric_ids(ident: Identifiers) -> frozenset[str]:
+    """The study's IDs that are all digits (5 or more, leading zeros aside): an MRN or an
+    accession number a modality may also have typed into a number (AcquisitionNumber)."""
+    found = (i.strip().lstrip("0") for i in ident.ids if i.strip().isdigit())
+    return frozenset(i for i in found if len(i) >= 5)
+
+
+def number_holds_id(value: object, ids: frozenset[str]) -> bool:
+    """True if an IS value (raw bytes, text, a number or several) is one of ``ids``."""
+    if not ids or value is None:
+        return False
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("latin-1")
+    elif isinstance(value, str | int):
+        text = str(value)
+    else:
+        text = "\\".join(str(v) for v in value) if isinstance(value, Iterable) else str(value)
+    return any(v.strip(" \x00").lstrip("0") in ids for v in text.split("\\"))
+
+
 def _id_pattern(value: str) -> str:
     folded = fold(value)
     if folded.isdigit() and len(folded) >= 6:  # NHS numbers are written "943 476 5919" too

@@ -33,6 +33,8 @@ from uploader.deid.identifiers import (
     StructureNames,
     fold,
     matcher_for,
+    number_holds_id,
+    numeric_ids,
     ours_pattern,
 )
 from uploader.deid.patterns import Detector, default_detector
@@ -122,6 +124,7 @@ def check_output(
     )
     retain_uids = Option.RETAIN_UIDS in options
     problems: list[str] = []
+    ids = numeric_ids(ident)
     for path, tag, vr, parent in walk(ds):
         if vr not in STANDARD_VRS or binary_in_disguise(tag, vr):
             problems.append(f"{_where(path, tag)}: {_UNKNOWN_VR}")
@@ -133,6 +136,8 @@ def check_output(
             problem = _uid_problem(parent, tag, profile, originals)
             if problem:
                 problems.append(f"{_where(path, tag)}: {problem}")
+        elif vr == "IS" and number_holds_id(parent.get_item(tag).value, ids):
+            problems.append(f"{_where(path, tag)}: ID")
         elif vr in TEXT_VRS:
             if not path and tag in RECORD_TAGS:
                 continue
