@@ -307,6 +307,12 @@ def test_in_a_browser_no_planted_markup_runs_or_fetches(hostile: Hostile, tmp_pa
     exported = _audit(h, "adam").count("link table exported")
     with chromium(tmp_path / "profile") as driver:
         driver.get(f"{h.web}/signin")
+        # under load the first page can take its time (or be an interstitial): wait for the form,
+        # and say what came instead if it never does (the sign-in page holds no patient data)
+        WebDriverWait(driver, 30).until(
+            lambda d: d.find_elements(By.ID, "name") or d.get(f"{h.web}/signin"),
+            message=f"no sign-in form; the page was: {driver.page_source[:300]!r}",
+        )
         driver.find_element(By.ID, "name").send_keys("adam")
         driver.find_element(By.ID, "password").send_keys(PASSWORDS["adam"])
         driver.find_element(By.ID, "signin").click()
