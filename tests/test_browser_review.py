@@ -180,6 +180,9 @@ def test_hostile_cases_in_the_browser(tmp_path: Path, key_file: Path) -> None:
         _send(n.anon, files)
         n.anon.wait_state("ready")
         _sign_in(driver, n, "adam")
+        # the click returns before the answer has set the session: a page asked for at once
+        # could go to sign-in instead (it did, once, under load)
+        _wait(driver, lambda d: "Sign out" in d.page_source, "the sign-in")
         driver.get(f"{n.web}/studies/1")
         _wait(driver, lambda d: d.find_elements(By.ID, "slice"), "the viewer")
         title = driver.find_element(By.CSS_SELECTOR, ".viewer .series-title").text
