@@ -28,11 +28,12 @@ from uploader.deid.engine import Settings
 from uploader.deid.identifiers import Identifiers, Matcher, collect, fold
 from uploader.deid.patterns import default_detector
 from uploader.deid.policy import malformed
-from uploader.deid.profile import Option, load_profile
+from uploader.deid.profile import load_profile
 from uploader.runconfig import build_settings
 from uploader.sample import Patient, write_study
 
 from .conftest import KEY, ROOT
+from .test_clean_removes_every_identifier import OPTION_SETS
 
 PATIENT = Patient(
     name="O'NEILL^SIOBHAN^MARIE",
@@ -212,15 +213,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-CLEAN = frozenset(
-    {
-        Option.RETAIN_PATIENT_CHARACTERISTICS,
-        Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
-        Option.CLEAN_DESCRIPTORS,
-        Option.CLEAN_STRUCTURED_CONTENT,
-        Option.CLEAN_GRAPHICS,
-    }
-)
+CLEAN = OPTION_SETS["clean options"]  # the options the example protocols use
 CASES = ["basic profile alone", "clean options", "example-head-neck-imrt.yaml"]
 CASES += ["example-lung-sbrt.yaml", "example-prostate.yaml"]
 

@@ -18,21 +18,14 @@ from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 
 from uploader.deid import batch, engine, rawseq
-from uploader.deid.profile import Option, load_profile
+from uploader.deid.profile import load_profile
 from uploader.runconfig import build_settings
 from uploader.sample import Patient, write_study
 
 from .conftest import KEY, ROOT
+from .test_clean_removes_every_identifier import OPTION_SETS
 
-CLEAN = frozenset(
-    {
-        Option.RETAIN_PATIENT_CHARACTERISTICS,
-        Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
-        Option.CLEAN_DESCRIPTORS,
-        Option.CLEAN_STRUCTURED_CONTENT,
-        Option.CLEAN_GRAPHICS,
-    }
-)
+CLEAN = OPTION_SETS["clean options"]  # the options the example protocols use
 
 
 def _settings(case: str) -> engine.Settings:

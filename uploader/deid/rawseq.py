@@ -56,43 +56,31 @@ class Rewriter:
         Raises:
             FallbackError: something in it needs pydicom's walk.
         """
+        return self._items(data, 0, len(data), path)[0]
+
+    def _items(
+        self, data: bytes, pos: int, end: int | None, path: tuple[int, ...]
+    ) -> tuple[bytes, int]:
+        """A sequence's items from ``pos``, with defined lengths; ``end`` None: up to its
+        delimiter. Returns the items and the offset after them."""
         if len(path) > MAX_DEPTH:
             raise FallbackError  # the engine's walk refuses it
-        out, pos = bytearray(), 0
-        while pos < len(data):
-            tag, length, pos = self._item_header(data, pos)
-            if tag != _ITEM:
-                raise FallbackError
-            if length == _UNDEFINED:
-                body, pos = self._dataset(data, pos, None, path)
-            else:
-                end = pos + length
-                if end > len(data):
-                    raise FallbackError
-                body, pos = self._dataset(data, pos, end, path)
-            out += _TAG.pack(0xFFFE, 0xE000) + _U32.pack(len(body)) + body
-        return bytes(out)
-
-    def _undefined_sequence(
-        self, data: bytes, pos: int, path: tuple[int, ...]
-    ) -> tuple[bytes, int]:
-        if len(path) > MAX_DEPTH:
-            raise FallbackError
         out = bytearray()
-        while True:
+        while end is None or pos < end:
             tag, length, pos = self._item_header(data, pos)
-            if tag == _SEQ_END:
-                return bytes(out), pos
+            if end is None and tag == _SEQ_END:
+                break
             if tag != _ITEM:
                 raise FallbackError
             if length == _UNDEFINED:
                 body, pos = self._dataset(data, pos, None, path)
             else:
-                end = pos + length
-                if end > len(data):
+                stop = pos + length
+                if stop > len(data):
                     raise FallbackError
-                body, pos = self._dataset(data, pos, end, path)
+                body, pos = self._dataset(data, pos, stop, path)
             out += _TAG.pack(0xFFFE, 0xE000) + _U32.pack(len(body)) + body
+        return bytes(out), pos
 
     @staticmethod
     def _item_header(data: bytes, pos: int) -> tuple[int, int, int]:
@@ -125,7 +113,7 @@ class Rewriter:
             if length == _UNDEFINED:
                 if vr != "SQ" or self.decide(tag, vr, path) is not Op.RECURSE:
                     raise FallbackError
-                value, pos = self._undefined_sequence(data, start, (*path, tag))
+                value, pos = self._items(data, start, None, (*path, tag))
                 out += _element(tag, vr, value)
                 continue
             stop = start + length
