@@ -35,6 +35,8 @@ EPILOG = (
 )
 _SHOWN = 5  # problems listed per failing file by `verify` unless --all
 # the core's own commands; each node adds its own (uploader.node.commands)
+#: commands that never decode pixels nor download: pydicom is imported lean for them
+_HEADERS_ONLY = frozenset({"anonymise", "anonymize", "verify"})
 CORE_COMMANDS = ("anonymise", "anonymize", "verify", "sample", "protocol", "script", "demo")
 
 
@@ -114,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"uploader: {exc}", file=sys.stderr)
         return 2
     args = _parser(nodes).parse_args(routed)
-    _quiet_pydicom()
+    _quiet_pydicom(headers_only=args.command in _HEADERS_ONLY)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -155,17 +157,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     return protocol_command(args)
 
 
-def _quiet_pydicom() -> None:
+def _quiet_pydicom(*, headers_only: bool) -> None:
     """pydicom's validation warnings quote values (a patient's name, say): never let them out."""
     from uploader.hardening import harden_process
 
-    harden_process()
+    harden_process(headers_only=headers_only)
 
 
 def _anonymise(args: argparse.Namespace) -> int:
     from uploader.deid.batch import Mapping, anonymise_tree
     from uploader.deid.pseudonyms import generate_key, read_key
-    from uploader.deid.script.stage import load_numbers, save_numbers
     from uploader.runconfig import build_settings
 
     if not args.input.exists():
@@ -188,6 +189,8 @@ def _anonymise(args: argparse.Namespace) -> int:
     settings = build_settings(key, args.protocol, args.site, args.site_script, args.patterns)
     numbers = args.mapping_dir / "session_numbers.csv" if args.mapping_dir else None
     if settings.scripts is not None and numbers is not None:
+        from uploader.deid.script.stage import load_numbers
+
         load_numbers(settings.scripts.sessions, numbers)
     mapping = Mapping() if args.mapping_dir else None
     summary = _with_progress(
@@ -198,6 +201,8 @@ def _anonymise(args: argparse.Namespace) -> int:
     if mapping is not None:
         mapping.write(args.mapping_dir)
     if settings.scripts is not None and numbers is not None:
+        from uploader.deid.script.stage import save_numbers
+
         save_numbers(settings.scripts.sessions, numbers)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))

@@ -27,8 +27,22 @@ from typing import TextIO
 log = logging.getLogger(__name__)
 
 
-def harden_process() -> None:
-    """Silence pydicom and keep values out of warnings and uncaught exceptions (idempotent)."""
+#: What pydicom imports only to decode pixels (numpy, Pillow) or to download its test files
+#: (requests, tqdm): about a third of its import time, and a header-only command needs none of them.
+_PIXEL_AND_DOWNLOAD_MODULES = ("numpy", "PIL", "requests", "tqdm")
+
+
+def harden_process(*, headers_only: bool = False) -> None:
+    """Silence pydicom and keep values out of warnings and uncaught exceptions (idempotent).
+
+    ``headers_only``: the process never decodes pixels nor downloads (``uploader anonymise``,
+    ``uploader verify``): pydicom is imported without numpy, Pillow and requests, which makes
+    the command start about 0.13 s sooner. pydicom then works without them as if they were not
+    installed (a ``pixel_array`` in that process would fail), while the modules themselves
+    stay importable for any other use. Nothing changes if pydicom is already imported.
+    """
+    if headers_only and "pydicom" not in sys.modules:
+        _import_pydicom_without(_PIXEL_AND_DOWNLOAD_MODULES)
     from pydicom import config
 
     config.settings.reading_validation_mode = config.IGNORE
@@ -42,6 +56,21 @@ def harden_process() -> None:
     warnings.showwarning = _show_warning
     sys.excepthook = _excepthook
     threading.excepthook = _thread_excepthook
+
+
+def _import_pydicom_without(names: tuple[str, ...]) -> None:
+    """Import pydicom while ``names`` cannot be imported (its optional imports then fail as if
+    absent), then make them importable again."""
+    blocked = [n for n in names if n not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # an import of it raises ImportError
+    try:
+        import pydicom.filereader
+        import pydicom.filewriter  # noqa: F401 - the import is the point
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
 
 
 def where(exc: BaseException, depth: int = 3) -> str:

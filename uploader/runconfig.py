@@ -11,10 +11,10 @@ from uploader.deid.patterns import Detector, load_site_patterns
 from uploader.deid.policy import PrivatePolicy
 from uploader.deid.profile import load_profile
 from uploader.deid.pseudonyms import Pseudonymiser
-from uploader.deid.script.stage import build_stage
 from uploader.errors import ConfigError
 
 if TYPE_CHECKING:
+    from uploader.deid.script.stage import ScriptStage
     from uploader.protocols.model import Protocol
 
 _SITE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -51,7 +51,7 @@ def build_settings(
         detector = Detector(extra)
     patterns = detector
     if protocol is None:
-        stage = build_stage(site_script, None, None, {}, {})
+        stage = _stage(site_script, None, None, {}, {})
         return Settings(
             profile=load_profile(),
             pseudonymiser=pseudonymiser,
@@ -68,7 +68,7 @@ def build_settings(
                 f"{protocol_path}: the pattern {pattern!r} uses {{site}}: give --site"
             )
     deid = protocol.deidentify
-    stage = build_stage(site_script, deid.script, protocol_path, deid.variables, deid.lookups)
+    stage = _stage(site_script, deid.script, protocol_path, deid.variables, deid.lookups)
     keep = [t.key() for t in deid.keep_private] + (stage.private_keys() if stage else [])
     return Settings(
         profile=load_profile(frozenset(deid.options)),
@@ -103,3 +103,18 @@ def structure_names(protocol: Protocol | None) -> StructureNames:
                 names.add(s.name)
             names.update(s.synonyms)
     return StructureNames(names)
+
+
+def _stage(
+    site_script: Path | None,
+    project_script: str | None,
+    protocol_path: Path | None,
+    variables: dict[str, str],
+    lookups: dict[str, dict[str, str]],
+) -> ScriptStage | None:
+    """The script stage, or None; its parser is imported only when there is a script."""
+    if site_script is None and not project_script:
+        return None
+    from uploader.deid.script.stage import build_stage
+
+    return build_stage(site_script, project_script, protocol_path, variables, lookups)

@@ -13,7 +13,7 @@ import re
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.datadict import dictionary_has_tag, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
@@ -59,10 +59,12 @@ from uploader.deid.profile import Op, Option, Profile, is_conditional, resolve
 from uploader.deid.pseudonyms import Pseudonymiser
 from uploader.deid.rawseq import FallbackError, Rewriter
 from uploader.deid.relabel import relabel
-from uploader.deid.script.stage import ScriptStage
 from uploader.deid.verify import check_output
 from uploader.errors import WithheldError
 from uploader.version import __version__
+
+if TYPE_CHECKING:  # the script stage is imported only by runs that have a script
+    from uploader.deid.script.stage import ScriptStage
 
 log = logging.getLogger(__name__)
 
