@@ -48,8 +48,10 @@ from uploader.deid.identifiers import (
 )
 from uploader.deid.patterns import Detector, default_detector
 from uploader.deid.policy import (
+    AGE_CAP,
     FORMED_VRS,
     PrivatePolicy,
+    age_over_89,
     check_instance,
     check_pixels,
     malformed,
@@ -271,6 +273,9 @@ class _Instance:
     ) -> None:
         if op is Op.CLEAN and vr in BINARY_VRS:
             op = Op.REMOVE  # binary cannot be cleaned: it goes
+        if op in _KEEPING and vr == "AS" and age_over_89(ds.get_item(tag).value):
+            ds[tag] = DataElement(tag, "AS", AGE_CAP)  # a kept age over 89: "90 or older"
+            return
         if (
             op in _KEEPING
             and vr in FORMED_VRS
@@ -345,6 +350,8 @@ class _Instance:
         """Whether a number, date or time value holds only what its VR allows, and no ID."""
         if vr not in FORMED_VRS:
             return True
+        if vr == "AS" and age_over_89(value):
+            return False  # not kept as it is: the walk writes it as 90 or older
         return not malformed(vr, value) and not (vr == "IS" and number_holds_id(value, self.ids))
 
     def _uid(self, tag: int, value: str) -> str:

@@ -184,3 +184,31 @@ def malformed(vr: str, value: object) -> bool:
     else:
         return False  # a number pydicom already converted
     return len(raw.translate(None, allowed)) >= _WORD_LETTERS
+
+
+#: An age over 89 years identifies (HIPAA's Safe Harbor, 45 CFR 164.514(b)(2)(i)(C), and
+#: TCIA's practice): a kept age is written as this, "90 or older".
+AGE_CAP = "090Y"
+_AGE = re.compile(r"\s*0*([0-9]{1,3})\s*([DWMY]?)\s*")
+_DAYS_PER = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25, "": 365.25}
+
+
+def age_over_89(value: object) -> bool:
+    """True if an age string value (AS, "095Y"; or a bare "95", read as years) is 90 years
+    or more, in any of its values, written otherwise than as ``AGE_CAP`` (the category)."""
+    if value is None:
+        return False
+    if isinstance(value, bytes | bytearray | memoryview):
+        text = bytes(value).decode("ascii", "replace")
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, Iterable):
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    for part in text.split("\\"):
+        age = part.strip("\x00 ").upper()
+        m = _AGE.fullmatch(age)
+        if m and age != AGE_CAP and int(m.group(1)) * _DAYS_PER[m.group(2)] >= 90 * 365.25:
+            return True
+    return False

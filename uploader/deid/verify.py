@@ -42,6 +42,7 @@ from uploader.deid.policy import (
     FORMED_VRS,
     SECONDARY_CAPTURE_CLASSES,
     PrivatePolicy,
+    age_over_89,
     malformed,
     private_kept,
 )
@@ -65,6 +66,7 @@ WRITTEN_BY_US = frozenset(
     }
 )
 _UNKNOWN_VR = "a value representation DICOM does not have for it"
+_AGE_OVER_89 = "an age over 89 (kept ages are written as 090Y, 90 or older)"
 _XNAT_LINE = re.compile(r"^(Project:\S+ )?Subject:\S+ Session:\S+$")
 
 
@@ -148,6 +150,8 @@ def check_output(
             )
         elif vr in FORMED_VRS and malformed(vr, parent.get_item(tag).value):
             problems.append(f"{_where(path, tag)}: text in a {vr} value")
+        elif vr == "AS" and age_over_89(parent.get_item(tag).value):
+            problems.append(f"{_where(path, tag)}: {_AGE_OVER_89}")
     if str(ds.get("PatientBirthDate", "") or ""):
         problems.append("(0010,0030) PatientBirthDate: still holds a value")
     if problems:
@@ -336,6 +340,8 @@ def _audit_element(
         return "Annex E says empty, still holds a value"
     if vr == "PN" and values and op is not Op.DUMMY:
         return "a person's name"
+    if vr == "AS" and age_over_89(values):
+        return _AGE_OVER_89
     if vr == "UI" and not retain_uids:
         for v in values:
             if (
