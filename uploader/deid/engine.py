@@ -149,6 +149,13 @@ class Settings:
     protected: StructureNames = field(default_factory=StructureNames)
     patterns: Detector = field(default_factory=default_detector)
 
+    def detector(self) -> Detector:
+        """The pattern rows these options apply (Retain Institution Identity keeps names of
+        hospitals in text too)."""
+        if Option.RETAIN_INSTITUTION_IDENTITY in self.profile.options:
+            return self.patterns.keeping_institutions()
+        return self.patterns
+
     def our_words(self, subject: str = "", session: str = "") -> tuple[str, ...]:
         """Return the words the engine writes itself (never taken for an identifier)."""
         trial = self.trial
@@ -188,7 +195,7 @@ class _Instance:
         self.pseudo = settings.pseudonymiser
         self.private = settings.private
         self.protected = settings.protected
-        self.patterns = settings.patterns
+        self.patterns = settings.detector()
         self.retain_uids = Option.RETAIN_UIDS in settings.profile.options
         self.matcher = matcher
         self.shift = dt.timedelta(days=shift_days)
@@ -540,7 +547,7 @@ def deidentify(  # noqa: PLR0917 - the public API; callers pass these by positio
         settings.profile,
         ours=settings.our_words(subject, session),
         protected=settings.protected,
-        patterns=settings.patterns,
+        patterns=settings.detector(),
     )
     for parent, tag, elem in unchanged:
         parent[tag] = elem  # the bytes just verified (it parsed them), written as they are

@@ -217,6 +217,8 @@ def audit(
     problems = _audit_header(ds, allow_burned_in)
     retain_uids = Option.RETAIN_UIDS in profile.options
     detector = patterns if patterns is not None else default_detector(audit=True)
+    if Option.RETAIN_INSTITUTION_IDENTITY in profile.options:
+        detector = detector.keeping_institutions()
     mask = ours_pattern(ours)
     reqs = iod.requirements(str(ds.get("SOPClassUID", "") or ""))
     for path, tag, vr, parent in walk(ds):
