@@ -35,6 +35,23 @@ def test_which_ages_are_over_89(value: str | bytes, over: bool) -> None:
     assert age_over_89(value) is over
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["1080M", "4700W", "32900D", "95.5Y", "+95Y", "095Y.", "095YY", "095-Y", "90,5Y", "0095.0Y"],
+)
+def test_ages_of_90_or_more_in_off_standard_forms_are_over_89(value: str) -> None:
+    """Not the standard's nnnX, but read as 90 years or more by anyone (more than three digits
+    of months, weeks or days; a decimal; a sign; a stray character): kept as they are, these
+    were written and passed both verifiers."""
+    assert age_over_89(value)
+    assert age_over_89(f"030Y\\{value}")
+
+
+@pytest.mark.parametrize("value", ["089Y", "1079M", "4695W", "32870D", "89.9Y", "+045Y", "045Y."])
+def test_younger_ages_in_off_standard_forms_are_not(value: str) -> None:
+    assert not age_over_89(value)
+
+
 def _study(tmp_path: Path, ages: dict[str, str]) -> Path:
     src = tmp_path / "in"
     files = [f for f in write_study(src, slices=3) if f.suffix == ""]

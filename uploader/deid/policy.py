@@ -189,8 +189,10 @@ def malformed(vr: str, value: object) -> bool:
 #: An age over 89 years identifies (HIPAA's Safe Harbor, 45 CFR 164.514(b)(2)(i)(C), and
 #: TCIA's practice): a kept age is written as this, "90 or older".
 AGE_CAP = "090Y"
-_AGE = re.compile(r"\s*0*([0-9]{1,3})\s*([DWMY]?)\s*")
-_DAYS_PER = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25, "": 365.25}
+#: a number in an age and the unit after it (none: years); read in any form, not only the
+#: standard's nnnX: "1080M", "95.5Y", "+95Y", "095Y." are 90 years to anyone who reads them
+_AGE = re.compile(r"([0-9]+(?:[.,][0-9]+)?)(?:[^0-9A-Z]{0,3}([DWMY]))?")
+_DAYS_PER = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25, None: 365.25}
 
 
 def age_over_89(value: object) -> bool:
@@ -208,7 +210,10 @@ def age_over_89(value: object) -> bool:
         text = str(value)
     for part in text.split("\\"):
         age = part.strip("\x00 ").upper()
-        m = _AGE.fullmatch(age)
-        if m and age != AGE_CAP and int(m.group(1)) * _DAYS_PER[m.group(2)] >= 90 * 365.25:
-            return True
+        if age == AGE_CAP:
+            continue
+        for m in _AGE.finditer(age):
+            number = float(m.group(1).replace(",", "."))
+            if number * _DAYS_PER[m.group(2)] >= 90 * 365.25:
+                return True
     return False
