@@ -112,3 +112,26 @@ def test_retain_institution_identity_keeps_a_hospital_in_text(tmp_path: Path) ->
             ds, load_profile(frozenset({Option.CLEAN_DESCRIPTORS})), PrivatePolicy(()), False
         )
         assert any("StudyDescription" in x and "institution" in x for x in strict), strict
+
+
+#: runs a word-like row could take as one word (letters with apostrophes, hyphens, dots)
+_HOSTILE = ["O'", "Ab'", "Ab-", "A.", "o'", "ab-", "Ab", "9 ", "www.a", "1 ab'", "12-34-", ", MA "]
+
+
+@pytest.mark.parametrize("fragment", _HOSTILE)
+def test_no_row_backtracks_on_a_long_run_of_one_fragment(fragment: str) -> None:
+    """A 64 KiB value of one fragment repeated: every row (the packaged table, as cleaning and
+    as the audit use it) answers in linear time. The hospital row and the DICOM name form
+    took 1 to 3 s per 16 KiB window on such runs (a sender's 64 KiB text: 7 to 18 s)."""
+    import time
+
+    text = (fragment * (65536 // len(fragment) + 1))[:65536]
+    folded = fold(text)
+    for detector in (default_detector(), default_detector(audit=True)):
+        for row in detector.patterns:
+            subject = text if row.sensitive else folded
+            started = time.perf_counter()
+            for _ in row.regex.finditer(subject, 0, 16_384):
+                pass
+            took = time.perf_counter() - started
+            assert took < 0.25, f"{row.name}: {took:.2f} s on {fragment!r} repeated"
