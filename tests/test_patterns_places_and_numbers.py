@@ -35,6 +35,10 @@ FOUND = {
     "Flat 3, 45 High St": "address",
     "1600 Pennsylvania Avenue": "address",
     "lives at 7 Mill Lane": "address",
+    "12 ACACIA AVENUE": "address",
+    "45 HIGH ST": "address",
+    "1600 Pennsylvania Ave.": "address",
+    "9 Elm Rd": "address",
     "Boston, MA 02114": "postcode",
     "Rochester, MN 55905-0001": "postcode",
     "SSN 123-45-6789": "ID-like token",
@@ -62,6 +66,16 @@ LEFT = [
     "1-2-3 wedge",
     "Dose 60 Gy in 30 fractions",
     "Eclipse 15.6",
+    # RT labels: a dose, words, then LN (lymph nodes), Ave (an averaged 4DCT), Rd, St
+    "CTV 70 Rt LN",
+    "PTV 60 level II LN",
+    "CTV 56 Bilat Neck LN",
+    "CTV 2 left ax ln",
+    "GTV 1 pos LN",
+    "MIP 10 phase Ave",
+    "CT 10 PHASE AVE",
+    "Dose 2 Gy Rd",
+    "Beam 2 cw St",
 ]
 
 
