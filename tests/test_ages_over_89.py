@@ -138,3 +138,25 @@ def test_an_age_over_89_in_kept_text_is_struck(tmp_path: Path, text: str) -> Non
     assert not any(d == text for d in descriptions)
     assert any("***" in d for d in descriptions), descriptions
     assert any(w.endswith("age over 89") or "age over 89" in w for _f, w in summary.struck)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["095 years old", "age:095", "Age: 095", "age of 95", "95y old", "aged 0093", "95 y old"],
+)
+def test_an_age_over_89_with_leading_zeros_or_a_y_before_old_is_found(text: str) -> None:
+    """Forms the rows missed: the zero of an age string before the number, "age of", and
+    a bare y when "old" follows."""
+    from uploader.deid.identifiers import fold
+    from uploader.deid.patterns import default_detector
+
+    for detector in (default_detector(), default_detector(audit=True)):
+        assert "age over 89" in detector.kinds(text, fold(text)), text
+
+
+@pytest.mark.parametrize("text", ["089 years old", "age of 89", "X 95 Y 92", "95 y", "V95 y"])
+def test_younger_ages_and_coordinates_are_not(text: str) -> None:
+    from uploader.deid.identifiers import fold
+    from uploader.deid.patterns import default_detector
+
+    assert "age over 89" not in default_detector().kinds(text, fold(text)), text
