@@ -149,3 +149,33 @@ def test_no_row_backtracks_on_a_long_run_of_one_fragment(fragment: str) -> None:
                 pass
             took = time.perf_counter() - started
             assert took < 0.25, f"{row.name}: {took:.2f} s on {fragment!r} repeated"
+
+
+def test_retain_institution_identity_keeps_the_institution_address(tmp_path: Path) -> None:
+    """The option keeps InstitutionAddress: the new address, ZIP code and web address rows
+    must not strike it there (they wrote ``***, Boston,***``), nor the verifier refuse it; a
+    street address in a description is still struck."""
+    address = "55 Fruit Street, Boston, MA 02114 www.massgeneral.org"
+    options = frozenset(
+        {Option.CLEAN_DESCRIPTORS, Option.RETAIN_INSTITUTION_IDENTITY,
+         Option.RETAIN_PATIENT_CHARACTERISTICS}
+    )  # fmt: skip
+    src = tmp_path / "in"
+    for f in (f for f in write_study(src, slices=1) if f.suffix != ".txt"):
+        ds = dcmread(f)
+        ds.InstitutionName = "Massachusetts General Hospital"
+        ds.InstitutionAddress = address
+        ds.StudyDescription = "CT pt lives at 12 Acacia Avenue"
+        ds.save_as(f)
+    settings = build_settings(KEY, PROTOCOL, "RXH")
+    settings = type(settings)(**{**settings.__dict__, "profile": load_profile(options)})
+    summary = batch.anonymise_tree(src, tmp_path / "out", settings, jobs=1)
+    assert not summary.failed and not summary.withheld, (summary.failed, summary.withheld)
+    written = list((tmp_path / "out").rglob("*.dcm"))
+    assert written
+    for p in written:
+        ds = dcmread(p)
+        assert ds.InstitutionAddress == address
+        assert "Acacia" not in str(ds.get("StudyDescription", ""))
+        problems = audit(ds, load_profile(options), PrivatePolicy(()), allow_burned_in=False)
+        assert not [x for x in problems if "Institution" in x], problems

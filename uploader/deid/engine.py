@@ -23,7 +23,13 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from uploader.deid import header, iod
-from uploader.deid.codes import CODED_TAGS, DEVICE_TAGS, is_code, is_standard_meaning
+from uploader.deid.codes import (
+    CODED_TAGS,
+    DEVICE_TAGS,
+    INSTITUTION_TAGS,
+    is_code,
+    is_standard_meaning,
+)
 from uploader.deid.elements import (
     MAX_DEPTH,
     STANDARD_VRS,
@@ -197,6 +203,13 @@ class _Instance:
         self.protected = settings.protected
         self.patterns = settings.detector()
         self.retain_uids = Option.RETAIN_UIDS in settings.profile.options
+        #: tags only names and e-mails strike: device descriptions, and the institution's own
+        #: attributes where the options keep them
+        self.people_only = DEVICE_TAGS | (
+            INSTITUTION_TAGS
+            if Option.RETAIN_INSTITUTION_IDENTITY in settings.profile.options
+            else frozenset()
+        )
         self.matcher = matcher
         self.shift = dt.timedelta(days=shift_days)
         self.uid_map: dict[str, str] = {}
@@ -350,7 +363,7 @@ class _Instance:
             return True
         if tag in CODED_TAGS:
             return False
-        patterns = self.patterns.people() if tag in DEVICE_TAGS else self.patterns
+        patterns = self.patterns.people() if tag in self.people_only else self.patterns
         return not self.matcher.for_tag(tag, vr).any_in_raw(text, patterns)
 
     def _formed(self, _tag: int, vr: str, value: object) -> bool:
@@ -370,7 +383,7 @@ class _Instance:
 
     def _clean(self, ds: Dataset, tag: int, vr: str, where: str) -> None:
         patterns: Detector | None = None if is_code(ds, tag) else self.patterns
-        if patterns is not None and tag in DEVICE_TAGS:
+        if patterns is not None and tag in self.people_only:
             patterns = patterns.people()  # device descriptions: names and e-mails only
         # code strings (Modality MR, PatientSex F, ValueType TEXT) and device descriptions are
         # enumerations, not prose: names and places never strike them, IDs and patterns do
