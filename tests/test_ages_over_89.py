@@ -160,3 +160,62 @@ def test_younger_ages_and_coordinates_are_not(text: str) -> None:
     from uploader.deid.patterns import default_detector
 
     assert "age over 89" not in default_detector().kinds(text, fold(text)), text
+
+
+def _sr_age(value: str, unit: str = "a") -> Dataset:
+    """A NUM content item "Subject Age" (DCM 121033), as dose reports and other SR carry it."""
+    num = Dataset()
+    num.RelationshipType, num.ValueType = "CONTAINS", "NUM"
+    concept = Dataset()
+    concept.CodeValue, concept.CodingSchemeDesignator = "121033", "DCM"
+    concept.CodeMeaning = "Subject Age"
+    num.ConceptNameCodeSequence = [concept]
+    measured = Dataset()
+    measured.NumericValue = value
+    units = Dataset()
+    units.CodeValue, units.CodingSchemeDesignator, units.CodeMeaning = unit, "UCUM", unit
+    measured.MeasurementUnitsCodeSequence = [units]
+    num.MeasuredValueSequence = [measured]
+    return num
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "written"),
+    [("95", "a", "90"), ("1200", "mo", "1080"), ("45", "a", "45"), ("89", "a", "89")],
+)
+def test_an_sr_subject_age_over_89_is_written_as_90(
+    tmp_path: Path, value: str, unit: str, written: str
+) -> None:
+    """An age in an SR's content tree (a NUM item "Subject Age", nested): kept as it was by
+    every profile, 95 years stayed 95; now written as 90 (in its unit), younger ages exact."""
+    ct = next(f for f in write_study(tmp_path, slices=1) if f.name.startswith("IM"))
+    for protocol in (PROTOCOL, None):
+        ds = dcmread(ct)
+        container = Dataset()
+        container.RelationshipType, container.ValueType = "CONTAINS", "CONTAINER"
+        container.ContentSequence = [_sr_age(value, unit)]
+        ds.ContentSequence = [container]
+        settings = build_settings(KEY, protocol, "RXH")
+        ident = collect(ds, kept=settings.profile.kept_tags)
+        out = engine.deidentify(ds, settings, study=ident).dataset
+        measured = out.ContentSequence[0].ContentSequence[0].MeasuredValueSequence[0]
+        assert str(measured.NumericValue) == written
+
+
+def test_both_verifiers_refuse_an_sr_age_over_89_left_in_place(tmp_path: Path) -> None:
+    ct = next(f for f in write_study(tmp_path, slices=1) if f.name.startswith("IM"))
+    original = dcmread(ct)
+    settings = build_settings(KEY, PROTOCOL, "RXH")
+    ident = collect(original, kept=settings.profile.kept_tags)
+    out = engine.deidentify(original, settings, study=ident)
+    out.dataset.ContentSequence = [_sr_age("96")]  # as if the engine had kept it
+    with pytest.raises(VerificationError, match="an age over 89"):
+        engine.check_output(
+            out.dataset, ident, set(out.uid_map), settings.private, settings.profile
+        )
+    problems = audit(out.dataset, settings.profile, PrivatePolicy(()), False, ours=())
+    assert any("age over 89" in p for p in problems), problems
+    out.dataset.ContentSequence = [_sr_age("90")]
+    assert not [
+        p for p in audit(out.dataset, settings.profile, PrivatePolicy(()), False) if "age" in p
+    ]

@@ -58,6 +58,7 @@ from uploader.deid.policy import (
     FORMED_VRS,
     PrivatePolicy,
     age_over_89,
+    cap_sr_ages,
     check_instance,
     check_pixels,
     malformed,
@@ -525,6 +526,7 @@ def deidentify(  # noqa: PLR0917 - the public API; callers pass these by positio
         keep_device=Option.RETAIN_DEVICE_IDENTITY in options,
         ours=settings.our_words(),
     )
+    cap_sr_ages(ds)  # an SR's "Subject Age" over 89 as 90, whatever the options
     instance = _Instance(settings, matcher, shift_days, ds, numeric_ids(ident))
     instance.walk(ds)
     header.write(ds, settings, subject=subject, session=session, version=__version__)

@@ -217,3 +217,56 @@ def age_over_89(value: object) -> bool:
             if number * _DAYS_PER[m.group(2)] >= 90 * 365.25:
                 return True
     return False
+
+
+#: SR concepts whose NUM value is the patient's age (DCM "Subject Age", LOINC "Age", SNOMED
+#: "Age"), as dose reports' patient characteristics carry it.
+_AGE_CONCEPTS = frozenset({("121033", "DCM"), ("30525-0", "LN"), ("397669002", "SCT")})
+#: UCUM units of an age, in days (any other unit is read as years)
+_AGE_UNIT_DAYS = {"a": 365.25, "mo": 365.25 / 12, "wk": 7.0, "d": 1.0}
+_NINETY_YEARS = 90 * 365.25
+
+
+def _code(item: Any, keyword: str) -> tuple[str, str]:
+    codes = item.get(keyword)
+    if not codes or not hasattr(codes[0], "get"):
+        return ("", "")
+    return (
+        str(codes[0].get("CodeValue", "") or ""),
+        str(codes[0].get("CodingSchemeDesignator", "") or "").upper(),
+    )
+
+
+def sr_ages(ds: Any) -> Iterable[tuple[Any, float]]:
+    """Each measured value (its item, and its unit in days) of an SR age concept anywhere in
+    ``ds``'s content tree."""
+    for item in ds.get("ContentSequence") or []:
+        if not hasattr(item, "get"):
+            continue
+        value_type = str(item.get("ValueType", "") or "").upper()
+        if value_type == "NUM" and _code(item, "ConceptNameCodeSequence") in _AGE_CONCEPTS:
+            for measured in item.get("MeasuredValueSequence") or []:
+                if hasattr(measured, "get"):
+                    unit = _code(measured, "MeasurementUnitsCodeSequence")[0]
+                    yield measured, _AGE_UNIT_DAYS.get(unit, 365.25)
+        yield from sr_ages(item)
+
+
+def sr_age_over_89(measured: Any, days: float) -> bool:
+    """True if a measured value of an SR age is more than 90 years (90 itself: the category)."""
+    value = measured.get("NumericValue")
+    values = value if isinstance(value, Iterable) and not isinstance(value, str) else [value]
+    for v in values:
+        try:
+            if float(v) * days > _NINETY_YEARS + 1e-6:
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
+
+
+def cap_sr_ages(ds: Any) -> None:
+    """Write each SR age over 89 as 90 years in its unit ("90 or older")."""
+    for measured, days in sr_ages(ds):
+        if sr_age_over_89(measured, days):
+            measured.NumericValue = f"{_NINETY_YEARS / days:.6g}"

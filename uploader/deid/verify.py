@@ -45,6 +45,8 @@ from uploader.deid.policy import (
     age_over_89,
     malformed,
     private_kept,
+    sr_age_over_89,
+    sr_ages,
 )
 from uploader.deid.profile import METHOD_CODES, Op, Option, Profile, is_conditional, resolve
 from uploader.errors import VerificationError
@@ -163,6 +165,7 @@ def check_output(
             problems.append(f"{_where(path, tag)}: {_AGE_OVER_89}")
     if str(ds.get("PatientBirthDate", "") or ""):
         problems.append("(0010,0030) PatientBirthDate: still holds a value")
+    problems += _sr_age_problems(ds)
     if problems:
         raise VerificationError(problems)
 
@@ -250,7 +253,14 @@ def audit(
             problem = _audit_text(path, tag, parent, scan, mask)
         if problem:
             problems.append(f"{_where(path, tag)}: {problem}")
-    return problems
+    return problems + _sr_age_problems(ds)
+
+
+def _sr_age_problems(ds: Dataset) -> list[str]:
+    """An SR's age (a NUM "Subject Age" item) of more than 90 years, at any depth."""
+    if any(sr_age_over_89(measured, days) for measured, days in sr_ages(ds)):
+        return [f"(0040,A730) ContentSequence: NumericValue: {_AGE_OVER_89}"]
+    return []
 
 
 def _audit_text(
