@@ -35,6 +35,23 @@ def test_which_ages_are_over_89(value: str | bytes, over: bool) -> None:
     assert age_over_89(value) is over
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["1080M", "4700W", "32900D", "95.5Y", "+95Y", "095Y.", "095YY", "095-Y", "90,5Y", "0095.0Y"],
+)
+def test_ages_of_90_or_more_in_off_standard_forms_are_over_89(value: str) -> None:
+    """Not the standard's nnnX, but read as 90 years or more by anyone (more than three digits
+    of months, weeks or days; a decimal; a sign; a stray character): kept as they are, these
+    were written and passed both verifiers."""
+    assert age_over_89(value)
+    assert age_over_89(f"030Y\\{value}")
+
+
+@pytest.mark.parametrize("value", ["089Y", "1079M", "4695W", "32870D", "89.9Y", "+045Y", "045Y."])
+def test_younger_ages_in_off_standard_forms_are_not(value: str) -> None:
+    assert not age_over_89(value)
+
+
 def _study(tmp_path: Path, ages: dict[str, str]) -> Path:
     src = tmp_path / "in"
     files = [f for f in write_study(src, slices=3) if f.suffix == ""]
@@ -121,3 +138,84 @@ def test_an_age_over_89_in_kept_text_is_struck(tmp_path: Path, text: str) -> Non
     assert not any(d == text for d in descriptions)
     assert any("***" in d for d in descriptions), descriptions
     assert any(w.endswith("age over 89") or "age over 89" in w for _f, w in summary.struck)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["095 years old", "age:095", "Age: 095", "age of 95", "95y old", "aged 0093", "95 y old"],
+)
+def test_an_age_over_89_with_leading_zeros_or_a_y_before_old_is_found(text: str) -> None:
+    """Forms the rows missed: the zero of an age string before the number, "age of", and
+    a bare y when "old" follows."""
+    from uploader.deid.identifiers import fold
+    from uploader.deid.patterns import default_detector
+
+    for detector in (default_detector(), default_detector(audit=True)):
+        assert "age over 89" in detector.kinds(text, fold(text)), text
+
+
+@pytest.mark.parametrize("text", ["089 years old", "age of 89", "X 95 Y 92", "95 y", "V95 y"])
+def test_younger_ages_and_coordinates_are_not(text: str) -> None:
+    from uploader.deid.identifiers import fold
+    from uploader.deid.patterns import default_detector
+
+    assert "age over 89" not in default_detector().kinds(text, fold(text)), text
+
+
+def _sr_age(value: str, unit: str = "a") -> Dataset:
+    """A NUM content item "Subject Age" (DCM 121033), as dose reports and other SR carry it."""
+    num = Dataset()
+    num.RelationshipType, num.ValueType = "CONTAINS", "NUM"
+    concept = Dataset()
+    concept.CodeValue, concept.CodingSchemeDesignator = "121033", "DCM"
+    concept.CodeMeaning = "Subject Age"
+    num.ConceptNameCodeSequence = [concept]
+    measured = Dataset()
+    measured.NumericValue = value
+    units = Dataset()
+    units.CodeValue, units.CodingSchemeDesignator, units.CodeMeaning = unit, "UCUM", unit
+    measured.MeasurementUnitsCodeSequence = [units]
+    num.MeasuredValueSequence = [measured]
+    return num
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "written"),
+    [("95", "a", "90"), ("1200", "mo", "1080"), ("45", "a", "45"), ("89", "a", "89")],
+)
+def test_an_sr_subject_age_over_89_is_written_as_90(
+    tmp_path: Path, value: str, unit: str, written: str
+) -> None:
+    """An age in an SR's content tree (a NUM item "Subject Age", nested): kept as it was by
+    every profile, 95 years stayed 95; now written as 90 (in its unit), younger ages exact."""
+    ct = next(f for f in write_study(tmp_path, slices=1) if f.name.startswith("IM"))
+    for protocol in (PROTOCOL, None):
+        ds = dcmread(ct)
+        container = Dataset()
+        container.RelationshipType, container.ValueType = "CONTAINS", "CONTAINER"
+        container.ContentSequence = [_sr_age(value, unit)]
+        ds.ContentSequence = [container]
+        settings = build_settings(KEY, protocol, "RXH")
+        ident = collect(ds, kept=settings.profile.kept_tags)
+        out = engine.deidentify(ds, settings, study=ident).dataset
+        measured = out.ContentSequence[0].ContentSequence[0].MeasuredValueSequence[0]
+        assert str(measured.NumericValue) == written
+
+
+def test_both_verifiers_refuse_an_sr_age_over_89_left_in_place(tmp_path: Path) -> None:
+    ct = next(f for f in write_study(tmp_path, slices=1) if f.name.startswith("IM"))
+    original = dcmread(ct)
+    settings = build_settings(KEY, PROTOCOL, "RXH")
+    ident = collect(original, kept=settings.profile.kept_tags)
+    out = engine.deidentify(original, settings, study=ident)
+    out.dataset.ContentSequence = [_sr_age("96")]  # as if the engine had kept it
+    with pytest.raises(VerificationError, match="an age over 89"):
+        engine.check_output(
+            out.dataset, ident, set(out.uid_map), settings.private, settings.profile
+        )
+    problems = audit(out.dataset, settings.profile, PrivatePolicy(()), False, ours=())
+    assert any("age over 89" in p for p in problems), problems
+    out.dataset.ContentSequence = [_sr_age("90")]
+    assert not [
+        p for p in audit(out.dataset, settings.profile, PrivatePolicy(()), False) if "age" in p
+    ]

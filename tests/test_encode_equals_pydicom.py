@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import random
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pydicom.data
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from uploader.deid import encode as encoder
 from uploader.deid import engine
@@ -187,3 +189,67 @@ def _write_one(tag: int, vr: str, value: Any) -> bytes:
     assert ours == theirs
     assert isinstance(ours, bytes)
     return ours
+
+
+def _ct_bytes(syntax: str = "1.2.840.10008.1.2.1") -> bytes:
+    path = pydicom.data.get_testdata_file("CT_small.dcm")
+    assert path is not None
+    ds = dcmread(path)
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _pixel_data_at(data: bytes) -> int:
+    at = data.index(b"\xe0\x7f\x10\x00")
+    return at
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+def test_odd_length_pixel_data_is_padded_as_pydicom_pads_it(syntax: str) -> None:
+    """pydicom's writer takes the Pixel Data element as a value (not its bytes as read), and
+    pads an odd length to an even one: a file whose pixel data has an odd length."""
+    data = _ct_bytes(syntax)
+    at = _pixel_data_at(data)
+    length_at = at + (8 if syntax.endswith(".1") else 4)
+    (length,) = struct.unpack("<I", data[length_at : length_at + 4])
+    end = length_at + 4 + length
+    shorter = struct.pack("<I", length - 1)
+    odd = data[:length_at] + shorter + data[length_at + 4 : end - 1] + data[end:]
+    ds = dcmread(io.BytesIO(odd))
+    assert len(ds.get_item(0x7FE00010).value) % 2 == 1
+    assert _same(ds)  # and by the fast path
+    out = _deidentified(odd, _settings("clean options"))
+    assert out is not None
+    assert _same(out)
+
+
+def test_pixel_data_read_as_un_is_written_with_its_own_vr() -> None:
+    """Pixel Data whose explicit VR is UN (as some archives write it): pydicom writes it with
+    the VR its dictionary gives (OW here), not as read."""
+    data = _ct_bytes()
+    at = _pixel_data_at(data)
+    assert data[at + 4 : at + 6] == b"OW"
+    un = data[: at + 4] + b"UN" + data[at + 6 :]
+    assert _same(dcmread(io.BytesIO(un)))
+    out = _deidentified(un, _settings("basic profile"))
+    assert out is not None
+    assert _same(out)
+
+
+@pytest.mark.parametrize("value", [b"", b"\x00\x00\x00\x00\x07\x00\x00\x00"])
+def test_a_group_length_of_another_size_is_written_as_pydicom_writes_it(value: bytes) -> None:
+    """A file meta group length (UL) that is not one 4-byte value (empty, or two values):
+    pydicom writes it as it is and then overwrites its first 12 bytes; ours must not differ."""
+    data = _ct_bytes()
+    at = data.index(b"\x02\x00\x00\x00UL\x04\x00", 128)
+    (length,) = struct.unpack("<I", data[at + 8 : at + 12])
+    head = b"\x02\x00\x00\x00UL" + struct.pack("<H", len(value))
+    if value:
+        value = struct.pack("<I", length + len(value) - 4) + value[4:]
+    odd = data[:at] + head + value + data[at + 12 :]
+    _same(dcmread(io.BytesIO(odd)))  # pydicom's path (the result is its to answer for)
+    out = _deidentified(odd, _settings("clean options"))
+    assert out is not None
+    _same(out)

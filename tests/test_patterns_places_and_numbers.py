@@ -35,6 +35,10 @@ FOUND = {
     "Flat 3, 45 High St": "address",
     "1600 Pennsylvania Avenue": "address",
     "lives at 7 Mill Lane": "address",
+    "12 ACACIA AVENUE": "address",
+    "45 HIGH ST": "address",
+    "1600 Pennsylvania Ave.": "address",
+    "9 Elm Rd": "address",
     "Boston, MA 02114": "postcode",
     "Rochester, MN 55905-0001": "postcode",
     "SSN 123-45-6789": "ID-like token",
@@ -62,6 +66,16 @@ LEFT = [
     "1-2-3 wedge",
     "Dose 60 Gy in 30 fractions",
     "Eclipse 15.6",
+    # RT labels: a dose, words, then LN (lymph nodes), Ave (an averaged 4DCT), Rd, St
+    "CTV 70 Rt LN",
+    "PTV 60 level II LN",
+    "CTV 56 Bilat Neck LN",
+    "CTV 2 left ax ln",
+    "GTV 1 pos LN",
+    "MIP 10 phase Ave",
+    "CT 10 PHASE AVE",
+    "Dose 2 Gy Rd",
+    "Beam 2 cw St",
 ]
 
 
@@ -112,3 +126,56 @@ def test_retain_institution_identity_keeps_a_hospital_in_text(tmp_path: Path) ->
             ds, load_profile(frozenset({Option.CLEAN_DESCRIPTORS})), PrivatePolicy(()), False
         )
         assert any("StudyDescription" in x and "institution" in x for x in strict), strict
+
+
+#: runs a word-like row could take as one word (letters with apostrophes, hyphens, dots)
+_HOSTILE = ["O'", "Ab'", "Ab-", "A.", "o'", "ab-", "Ab", "9 ", "www.a", "1 ab'", "12-34-", ", MA "]
+
+
+@pytest.mark.parametrize("fragment", _HOSTILE)
+def test_no_row_backtracks_on_a_long_run_of_one_fragment(fragment: str) -> None:
+    """A 64 KiB value of one fragment repeated: every row (the packaged table, as cleaning and
+    as the audit use it) answers in linear time. The hospital row and the DICOM name form
+    took 1 to 3 s per 16 KiB window on such runs (a sender's 64 KiB text: 7 to 18 s)."""
+    import time
+
+    text = (fragment * (65536 // len(fragment) + 1))[:65536]
+    folded = fold(text)
+    for detector in (default_detector(), default_detector(audit=True)):
+        for row in detector.patterns:
+            subject = text if row.sensitive else folded
+            started = time.perf_counter()
+            for _ in row.regex.finditer(subject, 0, 16_384):
+                pass
+            took = time.perf_counter() - started
+            assert took < 0.25, f"{row.name}: {took:.2f} s on {fragment!r} repeated"
+
+
+def test_retain_institution_identity_keeps_the_institution_address(tmp_path: Path) -> None:
+    """The option keeps InstitutionAddress: the new address, ZIP code and web address rows
+    must not strike it there (they wrote ``***, Boston,***``), nor the verifier refuse it; a
+    street address in a description is still struck."""
+    address = "55 Fruit Street, Boston, MA 02114 www.massgeneral.org"
+    options = frozenset(
+        {Option.CLEAN_DESCRIPTORS, Option.RETAIN_INSTITUTION_IDENTITY,
+         Option.RETAIN_PATIENT_CHARACTERISTICS}
+    )  # fmt: skip
+    src = tmp_path / "in"
+    for f in (f for f in write_study(src, slices=1) if f.suffix != ".txt"):
+        ds = dcmread(f)
+        ds.InstitutionName = "Massachusetts General Hospital"
+        ds.InstitutionAddress = address
+        ds.StudyDescription = "CT pt lives at 12 Acacia Avenue"
+        ds.save_as(f)
+    settings = build_settings(KEY, PROTOCOL, "RXH")
+    settings = type(settings)(**{**settings.__dict__, "profile": load_profile(options)})
+    summary = batch.anonymise_tree(src, tmp_path / "out", settings, jobs=1)
+    assert not summary.failed and not summary.withheld, (summary.failed, summary.withheld)
+    written = list((tmp_path / "out").rglob("*.dcm"))
+    assert written
+    for p in written:
+        ds = dcmread(p)
+        assert ds.InstitutionAddress == address
+        assert "Acacia" not in str(ds.get("StudyDescription", ""))
+        problems = audit(ds, load_profile(options), PrivatePolicy(()), allow_burned_in=False)
+        assert not [x for x in problems if "Institution" in x], problems

@@ -37,8 +37,9 @@ _SHORT = struct.Struct("<HH2sH")
 _LONG = struct.Struct("<HH2sHI")
 _UNDEFINED = 0xFFFFFFFF
 _DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"  # (FFFE,E0DD), length 0
-_ITEM = b"\xfe\xff\x00\xe0"
 _PIXEL_DATA = 0x7FE00010
+_PIXEL_VRS = frozenset({"OB", "OW"})
+_ITEM = b"\xfe\xff\x00\xe0"
 _GROUP_LENGTH = 0x00020000
 _GROUP_LENGTH_UL = struct.Struct("<HH2sHI")  # (0002,0000), "UL", its 2-byte length 4, its value
 #: value types whose encoding is a function of the value alone (not floats: 0.0 == -0.0)
@@ -82,6 +83,8 @@ def _encode(ds: Dataset) -> bytes:
     if len(preamble) != 128:
         raise _NotPlainError
     compressed, implicit = syntax.is_compressed, syntax.is_implicit_VR
+    if _PIXEL_DATA in ds._dict:  # as pydicom's writer does: the element as a value, not as read
+        ds[_PIXEL_DATA].is_undefined_length = compressed  # (an odd length padded, UN's VR given)
     encodings = ds.get("SpecificCharacterSet", "iso8859")
     chunks = [preamble, b"DICM", *_meta_chunks(_file_meta(ds, meta))]
     for tag in sorted(ds._dict):
@@ -89,15 +92,17 @@ def _encode(ds: Dataset) -> bytes:
             continue
         elem = ds.get_item(tag)
         if isinstance(elem, RawDataElement):
-            head = _raw_header(elem, compressed, implicit)
+            head = _raw_header(elem, implicit)
             if head is not None:
                 chunks += (head, elem.value)
                 if elem.length == _UNDEFINED:
                     chunks.append(_DELIMITER)
                 continue
-        if tag == _PIXEL_DATA:
-            ds["PixelData"].is_undefined_length = compressed  # as pydicom's writer sets it
-            elem = ds.get_item(tag)
+        elif tag == _PIXEL_DATA and (head := _pixel_header(elem, implicit)) is not None:
+            chunks += (head, elem.value)
+            if elem.is_undefined_length:
+                chunks.append(_DELIMITER)
+            continue
         chunks.append(_element(elem, encodings, implicit))
     return b"".join(chunks)
 
@@ -134,11 +139,21 @@ def _filled(meta: FileMetaDataset, tag: int) -> bool:
 def _meta_chunks(meta: FileMetaDataset) -> list[bytes]:
     """The file meta group as pydicom's ``write_file_meta_info`` writes it (enforcing the
     standard): its elements in tag order after a group length that counts them."""
-    if _GROUP_LENGTH in meta._dict and meta.get_item(_GROUP_LENGTH).VR != "UL":
-        raise _NotPlainError  # pydicom rewrites a group length of another VR its own way
+    if _GROUP_LENGTH in meta._dict and not _one_ul(meta.get_item(_GROUP_LENGTH)):
+        raise _NotPlainError  # pydicom writes it as it is, then overwrites its first 12 bytes
     tags = sorted(t for t in meta._dict if t != _GROUP_LENGTH)
     body = [_element(meta.get_item(t), "iso8859", implicit=False) for t in tags]
     return [_GROUP_LENGTH_UL.pack(2, 0, b"UL", 4, sum(map(len, body))), *body]
+
+
+def _one_ul(elem: DataElement | RawDataElement) -> bool:
+    """Whether a group length is one UL value (12 bytes written): what pydicom overwrites."""
+    value = elem.value
+    if elem.VR != "UL":
+        return False
+    if isinstance(elem, RawDataElement):
+        return isinstance(value, bytes) and len(value) == 4
+    return type(value) is int and 0 <= value <= 0xFFFFFFFF
 
 
 def _element(
@@ -151,7 +166,7 @@ def _element(
         value, kind = elem.value, type(elem.value)
         if kind is MultiValue and all(type(v) in (str, UID) for v in value):
             value, kind = tuple((type(v), v) for v in value), tuple
-        if kind in _MEMO_TYPES or kind is tuple:
+        if (kind in _MEMO_TYPES or kind is tuple) and not (kind is bytes and len(value) > 1024):
             charsets = encodings if isinstance(encodings, str) else tuple(encodings)
             key = (implicit, elem.tag, elem.VR, elem.is_undefined_length, charsets, kind, value)
             found = _MEMO.get(key)
@@ -168,7 +183,22 @@ def _element(
     return encoded
 
 
-def _raw_header(elem: RawDataElement, compressed: bool, implicit: bool) -> bytes | None:
+def _pixel_header(elem: DataElement, implicit: bool) -> bytes | None:
+    """The header pydicom writes before Pixel Data of even length in OB or OW (its value and,
+    if encapsulated, a sequence delimiter follow), or None (pydicom's path then writes it)."""
+    value, undefined = elem.value, elem.is_undefined_length
+    if type(value) is not bytes or len(value) % 2 or elem.VR not in _PIXEL_VRS:
+        return None
+    if undefined and value[:4] != _ITEM:
+        return None  # pydicom refuses pixel data not encapsulated
+    group, element = elem.tag >> 16, elem.tag & 0xFFFF
+    length = _UNDEFINED if undefined else len(value)
+    if implicit:
+        return _IMPLICIT.pack(group, element, length)
+    return _LONG.pack(group, element, str(elem.VR).encode(), 0, length)
+
+
+def _raw_header(elem: RawDataElement, implicit: bool) -> bytes | None:
     """The header pydicom writes before a raw element's bytes in little endian (its value
     and, for an undefined length, a sequence delimiter follow), or None when it is not the
     plain case (pydicom's path then writes the element)."""
@@ -176,8 +206,6 @@ def _raw_header(elem: RawDataElement, compressed: bool, implicit: bool) -> bytes
     if not isinstance(value, bytes):
         return None
     undefined = elem.length == _UNDEFINED
-    if elem.tag == _PIXEL_DATA and (undefined != compressed or (undefined and value[:4] != _ITEM)):
-        return None  # pydicom sets the length form by the syntax, and refuses bad encapsulation
     group, element = elem.tag >> 16, elem.tag & 0xFFFF
     if implicit:
         return _IMPLICIT.pack(group, element, _UNDEFINED if undefined else len(value))

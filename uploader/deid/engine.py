@@ -23,7 +23,13 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from uploader.deid import header, iod
-from uploader.deid.codes import CODED_TAGS, DEVICE_TAGS, is_code, is_standard_meaning
+from uploader.deid.codes import (
+    CODED_TAGS,
+    DEVICE_TAGS,
+    INSTITUTION_TAGS,
+    is_code,
+    is_standard_meaning,
+)
 from uploader.deid.elements import (
     MAX_DEPTH,
     STANDARD_VRS,
@@ -52,6 +58,7 @@ from uploader.deid.policy import (
     FORMED_VRS,
     PrivatePolicy,
     age_over_89,
+    cap_sr_ages,
     check_instance,
     check_pixels,
     malformed,
@@ -197,6 +204,13 @@ class _Instance:
         self.protected = settings.protected
         self.patterns = settings.detector()
         self.retain_uids = Option.RETAIN_UIDS in settings.profile.options
+        #: tags only names and e-mails strike: device descriptions, and the institution's own
+        #: attributes where the options keep them
+        self.people_only = DEVICE_TAGS | (
+            INSTITUTION_TAGS
+            if Option.RETAIN_INSTITUTION_IDENTITY in settings.profile.options
+            else frozenset()
+        )
         self.matcher = matcher
         self.shift = dt.timedelta(days=shift_days)
         self.uid_map: dict[str, str] = {}
@@ -350,7 +364,7 @@ class _Instance:
             return True
         if tag in CODED_TAGS:
             return False
-        patterns = self.patterns.people() if tag in DEVICE_TAGS else self.patterns
+        patterns = self.patterns.people() if tag in self.people_only else self.patterns
         return not self.matcher.for_tag(tag, vr).any_in_raw(text, patterns)
 
     def _formed(self, _tag: int, vr: str, value: object) -> bool:
@@ -370,7 +384,7 @@ class _Instance:
 
     def _clean(self, ds: Dataset, tag: int, vr: str, where: str) -> None:
         patterns: Detector | None = None if is_code(ds, tag) else self.patterns
-        if patterns is not None and tag in DEVICE_TAGS:
+        if patterns is not None and tag in self.people_only:
             patterns = patterns.people()  # device descriptions: names and e-mails only
         # code strings (Modality MR, PatientSex F, ValueType TEXT) and device descriptions are
         # enumerations, not prose: names and places never strike them, IDs and patterns do
@@ -512,6 +526,7 @@ def deidentify(  # noqa: PLR0917 - the public API; callers pass these by positio
         keep_device=Option.RETAIN_DEVICE_IDENTITY in options,
         ours=settings.our_words(),
     )
+    cap_sr_ages(ds)  # an SR's "Subject Age" over 89 as 90, whatever the options
     instance = _Instance(settings, matcher, shift_days, ds, numeric_ids(ident))
     instance.walk(ds)
     header.write(ds, settings, subject=subject, session=session, version=__version__)
