@@ -581,24 +581,25 @@ def _date_patterns(da: str) -> list[str]:
         # the day and month without the year, as people write them on the day
         rf"(?<![\d.]){d_}[/.\-]{mo_}(?![\d/.\-])",
         rf"(?<![\d./]){mo_}/{d_}(?![\d/.\-])",  # and in American order, with its slash
-        rf"(?<![0-9a-z]){day}[\s\-.]*(?:of[\s\-]+)?{month}[a-z]*\.?(?![0-9a-z])",
+        rf"(?<![0-9a-z]){day}[\s\-.]*(?:(?:of|de|del)[\s\-]+)?{month}[a-z]*\.?(?![0-9a-z])",
         rf"(?<![0-9a-z]){month}[a-z]*\.?[\s\-]*{day}(?![0-9a-z])",
     ]
 
 
+#: Month names' starts in English, French, German, Italian, Spanish, Dutch and Portuguese.
 _MONTHS = (
-    "(?:jan|janv|jän|jaen)",
+    "(?:jan|janv|jän|jaen|gen|ene)",
     "(?:feb|fev|fevr|febr)",
-    "(?:mar|mär|maer|mars)",
-    "(?:apr|avr)",
-    "(?:may|mai)",
-    "(?:jun|juin)",
-    "(?:jul|juil)",
-    "(?:aug|aou|aout)",
-    "(?:sep|sept)",
-    "(?:oct|okt)",
+    "(?:mar|mär|maer|mars|maa)",
+    "(?:apr|avr|abr)",
+    "(?:may|mai|mag|mei)",
+    "(?:jun|juin|giu)",
+    "(?:jul|juil|lug)",
+    "(?:aug|aou|aout|ago)",
+    "(?:sep|sept|set)",
+    "(?:oct|okt|ott|out)",
     "(?:nov)",
-    "(?:dec|dez)",
+    "(?:dec|dez|dic)",
 )
 
 

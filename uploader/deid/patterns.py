@@ -18,6 +18,7 @@ returns a matched value: only its kind and where.
 from __future__ import annotations
 
 import json
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -55,13 +56,24 @@ def day_month(text: str) -> bool:
     return (1 <= x <= 31 and 1 <= y <= 12) or (1 <= x <= 12 and 1 <= y <= 31)
 
 
+def not_a_run(text: str) -> bool:
+    """True unless digit pairs only count up or repeat (05 06 07 08 09: phases, not a phone)."""
+    pairs = [int(x) for x in re.findall(r"[0-9]{2}", text)]
+    steps = {b - a for a, b in itertools.pairwise(pairs)}
+    return not steps <= {0, 1}
+
+
 #: The kinds ``Detector.people`` keeps.
 _PEOPLE = frozenset({"person name", "e-mail address"})
 #: The kind of the rows that find institutions' names (not applied under Retain Institution
 #: Identity).
 INSTITUTION = "institution"
 
-CHECKS: dict[str, Callable[[str], bool]] = {"nhs_checksum": nhs_checksum, "day_month": day_month}
+CHECKS: dict[str, Callable[[str], bool]] = {
+    "nhs_checksum": nhs_checksum,
+    "day_month": day_month,
+    "not_a_run": not_a_run,
+}
 
 
 @dataclass(frozen=True)
