@@ -17,8 +17,8 @@ returns a matched value: only its kind and where.
 
 from __future__ import annotations
 
-import json
 import itertools
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
