@@ -1427,6 +1427,7 @@ class Result:
     by_locale: Counter[str] = field(default_factory=Counter)
     leaked_locale: Counter[str] = field(default_factory=Counter)
     examples: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    judged: list[dict[str, object]] = field(default_factory=list)  # every instance, for --dump
     dropped: int = 0
 
 
@@ -1474,6 +1475,19 @@ def judge(plants: list[Plant], out: Output, background: Haystack) -> Result:
             if not kept:
                 kept = "(elsewhere: " + _context(hay.text, anywhere[0]) + ")"
             res.examples.append((p.value.kind, p.attr, p.value.form, p.text, kept))
+        res.judged.append(
+            {
+                "case": p.case,
+                "locale": locale,
+                "kind": p.value.kind,
+                "attr": p.attr,
+                "form": str(p.value.form),
+                "planted": str(p.text),
+                "in_headers": p.value.in_headers,
+                "leaked": leak,
+                "kept": res.examples[-1][4] if leak else "",
+            }
+        )
     for vkey, hits in values.items():
         res.values_kind[value_kind[vkey]] += 1
         res.values_leaked_kind[value_kind[vkey]] += any(hits)
@@ -1689,20 +1703,8 @@ def main() -> int:
                             )
             if args.dump:
                 with args.dump.open("a", encoding="utf-8") as f:
-                    for kind, attr, form, text, kept in res.examples:
-                        f.write(
-                            json.dumps(
-                                {
-                                    "setting": tag,
-                                    "kind": kind,
-                                    "attr": attr,
-                                    "form": form,
-                                    "planted": text,
-                                    "kept": kept,
-                                }
-                            )
-                            + "\n"
-                        )
+                    for row in res.judged:
+                        f.write(json.dumps({"setting": tag, **row}) + "\n")
         print(f"\ntotal {time.perf_counter() - started:.1f} s")
     finally:
         if args.keep is None:
