@@ -612,7 +612,7 @@ TEMPLATES: dict[str, list[str]] = {
         "See {url}",
         "{U}. NOK {pt_t} tel {phone}",
         "Transferred from {inst_t}",
-        "{age} yo, {U}",
+        "{age}, {U}",
         "NHS {natid} {U}",
         "lives at {addr}",
         "{U}",
@@ -624,11 +624,11 @@ TEMPLATES: dict[str, list[str]] = {
         "{pt} seen {sdate}",
         "Prev RT {odate} at {inst_t}",
         "Contact {email_t} or {phone_t}",
-        "DOB {dob}, age {age}",
+        "DOB {dob}, {age}",
         "{staff} to review",
     ],
     "AdditionalPatientHistory": [
-        "aged {age}, prior surgery {odate}",
+        "{age}, prior surgery {odate}",
         "wife {pt_t} is carer",
         "previously at {inst_t} under {staff_t}",
         "lives {addr_t}",
@@ -658,7 +658,7 @@ TEMPLATES: dict[str, list[str]] = {
         "Addendum: {email_t}",
         "{U}",
         "{U} Reported by {staff}.",
-        "{U} DOB {dob}, {age} year old, lives at {addr}.",
+        "{U} DOB {dob}, {age}, lives at {addr}.",
         "{U} Acc {acc}",
     ],
     "Private LO": ["{pt}", "{mrn}", "{staff_t}", "{U} {sdate}", "{natid}"],
@@ -821,8 +821,11 @@ class Slots:
             )
         if slot == "age":
             a = i.age_over_89 or rng.randint(91, 104)  # 90 itself is the "90 or older" bucket
-            v = rng.choice([f"{a}", f"{a:03d}Y"])
-            return Value("age over 89", v, (fold(v),), self.fresh("age"), False)
+            v = rng.choice(
+                [f"aged {a}", f"{a} yo", f"{a}yo", f"{a} year old", f"{a}-year-old", f"age {a}",
+                 f"{a:03d}Y", f"{a} y/o", f"{a} ans", f"{a} Jahre", f"{a} años", f"{a} anni"]
+            )  # fmt: skip
+            return Value("age over 89", v, (spaced(v),), self.fresh("age"), False)
         raise KeyError(slot)
 
 
@@ -1354,24 +1357,37 @@ def raw_texts(path: Path) -> str:
 
 
 class Haystack:
-    """Folded text, searched for needles as whole words or digit groups (token sets: fast)."""
+    """Folded text, searched for needles as whole words or digit groups (token sets: fast).
 
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.alpha = set(re.findall(r"[a-z]+", text))
-        self.digits = set(re.findall(r"[0-9]+", text))
+    ``text`` is the decoded element values and paths; ``raw`` the files' bytes up to the pixels,
+    where a needle of three characters or fewer is not looked for (binary spells `li`, `wu`).
+    """
+
+    def __init__(self, text: str, raw: str = "") -> None:
+        self.parts = [(text, set(re.findall(r"[a-z]+", text)), set(re.findall(r"[0-9]+", text)))]
+        if raw:
+            self.parts.append(
+                (raw, set(re.findall(r"[a-z]+", raw)), set(re.findall(r"[0-9]+", raw)))
+            )
+        self.text = text + "\n" + raw
         self.cache: dict[str, bool] = {}
 
     def has(self, needle: str) -> bool:
-        if needle.isascii() and needle.isalpha():
-            return needle in self.alpha
-        if needle.isascii() and needle.isdigit():
-            return needle in self.digits
         hit = self.cache.get(needle)
         if hit is None:
-            hit = needle in self.text and needle_regex(needle).search(self.text) is not None
+            hit = any(
+                self._in(needle, *part) for part in self.parts[: 1 if len(needle) <= 3 else 2]
+            )
             self.cache[needle] = hit
         return hit
+
+    @staticmethod
+    def _in(needle: str, text: str, alpha: set[str], digits: set[str]) -> bool:
+        if needle.isascii() and needle.isalpha():
+            return needle in alpha
+        if needle.isascii() and needle.isdigit():
+            return needle in digits
+        return needle in text and needle_regex(needle).search(text) is not None
 
 
 @dataclass
@@ -1392,6 +1408,7 @@ def read_outputs(out: Path, maps: Path, sops: dict[str, tuple[int, str]]) -> Out
         new_to_old = {r["id_new"]: r["id_old"] for r in csv.DictReader(f)}
     res = Output()
     parts: dict[int, list[str]] = defaultdict(list)
+    raws: dict[int, list[str]] = defaultdict(list)
     seen: set[tuple[int, str]] = set()
     for path in sorted(out.rglob("*")):
         if not path.is_file():
@@ -1400,7 +1417,7 @@ def read_outputs(out: Path, maps: Path, sops: dict[str, tuple[int, str]]) -> Out
         old = new_to_old.get(path.stem, "")
         case, file = sops.get(old, (-1, ""))
         parts[case].append(fold(rel))
-        parts[case].append(raw_texts(path))
+        raws[case].append(raw_texts(path))
         texts, raw_el = element_texts(path)
         for vs in texts.values():
             parts[case].extend(vs)
@@ -1408,7 +1425,7 @@ def read_outputs(out: Path, maps: Path, sops: dict[str, tuple[int, str]]) -> Out
         res.raw_elements[(case, file)] = raw_el
         seen.add((case, file))
         res.written += 1
-    res.hay = {c: Haystack("\n".join(v)) for c, v in parts.items()}
+    res.hay = {c: Haystack("\n".join(v), "\n".join(raws[c])) for c, v in parts.items()}
     res.missing = set(sops.values()) - seen
     return res
 
@@ -1429,6 +1446,7 @@ class Result:
     examples: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     judged: list[dict[str, object]] = field(default_factory=list)  # every instance, for --dump
     dropped: int = 0
+    dropped_needles: Counter[str] = field(default_factory=Counter)
 
 
 def judge(plants: list[Plant], out: Output, background: Haystack) -> Result:
@@ -1444,6 +1462,7 @@ def judge(plants: list[Plant], out: Output, background: Haystack) -> Result:
     for p in plants:
         needles = [n for n in p.value.needles if n and not background.has(n)]
         res.dropped += len(p.value.needles) - len(needles)
+        res.dropped_needles.update(n for n in p.value.needles if n not in needles)
         if not needles:
             continue
         key = (p.case, p.file)
@@ -1532,6 +1551,9 @@ def report(name: str, res: Result, out: Output, n_examples: int, rng: random.Ran
         f"written (withheld/failed); {res.plants} planted instances judged; "
         f"{res.dropped} needles dropped as background"
     )
+    if res.dropped_needles:
+        common = ", ".join(f"{n!r} x{c}" for n, c in res.dropped_needles.most_common(8))
+        print(f"  background needles (in the unplanted control's output too): {common}")
     total_l = sum(res.leaked_kind.values())
     print(
         f"instances leaked: {total_l}/{res.plants} ({100 * total_l / max(res.plants, 1):.1f}%);"
@@ -1652,14 +1674,13 @@ def main() -> int:
             t0 = time.perf_counter()
             cout, cmap = work / f"control-out-{tag}", work / f"control-map-{tag}"
             run_anonymise(control, cout, key, cmap, protocol, args.site)
-            bg_parts = [raw_texts(p) for p in cout.rglob("*") if p.is_file()]
-            bg_parts += [fold(p.relative_to(cout).as_posix()) for p in cout.rglob("*")]
+            bg_raw = [raw_texts(p) for p in cout.rglob("*") if p.is_file()]
+            bg_parts = [fold(p.relative_to(cout).as_posix()) for p in cout.rglob("*")]
             for p in cout.rglob("*.dcm"):
                 for vs in element_texts(p)[0].values():
                     bg_parts.extend(vs)
-            background = Haystack(
-                "\n".join(bg_parts) + "\n" + fold(" ".join(v for vs in USEFUL.values() for v in vs))
-            )
+            useful_text = fold(" ".join(v for vs in USEFUL.values() for v in vs))
+            background = Haystack("\n".join([*bg_parts, useful_text]), "\n".join(bg_raw))
             out, maps = work / f"out-{tag}", work / f"map-{tag}"
             summary = run_anonymise(planted, out, key, maps, protocol, args.site)
             t_run = time.perf_counter() - t0
