@@ -8,11 +8,15 @@ adds its own with a file of the same shape. Both the cleaner (identifiable node)
 knowledge-free verifier (anonymised node) use it, so they agree on what counts.
 
 A row whose regex has a group named ``value`` finds only that group (a label such as
-"MRN:" stays, the number after it goes). Matching runs on text folded to lower case without
-accents (same length as the original, so spans index the original); an entry with
-``"case": "sensitive"`` runs on the original text. Every match is bounded: text longer than
-``MAX_TEXT`` is judged in windows, so no value makes a pattern run for long. Nothing here
-returns a matched value: only its kind and where.
+"MRN:" stays, the number after it goes), and its check judges that group (with the text that
+follows it); the group may sit in a lookahead, so that candidates overlap ("Head Neck Sarah
+Connolly" is tried at every word). The person-name checks without a title are in
+``names.py``; the rows whose check needs a given name are run only on text holding one (a
+gate), so a description without one costs a set look-up more than before. Matching runs on
+text folded to lower case without accents (same length as the original, so spans index the
+original); an entry with ``"case": "sensitive"`` runs on the original text. Every match is
+bounded: text longer than ``MAX_TEXT`` is judged in windows, so no value makes a pattern run
+for long. Nothing here returns a matched value: only its kind and where.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from uploader.deid import names
 from uploader.errors import ConfigError
 
 MAX_TEXT = 16_384  # longer text is matched in overlapping windows of this size
@@ -58,7 +63,38 @@ def day_month(text: str) -> bool:
 #: The kinds ``Detector.people`` keeps.
 _PEOPLE = frozenset({"person name", "e-mail address"})
 
-CHECKS: dict[str, Callable[[str], bool]] = {"nhs_checksum": nhs_checksum, "day_month": day_month}
+
+def _nhs_check(value: str, _after: str) -> bool:
+    return nhs_checksum(value)
+
+
+def _date_check(value: str, _after: str) -> bool:
+    return day_month(value)
+
+
+#: A check judges a match (its ``value`` group, else the whole match) and the text after it;
+#: module functions, so that a detector goes to worker processes by pickle.
+Check = Callable[[str, str], bool]
+CHECKS: dict[str, Check] = {
+    "nhs_checksum": _nhs_check,
+    "day_month": _date_check,
+    "given_surname": names.given_surname,
+    "surname_comma_given": names.surname_comma_given,
+    "initial_surname": names.initial_surname,
+    "surname_initial": names.surname_initial,
+    "lower_given_surname": names.lower_given_surname,
+    "after_by": names.after_by,
+    "after_title": names.after_title,
+    "dicom_name": names.dicom_name,
+}
+_AFTER = 48  # how much of the text after a match a check sees
+#: Quick gates (on folded text) of rows whose check needs a word of a list: such a row is run
+#: only on text that passes its gate, and is left out of the one-search union.
+GATES: dict[str, Callable[[str], bool]] = {
+    "given_surname": names.has_given,
+    "surname_comma_given": names.has_given,
+    "lower_given_surname": names.has_given,
+}
 
 
 @dataclass(frozen=True)
@@ -68,7 +104,8 @@ class Pattern:
     kind: str
     name: str
     regex: re.Pattern[str]
-    check: Callable[[str], bool] | None
+    check: Check | None
+    gate: Callable[[str], bool] | None
     sensitive: bool
     clean: bool
     audit: bool
@@ -108,6 +145,7 @@ def _rows(data: Any, origin: str) -> list[Pattern]:
                 name=str(row.get("name") or kind),
                 regex=regex,
                 check=CHECKS[check_name] if check_name else None,
+                gate=GATES.get(check_name) if check_name else None,
                 sensitive=sensitive,
                 clean=bool(row.get("clean", True)),
                 audit=bool(row.get("audit", True)),
@@ -157,8 +195,10 @@ class Detector:
     def _use(self, patterns: list[Pattern]) -> None:
         self.patterns = patterns
         # one alternation of all rows: most text holds nothing, and is passed in one search
-        self._any = _union([p for p in self.patterns if not p.sensitive], re.IGNORECASE)
-        self._any_sensitive = _union([p for p in self.patterns if p.sensitive], 0)
+        plain = [p for p in self.patterns if p.gate is None]
+        self._any = _union([p for p in plain if not p.sensitive], re.IGNORECASE)
+        self._any_sensitive = _union([p for p in plain if p.sensitive], 0)
+        self._gated = [p for p in self.patterns if p.gate is not None]
 
     def people(self) -> Detector:
         """The rows that find people (person names and e-mail addresses), for device
@@ -177,19 +217,34 @@ class Detector:
         if len(text) > MAX_TEXT:
             return True
         hit = self._any is not None and self._any.search(folded) is not None
-        return hit or (self._any_sensitive is not None and bool(self._any_sensitive.search(text)))
+        if hit or (self._any_sensitive is not None and self._any_sensitive.search(text)):
+            return True
+        open_ = self._open_gates(folded)
+        return any(
+            open_[p.gate] and p.regex.search(text if p.sensitive else folded)
+            for p in self._gated
+            if p.gate is not None
+        )
+
+    def _open_gates(self, folded: str) -> dict[Callable[[str], bool], bool]:
+        return {g: g(folded) for g in {p.gate for p in self._gated if p.gate is not None}}
 
     def find(self, text: str, folded: str) -> Iterator[Finding]:
         """Yield every finding in ``text`` (``folded``: the same text folded, same length)."""
         if not self.any_in(text, folded):
             return
+        open_ = self._open_gates(folded) if len(text) <= MAX_TEXT else {}
         for start in range(0, max(len(text), 1), MAX_TEXT - _OVERLAP):
             end = start + MAX_TEXT
             for p in self.patterns:
+                if p.gate is not None and not open_.get(p.gate, True):
+                    continue
                 subject = text if p.sensitive else folded
                 part = "value" if "value" in p.regex.groupindex else 0
                 for m in p.regex.finditer(subject, start, min(end, len(subject))):
-                    if p.check is None or p.check(m.group(0)):
+                    if p.check is None or p.check(
+                        m.group(part), subject[m.end(part) : m.end(part) + _AFTER]
+                    ):
                         yield Finding(m.start(part), m.end(part), p.kind)
             if end >= len(text):
                 break
