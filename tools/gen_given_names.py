@@ -25,13 +25,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "tools" / "given_names"
 SSA = SRC / "ssa_given_names.tsv"
 WORDS = SRC / "scowl35_words.txt"
-SURNAMES = SRC / "census1990_surnames.txt"
+SURNAMES = SRC / "census1990_surnames.tsv"
 NOT_NAMES = SRC / "not_names.txt"
 EPONYM_HEADS = SRC / "eponym_heads.txt"
+SUFFIXES = SRC / "clinical_suffixes.txt"
+VENDORS = SRC / "vendors.txt"
 TG263 = ROOT / "uploader" / "protocols" / "data" / "tg263.json"
 OUT = ROOT / "uploader" / "deid" / "data" / "names.json"
 #: A name given to fewer babies than this in 145 years is too rare to be worth its false hits.
-MIN_BIRTHS = 200
+MIN_BIRTHS = 100
+FREQUENT_BIRTHS = 90_000  # an ordinary word given this often is a name first: Jack, Grace, Hope
+EXTRACT_BIRTHS = 50  # the extract keeps rarer names, so the threshold can move without a refetch
 TOP_SURNAMES = 2000  # the 1990 census's most frequent surnames (Smith, Baker, Cook, ...)
 MIN_LEN = 3  # Al, Ed, Jo: two letters are initials and abbreviations far more often than names
 
@@ -42,25 +46,29 @@ def _letters(word: str) -> bool:
 
 def from_sources(ssa_sqlite: Path, scowl: Path, census_last: Path) -> None:
     """Write the extracts: SSA names with their total births, SCOWL's lower-case words, the
-    census's most frequent surnames."""
+    census's surnames with their rank."""
     db = sqlite3.connect(f"file:{ssa_sqlite}?mode=ro", uri=True)
     rows = db.execute(
         "SELECT lower(name), sum(births) FROM usNameData GROUP BY lower(name)"
     ).fetchall()
     db.close()
-    kept = sorted((n, s) for n, s in rows if s >= MIN_BIRTHS and len(n) >= MIN_LEN and _letters(n))
+    kept = sorted(
+        (n, s) for n, s in rows if s >= EXTRACT_BIRTHS and len(n) >= MIN_LEN and _letters(n)
+    )
     with SSA.open("w", encoding="utf-8", newline="\n") as f:
         f.write("name\tbirths_1880_2024\n")
         f.writelines(f"{n}\t{s}\n" for n, s in kept)
     words = scowl.read_text(encoding="utf-8").split()
     lower = sorted({w for w in words if _letters(w) and w.islower() and len(w) >= 2})
     WORDS.write_text("".join(f"{w}\n" for w in lower), encoding="utf-8", newline="\n")
-    top = []
+    ranked = []
     for line in census_last.read_text(encoding="ascii").splitlines():
         name, _freq, _cum, rank = line.split()
-        if int(rank) <= TOP_SURNAMES:
-            top.append(name.lower())
-    SURNAMES.write_text("".join(f"{w}\n" for w in sorted(top)), encoding="utf-8", newline="\n")
+        if _letters(name):
+            ranked.append((name.lower(), int(rank)))
+    with SURNAMES.open("w", encoding="utf-8", newline="\n") as f:
+        f.write("surname\trank_1990\n")
+        f.writelines(f"{n}\t{r}\n" for n, r in sorted(ranked))
     print(f"wrote {SSA.relative_to(ROOT)} ({len(kept)} names), {WORDS.name}, {SURNAMES.name}")
 
 
@@ -88,20 +96,27 @@ def build() -> dict[str, object]:
         next(f)
         births = {n: int(s) for n, s in (line.rstrip("\n").split("\t") for line in f)}
     common = WORDS.read_text(encoding="utf-8").split()
-    surnames = set(SURNAMES.read_text(encoding="utf-8").split())
+    with SURNAMES.open(encoding="utf-8") as f:
+        next(f)
+        ranks = {n: int(r) for n, r in (line.rstrip("\n").split("\t") for line in f)}
+    surnames = {n for n, r in ranks.items() if r <= TOP_SURNAMES}
     not_names = _words(NOT_NAMES)
-    given = sorted(n for n, s in births.items() if s >= MIN_BIRTHS and n not in set(not_names))
+    given = sorted(n for n, s in births.items() if s >= MIN_BIRTHS)
     return {
         "about": (
-            "Given names and ordinary words for finding person names no title marks "
-            "(uploader/deid/names.py). given: names given to at least "
-            f"{MIN_BIRTHS} babies in the US 1880-2024, {MIN_LEN}+ letters, folded to lower "
-            "case; common: lower-case English words (a given name that is one, such as mark, "
-            "will or grace, needs a second word that is not one); common_surnames: common "
-            f"words among the {TOP_SURNAMES} most frequent US surnames of 1990 (smith, "
-            "baker); not_names: imaging, anatomy, radiotherapy, vendor and calendar words "
-            "that never make a name; eponym_heads: the words an eponym names (drain, lesion); "
-            "structure_words: the words of the TG-263 names."
+            "Word lists for finding person names no title marks (uploader/deid/names.py). "
+            f"given: names given to {MIN_BIRTHS}+ babies in the US 1880-2024, {MIN_LEN}+ "
+            f"letters, lower case; frequent_given: those given {FREQUENT_BIRTHS}+ times (an "
+            "ordinary word among them, Jack or Hope, is a name first); common: lower-case "
+            "English words (a given name that is one, Will or Day, needs a census surname "
+            "that is not one); common_surnames: common words among the "
+            f"{TOP_SURNAMES} most frequent US surnames of 1990 (smith, baker); surnames: "
+            "every surname of the 1990 US census (Will Ashworth, mr pennington); not_names: "
+            "imaging, anatomy, radiotherapy, product and calendar words that never make a "
+            "name (a given name among them, Aria or Amira, needs a census surname); vendors: "
+            "device makers (never a name); eponym_heads: the words an eponym names (drain, "
+            "lesion); clinical_suffixes: endings of clinical words (-itis, -ectomy) no "
+            "surname has; structure_words: the words of the TG-263 names."
         ),
         "source": (
             "US Social Security Administration national baby names 1880-2024 (public domain), "
@@ -112,10 +127,14 @@ def build() -> dict[str, object]:
         ),
         # each list one space-separated string: read in a few milliseconds at a node's start
         "given": " ".join(given),
+        "frequent_given": " ".join(n for n in given if births[n] >= FREQUENT_BIRTHS),
         "common": " ".join(common),
         "common_surnames": " ".join(sorted(surnames.intersection(common))),
+        "surnames": " ".join(n for n in sorted(ranks) if len(n) >= 2),
         "not_names": " ".join(not_names),
         "eponym_heads": " ".join(_words(EPONYM_HEADS)),
+        "vendors": " ".join(_words(VENDORS)),
+        "clinical_suffixes": " ".join(_words(SUFFIXES)),
         "structure_words": " ".join(_structure_words()),
     }
 
