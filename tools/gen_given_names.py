@@ -19,6 +19,7 @@ import json
 import re
 import sqlite3
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +80,15 @@ def _words(path: Path) -> list[str]:
     return sorted(out)
 
 
+def _by_prefix(words: Iterable[str]) -> dict[str, str]:
+    """Words grouped by their first two letters, each group one space-separated string: a
+    look-up searches a few kilobytes, and nothing is built at a node's start."""
+    groups: dict[str, list[str]] = {}
+    for w in words:
+        groups.setdefault(w[:2], []).append(w)
+    return {k: " ".join(v) for k, v in sorted(groups.items())}
+
+
 def _structure_words() -> list[str]:
     """Every word of 3+ letters of the TG-263 names and categories (SpinalCord: spinal, cord)."""
     rows = json.loads(TG263.read_text(encoding="utf-8"))["names"]
@@ -101,12 +111,16 @@ def build() -> dict[str, object]:
         ranks = {n: int(r) for n, r in (line.rstrip("\n").split("\t") for line in f)}
     surnames = {n for n, r in ranks.items() if r <= TOP_SURNAMES}
     not_names = _words(NOT_NAMES)
-    given = sorted(n for n, s in births.items() if s >= MIN_BIRTHS)
+    never = set(_words(VENDORS)) | set(_words(EPONYM_HEADS)) | set(_structure_words())
+    soft = set(not_names)
+    given = sorted(n for n, s in births.items() if s >= MIN_BIRTHS and n not in never)
     return {
         "about": (
             "Word lists for finding person names no title marks (uploader/deid/names.py). "
             f"given: names given to {MIN_BIRTHS}+ babies in the US 1880-2024, {MIN_LEN}+ "
-            f"letters, lower case; frequent_given: those given {FREQUENT_BIRTHS}+ times (an "
+            "letters, lower case, none a word of the lists below; given_words: those that "
+            "are product, calendar or imaging words (Aria, May); frequent_given: those "
+            f"given {FREQUENT_BIRTHS}+ times (an "
             "ordinary word among them, Jack or Hope, is a name first); common: lower-case "
             "English words (a given name that is one, Will or Day, needs a census surname "
             "that is not one); common_surnames: common words among the "
@@ -126,11 +140,12 @@ def build() -> dict[str, object]:
             "see tools/given_names/README.md"
         ),
         # each list one space-separated string: read in a few milliseconds at a node's start
-        "given": " ".join(given),
+        "given": _by_prefix(n for n in given if n not in soft),
+        "given_words": " ".join(n for n in given if n in soft),
         "frequent_given": " ".join(n for n in given if births[n] >= FREQUENT_BIRTHS),
-        "common": " ".join(common),
+        "common": _by_prefix(common),
         "common_surnames": " ".join(sorted(surnames.intersection(common))),
-        "surnames": " ".join(n for n in sorted(ranks) if len(n) >= 2),
+        "surnames": _by_prefix(n for n in sorted(ranks) if len(n) >= 2),
         "not_names": " ".join(not_names),
         "eponym_heads": " ".join(_words(EPONYM_HEADS)),
         "vendors": " ".join(_words(VENDORS)),

@@ -38,9 +38,11 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from uploader.errors import ConfigError
 
@@ -50,61 +52,95 @@ _NEXT = re.compile(r"[ \t_\-]+([^\W\d_]+)")
 _TOKENS = re.compile(r"[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*")
 
 
+class _Words:
+    """A word list kept as the table has it (one string per first two letters) and searched,
+    until it has been asked often enough to be worth a set: a node that sees a few dozen
+    candidates never builds 40,000 strings."""
+
+    _BUILD_AFTER = 256
+
+    def __init__(self, groups: dict[str, str]) -> None:
+        self._groups = {k: f" {v} " for k, v in groups.items()}
+        self._set: frozenset[str] | None = None
+        self._asked = 0
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        if self._set is not None:
+            return key in self._set
+        self._asked += 1
+        if self._asked > self._BUILD_AFTER:
+            self._set = frozenset(w for g in self._groups.values() for w in g.split())
+            return key in self._set
+        return f" {key} " in self._groups.get(key[:2], "")
+
+    def isdisjoint(self, keys: Iterable[str]) -> bool:
+        """True if none of ``keys`` is in the list."""
+        return not any(k in self for k in keys)
+
+
 @dataclass(frozen=True)
 class _Lists:
-    common: frozenset[str]
+    common: _Words
     surnames: frozenset[str]  # ordinary words that are frequent surnames
     frequent: frozenset[str]  # given names given 90,000+ times: Jack, Grace, Hope are names first
-    census: frozenset[str]  # every surname of the 1990 US census
+    census: dict[str, str]  # the 1990 US census's surnames by first two letters, " a b c "
     vocabulary: frozenset[str]  # never a name part: not_names, eponym heads, TG-263 words
     heads: frozenset[str]  # a pair followed by one is an eponym: Jackson Pratt drain
     clinical: re.Pattern[str]  # clinical endings no surname has: tendinopathy, colitis
 
 
 @cache
-def _data() -> dict[str, str]:
+def _data() -> dict[str, Any]:
     try:
         text = resources.files("uploader.deid").joinpath("data/names.json").read_text("utf-8")
-        data: dict[str, str] = json.loads(text)
+        data: dict[str, Any] = json.loads(text)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"the packaged name lists cannot be read: {exc}") from exc
     return data
 
 
 @cache
-def _vocabulary() -> tuple[frozenset[str], frozenset[str]]:
-    """Every vocabulary word, and the structure words and eponym heads among them (never a
-    given name; a given name among the other vocabulary words, Aria or May, needs a census
-    surname after it)."""
+def _vocabulary() -> frozenset[str]:
+    """Every vocabulary word: not_names, vendors, eponym heads, structure words."""
     data = _data()
-    hard = frozenset(data["eponym_heads"].split()) | frozenset(data["structure_words"].split())
-    hard |= frozenset(data["vendors"].split())
-    return hard | frozenset(data["not_names"].split()), hard
+    return frozenset(
+        " ".join(
+            data[k] for k in ("not_names", "vendors", "eponym_heads", "structure_words")
+        ).split()
+    )
 
 
 @cache
-def _given_all() -> frozenset[str]:
-    """Every given name of the list, vocabulary words too (Aria, May): what a gate needs."""
-    return frozenset(_data()["given"].split()) - _vocabulary()[1]
+def _given() -> _Words:
+    """The given names that are no vocabulary word (the generator took those out)."""
+    return _Words(_data()["given"])
 
 
 @cache
-def _given() -> frozenset[str]:
-    """The given names that are no vocabulary word (not Aria, May, Carina)."""
-    return _given_all() - _vocabulary()[0]
+def _given_words() -> frozenset[str]:
+    """The given names that are product, calendar or imaging words (Aria, Amira, May): a name
+    only before a census surname that is no ordinary word."""
+    return frozenset(_data()["given_words"].split())
+
+
+def _is_given(key: str) -> bool:
+    return key in _given() or key in _given_words()
 
 
 @cache
 def _lists() -> _Lists:
     """The rest, read at the first candidate a check must judge."""
     data = _data()
+    census: dict[str, str] = data["surnames"]
     endings = "|".join(sorted(data["clinical_suffixes"].split(), key=len, reverse=True))
     return _Lists(
-        common=frozenset(data["common"].split()),
+        common=_Words(data["common"]),
         surnames=frozenset(data["common_surnames"].split()),
         frequent=frozenset(data["frequent_given"].split()),
-        census=frozenset(data["surnames"].split()),
-        vocabulary=_vocabulary()[0],
+        census={k: f" {v} " for k, v in census.items()},
+        vocabulary=_vocabulary(),
         heads=frozenset(data["eponym_heads"].split()),
         clinical=re.compile(f"[a-z]{{4}}(?:{endings})$"),
     )
@@ -113,7 +149,8 @@ def _lists() -> _Lists:
 def has_given(folded: str) -> bool:
     """The quick gate of the given-name rows: True if some word of the folded text is a given
     name (most descriptions hold none, and skip those rows)."""
-    return not _given_all().isdisjoint(_WORD3.findall(folded))
+    words = _WORD3.findall(folded)
+    return not (_given().isdisjoint(words) and _given_words().isdisjoint(words))
 
 
 def _key(word: str) -> str:
@@ -162,7 +199,9 @@ def _eponym(after: str) -> bool:
 
 def _census(word: str) -> bool:
     """True if ``word`` is a surname of the 1990 US census and can be a surname here."""
-    return _key(word) in _lists().census and _surname(word, strict=False)
+    key = _key(word)
+    group = _lists().census.get(key[:2], "")
+    return f" {key} " in group and _surname(word, strict=False)
 
 
 def _pair(first: str, last: str) -> bool:
@@ -174,7 +213,7 @@ def _pair(first: str, last: str) -> bool:
     and all of these in capitals) takes only a census surname that is no ordinary word (Will
     Ashworth, Amira Haddad; not Will Replan, Day Case, June Smith, MARK LESION)."""
     key = _key(first)
-    if key not in _given_all():
+    if not _is_given(key):
         return False
     word = key not in _given()
     caps = _caps(first) and _caps(last)
@@ -220,7 +259,7 @@ def lower_given_surname(value: str, after: str = "") -> bool:
     that is no ordinary word (``mark lesion``, ``ct chest``, ``grace period`` stay); after a
     given name that is itself an ordinary word, a census surname."""
     words = value.split()
-    if len(words) != 2 or _key(words[0]) not in _given_all() or _eponym(after):
+    if len(words) != 2 or not _is_given(_key(words[0])) or _eponym(after):
         return False
     last = _key(words[1])
     if len(last) < 3 or _VOWEL.search(last) is None or not _surname(words[1], strict=True):
