@@ -86,7 +86,7 @@ class _Lists:
     surnames: frozenset[str]  # ordinary words that are frequent surnames
     frequent: frozenset[str]  # given names given 90,000+ times: Jack, Grace, Hope are names first
     census: dict[str, str]  # the 1990 US census's surnames by first two letters, " a b c "
-    vocabulary: frozenset[str]  # never a name part: not_names, eponym heads, TG-263 words
+    vocabulary: frozenset[str]  # never a name part: not_names, vendors, heads, TG-263 words
     heads: frozenset[str]  # a pair followed by one is an eponym: Jackson Pratt drain
     clinical: re.Pattern[str]  # clinical endings no surname has: tendinopathy, colitis
 
