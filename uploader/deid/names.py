@@ -30,7 +30,7 @@ tools/gen_given_names.py; provenance in tools/given_names/README.md):
 
 The given names are read once per process, at the first text with a word of 3+ letters, the
 rest at the first candidate to judge; the rows that need a given name run only on text that
-holds one (``has_given``); a check is a few set look-ups.
+holds one, and there only (``given_at``); a check is a few set look-ups.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ _TOKENS = re.compile(r"[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*")
 
 class _Words:
     """A word list kept as the table has it (one string per first two letters) and searched,
-    until it has been asked often enough to be worth a set: a node that sees a few dozen
-    candidates never builds 40,000 strings."""
+    until it has been asked often enough to be worth a set: a node that judges a few dozen
+    candidates never builds 40,000 strings (the ordinary words: only candidates ask them)."""
 
     _BUILD_AFTER = 256
 
@@ -113,9 +113,10 @@ def _vocabulary() -> frozenset[str]:
 
 
 @cache
-def _given() -> _Words:
+def _given() -> frozenset[str]:
     """The given names that are no vocabulary word (the generator took those out)."""
-    return _Words(_data()["given"])
+    data: dict[str, str] = _data()["given"]
+    return frozenset(" ".join(data.values()).split())
 
 
 @cache
@@ -125,8 +126,13 @@ def _given_words() -> frozenset[str]:
     return frozenset(_data()["given_words"].split())
 
 
+@cache
+def _gate_names() -> frozenset[str]:
+    return _given() | _given_words()
+
+
 def _is_given(key: str) -> bool:
-    return key in _given() or key in _given_words()
+    return key in _gate_names()
 
 
 @cache
@@ -146,11 +152,13 @@ def _lists() -> _Lists:
     )
 
 
-def has_given(folded: str) -> bool:
-    """The quick gate of the given-name rows: True if some word of the folded text is a given
-    name (most descriptions hold none, and skip those rows)."""
-    words = _WORD3.findall(folded)
-    return not (_given().isdisjoint(words) and _given_words().isdisjoint(words))
+def given_at(folded: str) -> tuple[int, ...]:
+    """The gate of the given-name rows: where the folded text has a word that is a given name
+    (most descriptions have none, and skip those rows; the others try them only there)."""
+    names = _gate_names()
+    if names.isdisjoint(_WORD3.findall(folded)):
+        return ()
+    return tuple(m.start() for m in _WORD3.finditer(folded) if m.group() in names)
 
 
 def _key(word: str) -> str:

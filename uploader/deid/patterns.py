@@ -88,13 +88,17 @@ CHECKS: dict[str, Check] = {
     "dicom_name": names.dicom_name,
 }
 _AFTER = 48  # how much of the text after a match a check sees
-#: Quick gates (on folded text) of rows whose check needs a word of a list: such a row is run
-#: only on text that passes its gate, and is left out of the one-search union.
-GATES: dict[str, Callable[[str], bool]] = {
-    "given_surname": names.has_given,
-    "surname_comma_given": names.has_given,
-    "lower_given_surname": names.has_given,
+#: A gate finds, in folded text, where a row whose check needs a word of a list may start:
+#: such a row runs only on text where its gate found a place, and is left out of the
+#: one-search union.
+Gate = Callable[[str], tuple[int, ...]]
+GATES: dict[str, Gate] = {
+    "given_surname": names.given_at,
+    "surname_comma_given": names.given_at,
+    "lower_given_surname": names.given_at,
 }
+#: Rows tried only where their gate points (the given name starts them), not at every place.
+ANCHORED = frozenset({"given_surname", "lower_given_surname"})
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,8 @@ class Pattern:
     name: str
     regex: re.Pattern[str]
     check: Check | None
-    gate: Callable[[str], bool] | None
+    gate: Gate | None
+    anchored: bool
     sensitive: bool
     clean: bool
     audit: bool
@@ -146,6 +151,7 @@ def _rows(data: Any, origin: str) -> list[Pattern]:
                 regex=regex,
                 check=CHECKS[check_name] if check_name else None,
                 gate=GATES.get(check_name) if check_name else None,
+                anchored=check_name in ANCHORED,
                 sensitive=sensitive,
                 clean=bool(row.get("clean", True)),
                 audit=bool(row.get("audit", True)),
@@ -219,39 +225,60 @@ class Detector:
         hit = self._any is not None and self._any.search(folded) is not None
         if hit or (self._any_sensitive is not None and self._any_sensitive.search(text)):
             return True
-        open_ = self._open_gates(folded)
+        places = self._gate_places(folded)
         return any(
-            open_[p.gate] and p.regex.search(text if p.sensitive else folded)
+            places[p.gate] and p.regex.search(text if p.sensitive else folded)
             for p in self._gated
             if p.gate is not None
         )
 
-    def _open_gates(self, folded: str) -> dict[Callable[[str], bool], bool]:
+    def _gate_places(self, folded: str) -> dict[Gate, tuple[int, ...]]:
         return {g: g(folded) for g in {p.gate for p in self._gated if p.gate is not None}}
 
     def find(self, text: str, folded: str) -> Iterator[Finding]:
-        """Yield every finding in ``text`` (``folded``: the same text folded, same length)."""
-        if not self.any_in(text, folded):
-            return
-        open_ = self._open_gates(folded) if len(text) <= MAX_TEXT else {}
+        """Yield every finding in ``text`` (``folded``: the same text folded, same length).
+
+        Only the rows of a group that may match are run: the folded rows when their union
+        matched, the case-sensitive ones when theirs did, a gated row where its gate points."""
+        whole = len(text) > MAX_TEXT  # judged in windows, every row everywhere
+        if whole:
+            plain = sensitive = True
+            places: dict[Gate, tuple[int, ...]] = {}
+        else:
+            plain = self._any is not None and self._any.search(folded) is not None
+            sensitive = self._any_sensitive is not None and bool(self._any_sensitive.search(text))
+            places = self._gate_places(folded)
+            if not (plain or sensitive or any(places.values())):
+                return
         for start in range(0, max(len(text), 1), MAX_TEXT - _OVERLAP):
-            end = start + MAX_TEXT
+            end = min(start + MAX_TEXT, len(text))
             for p in self.patterns:
-                if p.gate is not None and not open_.get(p.gate, True):
+                at = places.get(p.gate) if p.gate is not None and not whole else None
+                if at == () or (p.gate is None and not (sensitive if p.sensitive else plain)):
                     continue
-                subject = text if p.sensitive else folded
-                part = "value" if "value" in p.regex.groupindex else 0
-                for m in p.regex.finditer(subject, start, min(end, len(subject))):
-                    if p.check is None or p.check(
-                        m.group(part), subject[m.end(part) : m.end(part) + _AFTER]
-                    ):
-                        yield Finding(m.start(part), m.end(part), p.kind)
+                yield from _findings(p, text if p.sensitive else folded, start, end, at)
             if end >= len(text):
                 break
 
     def kinds(self, text: str, folded: str) -> list[str]:
         """Return the kinds found in ``text``, each once, in table order."""
         return list(dict.fromkeys(f.kind for f in self.find(text, folded)))
+
+
+def _findings(
+    p: Pattern, subject: str, start: int, end: int, at: tuple[int, ...] | None
+) -> Iterator[Finding]:
+    """One row's findings in ``subject[start:end]``; an anchored row only where ``at`` points."""
+    if p.anchored and at is not None:
+        matches: Iterable[re.Match[str] | None] = (p.regex.match(subject, i) for i in at)
+    else:
+        matches = p.regex.finditer(subject, start, end)
+    part = "value" if "value" in p.regex.groupindex else 0
+    for m in matches:
+        if m is None:
+            continue
+        if p.check is None or p.check(m.group(part), subject[m.end(part) : m.end(part) + _AFTER]):
+            yield Finding(m.start(part), m.end(part), p.kind)
 
 
 _NAMED = re.compile(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>")  # a named group, as a plain one in the union
