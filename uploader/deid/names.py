@@ -206,10 +206,13 @@ def _eponym(after: str) -> bool:
 
 
 def _census(word: str) -> bool:
-    """True if ``word`` is a surname of the 1990 US census and can be a surname here."""
-    key = _key(word)
-    group = _lists().census.get(key[:2], "")
-    return f" {key} " in group and _surname(word, strict=False)
+    """True if ``word`` is a surname of the 1990 US census and can be a surname here (a
+    double-barrelled one, Mensah-Bonsu, if a part of it is)."""
+    if not _surname(word, strict=False):
+        return False
+    census = _lists().census
+    keys = [_key(p) for p in word.split("-")] if "-" in word.strip("-") else [_key(word)]
+    return any(f" {k} " in census.get(k[:2], "") for k in keys if k)
 
 
 def _pair(first: str, last: str) -> bool:
@@ -220,12 +223,12 @@ def _pair(first: str, last: str) -> bool:
     takes the same, unless both are in capitals (WILL REVIEW). Any other (Will, May, Day, Aria,
     and all of these in capitals) takes only a census surname that is no ordinary word (Will
     Ashworth, Amira Haddad; not Will Replan, Day Case, June Smith, MARK LESION)."""
-    key = _key(first)
+    key = _key(first.partition("-")[0])  # Anne-Marie, Jean-Luc: the first given name decides
     if not _is_given(key):
         return False
     word = key not in _given()
     caps = _caps(first) and _caps(last)
-    if not word and (not ordinary(first) or (key in _lists().frequent and not caps)):
+    if not word and (key not in _lists().common or (key in _lists().frequent and not caps)):
         return _surname(last, strict=False)
     return _census(last) and _surname(last, strict=True)
 
@@ -257,9 +260,9 @@ def initial_surname(value: str, after: str = "") -> bool:
 
 
 def surname_initial(value: str, after: str = "") -> bool:
-    """``Okafor C.``: a surname and an initial with its dot; the surname must be no ordinary or
-    vocabulary word (``Vitamin D.``, ``Lung L.`` stay)."""
-    return not given(value) and _surname(value, strict=True)
+    """``Okafor C.``, ``Rowe D.``: a surname and an initial with its dot; the surname must be no
+    ordinary or vocabulary word (``Vitamin D.``, ``Lung L.``, ``Plan B.`` stay)."""
+    return _surname(value, strict=True)
 
 
 def lower_given_surname(value: str, after: str = "") -> bool:
