@@ -112,6 +112,13 @@ FORMS: list[tuple[str, tuple[str, ...]]] = [
     # the hospital's servers
     ("https://pacs.zircon.example/wado?pid=1", ("zircon",)),
     ("from 192.168.10.20:104", ("192.168.10.20",)),
+    ("www.zircon-infirmary.org/ris", ("zircon-infirmary",)),
+    # places and numbers the study does not hold, and great ages
+    ("Threadneedle Royal Hospital", ("threadneedle",)),
+    ("45 Quillington Street", ("quillington",)),
+    ("Boston, MA 02114", ("02114",)),
+    ("SSN 078-05-1120", ("078-05-1120",)),
+    ("a 96 year old man", ("96 year",)),
 ]
 TEXT = " ; ".join(f for f, _ in FORMS)
 TOKENS = sorted({t for _, ts in FORMS for t in ts} | {"9434765919"})  # + a local code value

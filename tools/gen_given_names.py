@@ -31,6 +31,8 @@ NOT_NAMES = SRC / "not_names.txt"
 EPONYM_HEADS = SRC / "eponym_heads.txt"
 SUFFIXES = SRC / "clinical_suffixes.txt"
 VENDORS = SRC / "vendors.txt"
+TITLES = SRC / "titles.txt"
+STREETS = SRC / "street_words.txt"
 TG263 = ROOT / "uploader" / "protocols" / "data" / "tg263.json"
 OUT = ROOT / "uploader" / "deid" / "data" / "names.json"
 #: A name given to fewer babies than this in 145 years is too rare to be worth its false hits.
@@ -112,6 +114,7 @@ def build() -> dict[str, object]:
     surnames = {n for n, r in ranks.items() if r <= TOP_SURNAMES}
     not_names = _words(NOT_NAMES)
     never = set(_words(VENDORS)) | set(_words(EPONYM_HEADS)) | set(_structure_words())
+    never |= set(_words(TITLES))
     soft = set(not_names)
     given = sorted(n for n, s in births.items() if s >= MIN_BIRTHS and n not in never)
     return {
@@ -128,9 +131,11 @@ def build() -> dict[str, object]:
             "every surname of the 1990 US census (Will Ashworth, mr pennington); not_names: "
             "imaging, anatomy, radiotherapy, product and calendar words that never make a "
             "name (a given name among them, Aria or Amira, needs a census surname); vendors: "
-            "device makers (never a name); eponym_heads: the words an eponym names (drain, "
-            "lesion); clinical_suffixes: endings of clinical words (-itis, -ectomy) no "
-            "surname has; structure_words: the words of the TG-263 names."
+            "device makers (never a name); titles: the titles that start place names (Royal, "
+            "Queen: never a given name); street_words: the words that end a street's name (an "
+            "address before a comma, not a surname); eponym_heads: the words an eponym "
+            "names (drain, lesion); clinical_suffixes: endings of clinical words (-itis, "
+            "-ectomy) no surname has; structure_words: the words of the TG-263 names."
         ),
         "source": (
             "US Social Security Administration national baby names 1880-2024 (public domain), "
@@ -149,6 +154,8 @@ def build() -> dict[str, object]:
         "not_names": " ".join(not_names),
         "eponym_heads": " ".join(_words(EPONYM_HEADS)),
         "vendors": " ".join(_words(VENDORS)),
+        "titles": " ".join(_words(TITLES)),
+        "street_words": " ".join(_words(STREETS)),
         "clinical_suffixes": " ".join(_words(SUFFIXES)),
         "structure_words": " ".join(_structure_words()),
     }

@@ -24,6 +24,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from uploader.deid.encode import encode
 from uploader.deid.engine import Outcome, Settings, deidentify
 from uploader.deid.identifiers import Identifiers, collect, collect_file
 from uploader.dicomfile import read_dicom
@@ -100,7 +101,7 @@ def _atomic_write(ds: Dataset, target: Path, run_started: float = 0.0) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            ds.save_as(f, enforce_file_format=True)
+            f.write(encode(ds))  # the bytes pydicom's save_as writes, faster
             f.flush()
             if _FADVISE:  # start the file's writeback now: the run's final sync has little left
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)

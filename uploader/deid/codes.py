@@ -44,6 +44,17 @@ DEVICE_TAGS = frozenset(
     )
     if t is not None
 )
+#: The institution's own attributes that Retain Institution Identity keeps: under the option
+#: only person names and e-mail addresses strike them (not the hospital's name, street, ZIP
+#: code or web address, which the option keeps).
+INSTITUTION_TAGS = frozenset(
+    t
+    for t in (
+        tag_for_keyword(k)
+        for k in ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName")
+    )
+    if t is not None
+)
 #: Code strings with enumerated values or defined terms (no person's name belongs there,
 #: and a name part may equal a term: MR, F, TEXT).
 ENUMERATED_TAGS = frozenset(

@@ -23,7 +23,13 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from uploader.deid import header, iod
-from uploader.deid.codes import CODED_TAGS, DEVICE_TAGS, is_code, is_standard_meaning
+from uploader.deid.codes import (
+    CODED_TAGS,
+    DEVICE_TAGS,
+    INSTITUTION_TAGS,
+    is_code,
+    is_standard_meaning,
+)
 from uploader.deid.elements import (
     MAX_DEPTH,
     STANDARD_VRS,
@@ -48,8 +54,11 @@ from uploader.deid.identifiers import (
 )
 from uploader.deid.patterns import Detector, default_detector
 from uploader.deid.policy import (
+    AGE_CAP,
     FORMED_VRS,
     PrivatePolicy,
+    age_over_89,
+    cap_sr_ages,
     check_instance,
     check_pixels,
     malformed,
@@ -147,6 +156,13 @@ class Settings:
     protected: StructureNames = field(default_factory=StructureNames)
     patterns: Detector = field(default_factory=default_detector)
 
+    def detector(self) -> Detector:
+        """The pattern rows these options apply (Retain Institution Identity keeps names of
+        hospitals in text too)."""
+        if Option.RETAIN_INSTITUTION_IDENTITY in self.profile.options:
+            return self.patterns.keeping_institutions()
+        return self.patterns
+
     def our_words(self, subject: str = "", session: str = "") -> tuple[str, ...]:
         """Return the words the engine writes itself (never taken for an identifier)."""
         trial = self.trial
@@ -186,8 +202,15 @@ class _Instance:
         self.pseudo = settings.pseudonymiser
         self.private = settings.private
         self.protected = settings.protected
-        self.patterns = settings.patterns
+        self.patterns = settings.detector()
         self.retain_uids = Option.RETAIN_UIDS in settings.profile.options
+        #: tags only names and e-mails strike: device descriptions, and the institution's own
+        #: attributes where the options keep them
+        self.people_only = DEVICE_TAGS | (
+            INSTITUTION_TAGS
+            if Option.RETAIN_INSTITUTION_IDENTITY in settings.profile.options
+            else frozenset()
+        )
         self.matcher = matcher
         self.shift = dt.timedelta(days=shift_days)
         self.uid_map: dict[str, str] = {}
@@ -271,6 +294,9 @@ class _Instance:
     ) -> None:
         if op is Op.CLEAN and vr in BINARY_VRS:
             op = Op.REMOVE  # binary cannot be cleaned: it goes
+        if op in _KEEPING and vr == "AS" and age_over_89(ds.get_item(tag).value):
+            ds[tag] = DataElement(tag, "AS", AGE_CAP)  # a kept age over 89: "90 or older"
+            return
         if (
             op in _KEEPING
             and vr in FORMED_VRS
@@ -338,13 +364,15 @@ class _Instance:
             return True
         if tag in CODED_TAGS:
             return False
-        patterns = self.patterns.people() if tag in DEVICE_TAGS else self.patterns
+        patterns = self.patterns.people() if tag in self.people_only else self.patterns
         return not self.matcher.for_tag(tag, vr).any_in_raw(text, patterns)
 
     def _formed(self, _tag: int, vr: str, value: object) -> bool:
         """Whether a number, date or time value holds only what its VR allows, and no ID."""
         if vr not in FORMED_VRS:
             return True
+        if vr == "AS" and age_over_89(value):
+            return False  # not kept as it is: the walk writes it as 90 or older
         return not malformed(vr, value) and not (vr == "IS" and number_holds_id(value, self.ids))
 
     def _uid(self, tag: int, value: str) -> str:
@@ -356,7 +384,7 @@ class _Instance:
 
     def _clean(self, ds: Dataset, tag: int, vr: str, where: str) -> None:
         patterns: Detector | None = None if is_code(ds, tag) else self.patterns
-        if patterns is not None and tag in DEVICE_TAGS:
+        if patterns is not None and tag in self.people_only:
             patterns = patterns.people()  # device descriptions: names and e-mails only
         # code strings (Modality MR, PatientSex F, ValueType TEXT) and device descriptions are
         # enumerations, not prose: names and places never strike them, IDs and patterns do
@@ -498,6 +526,7 @@ def deidentify(  # noqa: PLR0917 - the public API; callers pass these by positio
         keep_device=Option.RETAIN_DEVICE_IDENTITY in options,
         ours=settings.our_words(),
     )
+    cap_sr_ages(ds)  # an SR's "Subject Age" over 89 as 90, whatever the options
     instance = _Instance(settings, matcher, shift_days, ds, numeric_ids(ident))
     instance.walk(ds)
     header.write(ds, settings, subject=subject, session=session, version=__version__)
@@ -533,7 +562,7 @@ def deidentify(  # noqa: PLR0917 - the public API; callers pass these by positio
         settings.profile,
         ours=settings.our_words(subject, session),
         protected=settings.protected,
-        patterns=settings.patterns,
+        patterns=settings.detector(),
     )
     for parent, tag, elem in unchanged:
         parent[tag] = elem  # the bytes just verified (it parsed them), written as they are

@@ -580,6 +580,7 @@ def _date_patterns(da: str) -> list[str]:
         rf"(?<!\d){y[2:]}{mo}{d}(?!\d)",  # yymmdd
         # the day and month without the year, as people write them on the day
         rf"(?<![\d.]){d_}[/.\-]{mo_}(?![\d/.\-])",
+        rf"(?<![\d./]){mo_}/{d_}(?![\d/.\-])",  # and in American order, with its slash
         rf"(?<![0-9a-z]){day}[\s\-.]*(?:of[\s\-]+)?{month}[a-z]*\.?(?![0-9a-z])",
         rf"(?<![0-9a-z]){month}[a-z]*\.?[\s\-]*{day}(?![0-9a-z])",
     ]

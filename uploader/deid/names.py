@@ -21,7 +21,10 @@ tools/gen_given_names.py; provenance in tools/given_names/README.md):
 - ``not_names``: imaging, anatomy, radiotherapy, product and calendar words: never a name part
   (``Philips Ingenia``, ``mr brain``, ``Brain Stem``); a given name among them (Aria, Amira,
   May) only before a census surname that is no ordinary word (``Aria Patel``, ``May Chen``);
-- ``vendors``: device makers, never a name (``Varian Eclipse``, ``Varian OBI``);
+- ``vendors``: device makers, never a name (``Varian Eclipse``, ``Varian OBI``); ``titles``:
+  the titles that start place names, never a given name (``Royal Marsden Hospital``);
+  ``street_words``: the words that end a street's name, never the surname of ``SURNAME,
+  Given`` (``Fruit Street, Boston``);
 - ``eponym_heads``: the words an eponym names (drain, lesion, fracture, malformation, ...): a
   name followed by one is the thing, not a person (``Jackson Pratt drain``, ``Hill Sachs
   lesion``), and one is never a surname (``Morton neuroma``);
@@ -89,6 +92,7 @@ class _Lists:
     vocabulary: frozenset[str]  # never a name part: not_names, vendors, heads, TG-263 words
     heads: frozenset[str]  # a pair followed by one is an eponym: Jackson Pratt drain
     clinical: re.Pattern[str]  # clinical endings no surname has: tendinopathy, colitis
+    streets: frozenset[str]  # words that end a street's name: Fruit Street, Boston
 
 
 @cache
@@ -107,7 +111,7 @@ def _vocabulary() -> frozenset[str]:
     data = _data()
     return frozenset(
         " ".join(
-            data[k] for k in ("not_names", "vendors", "eponym_heads", "structure_words")
+            data[k] for k in ("not_names", "vendors", "titles", "eponym_heads", "structure_words")
         ).split()
     )
 
@@ -149,6 +153,7 @@ def _lists() -> _Lists:
         vocabulary=_vocabulary(),
         heads=frozenset(data["eponym_heads"].split()),
         clinical=re.compile(f"[a-z]{{4}}(?:{endings})$"),
+        streets=frozenset(data["street_words"].split()),
     )
 
 
@@ -243,7 +248,9 @@ def surname_comma_given(value: str, after: str = "") -> bool:
     """``PATEL, JOHN``, ``Patel, John A``: a surname, a comma, a given name."""
     last, _, rest = value.partition(",")
     first = _TOKENS.findall(rest)
-    return bool(first) and _pair(first[0], last.strip())
+    if not first or _key(last) in _lists().streets:
+        return False  # 55 Fruit Street, Boston: an address
+    return _pair(first[0], last.strip())
 
 
 def initial_surname(value: str, after: str = "") -> bool:

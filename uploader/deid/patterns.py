@@ -62,6 +62,9 @@ def day_month(text: str) -> bool:
 
 #: The kinds ``Detector.people`` keeps.
 _PEOPLE = frozenset({"person name", "e-mail address"})
+#: The kind of the rows that find institutions' names (not applied under Retain Institution
+#: Identity).
+INSTITUTION = "institution"
 
 
 def _nhs_check(value: str, _after: str) -> bool:
@@ -197,6 +200,7 @@ class Detector:
         rows = [*_packaged(), *extra]
         self._use([p for p in rows if (p.audit if audit else p.clean)])
         self._people: Detector | None = None
+        self._no_institutions: Detector | None = None
 
     def _use(self, patterns: list[Pattern]) -> None:
         self.patterns = patterns
@@ -217,6 +221,17 @@ class Detector:
             people._people = people
             self._people = people
         return self._people
+
+    def keeping_institutions(self) -> Detector:
+        """The rows less those that find institutions, for Retain Institution Identity (the
+        option keeps the hospital's name, in its attributes and in text). The same object on
+        every call."""
+        if self._no_institutions is None:
+            kept = Detector.__new__(Detector)
+            kept._use([p for p in self.patterns if p.kind != INSTITUTION])
+            kept._people, kept._no_institutions = None, kept
+            self._no_institutions = kept
+        return self._no_institutions
 
     def any_in(self, text: str, folded: str) -> bool:
         """True if some row may match (a quick pass before ``find``; checks not applied)."""

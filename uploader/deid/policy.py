@@ -184,3 +184,89 @@ def malformed(vr: str, value: object) -> bool:
     else:
         return False  # a number pydicom already converted
     return len(raw.translate(None, allowed)) >= _WORD_LETTERS
+
+
+#: An age over 89 years identifies (HIPAA's Safe Harbor, 45 CFR 164.514(b)(2)(i)(C), and
+#: TCIA's practice): a kept age is written as this, "90 or older".
+AGE_CAP = "090Y"
+#: a number in an age and the unit after it (none: years); read in any form, not only the
+#: standard's nnnX: "1080M", "95.5Y", "+95Y", "095Y." are 90 years to anyone who reads them
+_AGE = re.compile(r"([0-9]+(?:[.,][0-9]+)?)(?:[^0-9A-Z]{0,3}([DWMY]))?")
+_DAYS_PER = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25, None: 365.25}
+
+
+def age_over_89(value: object) -> bool:
+    """True if an age string value (AS, "095Y"; or a bare "95", read as years) is 90 years
+    or more, in any of its values, written otherwise than as ``AGE_CAP`` (the category)."""
+    if value is None:
+        return False
+    if isinstance(value, bytes | bytearray | memoryview):
+        text = bytes(value).decode("ascii", "replace")
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, Iterable):
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    for part in text.split("\\"):
+        age = part.strip("\x00 ").upper()
+        if age == AGE_CAP:
+            continue
+        for m in _AGE.finditer(age):
+            number = float(m.group(1).replace(",", "."))
+            if number * _DAYS_PER[m.group(2)] >= 90 * 365.25:
+                return True
+    return False
+
+
+#: SR concepts whose NUM value is the patient's age (DCM "Subject Age", LOINC "Age", SNOMED
+#: "Age"), as dose reports' patient characteristics carry it.
+_AGE_CONCEPTS = frozenset({("121033", "DCM"), ("30525-0", "LN"), ("397669002", "SCT")})
+#: UCUM units of an age, in days (any other unit is read as years)
+_AGE_UNIT_DAYS = {"a": 365.25, "mo": 365.25 / 12, "wk": 7.0, "d": 1.0}
+_NINETY_YEARS = 90 * 365.25
+
+
+def _code(item: Any, keyword: str) -> tuple[str, str]:
+    codes = item.get(keyword)
+    if not codes or not hasattr(codes[0], "get"):
+        return ("", "")
+    return (
+        str(codes[0].get("CodeValue", "") or ""),
+        str(codes[0].get("CodingSchemeDesignator", "") or "").upper(),
+    )
+
+
+def sr_ages(ds: Any) -> Iterable[tuple[Any, float]]:
+    """Each measured value (its item, and its unit in days) of an SR age concept anywhere in
+    ``ds``'s content tree."""
+    for item in ds.get("ContentSequence") or []:
+        if not hasattr(item, "get"):
+            continue
+        value_type = str(item.get("ValueType", "") or "").upper()
+        if value_type == "NUM" and _code(item, "ConceptNameCodeSequence") in _AGE_CONCEPTS:
+            for measured in item.get("MeasuredValueSequence") or []:
+                if hasattr(measured, "get"):
+                    unit = _code(measured, "MeasurementUnitsCodeSequence")[0]
+                    yield measured, _AGE_UNIT_DAYS.get(unit, 365.25)
+        yield from sr_ages(item)
+
+
+def sr_age_over_89(measured: Any, days: float) -> bool:
+    """True if a measured value of an SR age is more than 90 years (90 itself: the category)."""
+    value = measured.get("NumericValue")
+    values = value if isinstance(value, Iterable) and not isinstance(value, str) else [value]
+    for v in values:
+        try:
+            if float(v) * days > _NINETY_YEARS + 1e-6:
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
+
+
+def cap_sr_ages(ds: Any) -> None:
+    """Write each SR age over 89 as 90 years in its unit ("90 or older")."""
+    for measured, days in sr_ages(ds):
+        if sr_age_over_89(measured, days):
+            measured.NumericValue = f"{_NINETY_YEARS / days:.6g}"

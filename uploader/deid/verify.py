@@ -17,7 +17,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from uploader.deid import iod
-from uploader.deid.codes import DEVICE_TAGS, is_code, is_standard_meaning
+from uploader.deid.codes import DEVICE_TAGS, INSTITUTION_TAGS, is_code, is_standard_meaning
 from uploader.deid.elements import (
     STANDARD_VRS,
     TEXT_VRS,
@@ -42,8 +42,11 @@ from uploader.deid.policy import (
     FORMED_VRS,
     SECONDARY_CAPTURE_CLASSES,
     PrivatePolicy,
+    age_over_89,
     malformed,
     private_kept,
+    sr_age_over_89,
+    sr_ages,
 )
 from uploader.deid.profile import METHOD_CODES, Op, Option, Profile, is_conditional, resolve
 from uploader.errors import VerificationError
@@ -65,6 +68,7 @@ WRITTEN_BY_US = frozenset(
     }
 )
 _UNKNOWN_VR = "a value representation DICOM does not have for it"
+_AGE_OVER_89 = "an age over 89 (kept ages are written as 090Y, 90 or older)"
 _XNAT_LINE = re.compile(r"^(Project:\S+ )?Subject:\S+ Session:\S+$")
 
 
@@ -97,6 +101,14 @@ def _uid_problem(parent: Dataset, tag: int, profile: Profile, originals: set[str
 RECORD_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})
 
 
+def _people_only(options: frozenset[Option]) -> frozenset[int]:
+    """Tags that only names and e-mails strike: device descriptions, and the institution's own
+    attributes where Retain Institution Identity keeps them (as the engine does)."""
+    if Option.RETAIN_INSTITUTION_IDENTITY in options:
+        return DEVICE_TAGS | INSTITUTION_TAGS
+    return DEVICE_TAGS
+
+
 def check_output(
     ds: Dataset,
     ident: Identifiers,
@@ -123,6 +135,7 @@ def check_output(
         ours=ours,
     )
     retain_uids = Option.RETAIN_UIDS in options
+    people_only = _people_only(options)
     problems: list[str] = []
     ids = numeric_ids(ident)
     for path, tag, vr, parent in walk(ds):
@@ -142,14 +155,17 @@ def check_output(
             if not path and tag in RECORD_TAGS:
                 continue
             scan = None if is_code(parent, tag) or patterns is None else patterns
-            scan = scan.people() if scan is not None and tag in DEVICE_TAGS else scan
+            scan = scan.people() if scan is not None and tag in people_only else scan
             problems += _text_problems(
                 path, tag, parent, matcher.for_tag(tag, vr), scan, protected, originals, retain_uids
             )
         elif vr in FORMED_VRS and malformed(vr, parent.get_item(tag).value):
             problems.append(f"{_where(path, tag)}: text in a {vr} value")
+        elif vr == "AS" and age_over_89(parent.get_item(tag).value):
+            problems.append(f"{_where(path, tag)}: {_AGE_OVER_89}")
     if str(ds.get("PatientBirthDate", "") or ""):
         problems.append("(0010,0030) PatientBirthDate: still holds a value")
+    problems += _sr_age_problems(ds)
     if problems:
         raise VerificationError(problems)
 
@@ -212,7 +228,10 @@ def audit(
     """
     problems = _audit_header(ds, allow_burned_in)
     retain_uids = Option.RETAIN_UIDS in profile.options
+    people_only = _people_only(profile.options)
     detector = patterns if patterns is not None else default_detector(audit=True)
+    if Option.RETAIN_INSTITUTION_IDENTITY in profile.options:
+        detector = detector.keeping_institutions()
     mask = ours_pattern(ours)
     reqs = iod.requirements(str(ds.get("SOPClassUID", "") or ""))
     for path, tag, vr, parent in walk(ds):
@@ -230,11 +249,18 @@ def audit(
             reqs=reqs,
         )
         if problem is None and vr in TEXT_VRS and not is_code(parent, tag):
-            scan = detector.people() if tag in DEVICE_TAGS else detector
+            scan = detector.people() if tag in people_only else detector
             problem = _audit_text(path, tag, parent, scan, mask)
         if problem:
             problems.append(f"{_where(path, tag)}: {problem}")
-    return problems
+    return problems + _sr_age_problems(ds)
+
+
+def _sr_age_problems(ds: Dataset) -> list[str]:
+    """An SR's age (a NUM "Subject Age" item) of more than 90 years, at any depth."""
+    if any(sr_age_over_89(measured, days) for measured, days in sr_ages(ds)):
+        return [f"(0040,A730) ContentSequence: NumericValue: {_AGE_OVER_89}"]
+    return []
 
 
 def _audit_text(
@@ -336,6 +362,8 @@ def _audit_element(
         return "Annex E says empty, still holds a value"
     if vr == "PN" and values and op is not Op.DUMMY:
         return "a person's name"
+    if vr == "AS" and age_over_89(values):
+        return _AGE_OVER_89
     if vr == "UI" and not retain_uids:
         for v in values:
             if (

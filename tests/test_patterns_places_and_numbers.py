@@ -1,0 +1,181 @@
+"""Pattern rows for what the study does not hold but no header may: hospitals' names, street
+addresses, US ZIP codes after a state, US social security numbers and web addresses without
+their scheme are struck from kept text under the clean options and refused by the anonymised
+node's knowledge-free check; ordinary descriptions and labels are left alone; and Retain
+Institution Identity keeps a hospital's name in text as it keeps InstitutionName."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from uploader.deid import batch
+from uploader.deid.identifiers import fold
+from uploader.deid.patterns import default_detector
+from uploader.deid.policy import PrivatePolicy
+from uploader.deid.profile import Option, load_profile
+from uploader.deid.verify import audit
+from uploader.runconfig import build_settings
+from uploader.sample import write_study
+
+from .conftest import KEY, ROOT
+
+PROTOCOL = ROOT / "protocols" / "example-head-neck-imrt.yaml"  # clean_descriptors
+
+FOUND = {
+    "Planning CT, Royal Marsden Hospital": "institution",
+    "ref from St Thomas' Hospital": "institution",
+    "Guy's and St Thomas' NHS Foundation Trust": "institution",
+    "Massachusetts General Hospital": "institution",
+    "CT AT ADDENBROOKE'S HOSPITAL": "institution",
+    "Christie Cancer Centre": "institution",
+    "12 Acacia Avenue": "address",
+    "Flat 3, 45 High St": "address",
+    "1600 Pennsylvania Avenue": "address",
+    "lives at 7 Mill Lane": "address",
+    "12 ACACIA AVENUE": "address",
+    "45 HIGH ST": "address",
+    "1600 Pennsylvania Ave.": "address",
+    "9 Elm Rd": "address",
+    "Boston, MA 02114": "postcode",
+    "Rochester, MN 55905-0001": "postcode",
+    "SSN 123-45-6789": "ID-like token",
+    "see www.royalmarsden.nhs.uk/imaging": "network address",
+}
+
+LEFT = [
+    "CT CHEST ABDOMEN PELVIS",
+    "MR BRAIN T1 AXIAL",
+    "Head Neck Clinic",
+    "Breast Clinic Referral",
+    "Outpatient Clinic",
+    "Hospital number",
+    "5 mm margin close to cord",
+    "2 markers in place",
+    "10 cm square field",
+    "3 Gy to PTV",
+    "PTV 2 Boost",
+    "CTV 1 Lane",
+    "4DCT Ave IP",
+    "AVE 10 phases",
+    "see www.dicom.nema.org",
+    "Lung_L",
+    "SpinalCord_PRV05",
+    "1-2-3 wedge",
+    "Dose 60 Gy in 30 fractions",
+    "Eclipse 15.6",
+    # RT labels: a dose, words, then LN (lymph nodes), Ave (an averaged 4DCT), Rd, St
+    "CTV 70 Rt LN",
+    "PTV 60 level II LN",
+    "CTV 56 Bilat Neck LN",
+    "CTV 2 left ax ln",
+    "GTV 1 pos LN",
+    "MIP 10 phase Ave",
+    "CT 10 PHASE AVE",
+    "Dose 2 Gy Rd",
+    "Beam 2 cw St",
+]
+
+
+@pytest.mark.parametrize("text", sorted(FOUND))
+def test_the_rows_find_places_and_numbers(text: str) -> None:
+    assert FOUND[text] in default_detector().kinds(text, fold(text))
+    assert FOUND[text] in default_detector(audit=True).kinds(text, fold(text))
+
+
+@pytest.mark.parametrize("text", LEFT)
+def test_ordinary_text_is_left_alone(text: str) -> None:
+    assert default_detector().kinds(text, fold(text)) == []
+
+
+def _written(tmp_path: Path, description: str, options: frozenset[Option] | None) -> set[str]:
+    src = tmp_path / "in"
+    files = [f for f in write_study(src, slices=1) if f.suffix != ".txt"]
+    for f in files:
+        ds = dcmread(f)
+        ds.StudyDescription = description
+        ds.save_as(f)
+    settings = build_settings(KEY, PROTOCOL, "RXH")
+    if options is not None:
+        settings = type(settings)(**{**settings.__dict__, "profile": load_profile(options)})
+    summary = batch.anonymise_tree(src, tmp_path / "out", settings, jobs=1)
+    assert not summary.failed, summary.failed
+    return {str(dcmread(p).get("StudyDescription", "")) for p in (tmp_path / "out").rglob("*.dcm")}
+
+
+def test_a_hospital_named_in_a_description_is_struck(tmp_path: Path) -> None:
+    written = _written(tmp_path, "PLANNING CT Royal Marsden Hospital", None)
+    assert written == {"PLANNING CT ***"}
+
+
+def test_retain_institution_identity_keeps_a_hospital_in_text(tmp_path: Path) -> None:
+    options = frozenset(
+        {Option.CLEAN_DESCRIPTORS, Option.RETAIN_INSTITUTION_IDENTITY,
+         Option.RETAIN_PATIENT_CHARACTERISTICS}
+    )  # fmt: skip
+    written = _written(tmp_path, "PLANNING CT Royal Marsden Hospital", options)
+    assert written == {"PLANNING CT Royal Marsden Hospital"}
+    for p in (tmp_path / "out").rglob("*.dcm"):
+        ds = dcmread(p)
+        profile = load_profile(options)
+        problems = audit(ds, profile, PrivatePolicy(()), allow_burned_in=False)
+        assert not [x for x in problems if "StudyDescription" in x], problems
+        strict = audit(
+            ds, load_profile(frozenset({Option.CLEAN_DESCRIPTORS})), PrivatePolicy(()), False
+        )
+        assert any("StudyDescription" in x and "institution" in x for x in strict), strict
+
+
+#: runs a word-like row could take as one word (letters with apostrophes, hyphens, dots)
+_HOSTILE = ["O'", "Ab'", "Ab-", "A.", "o'", "ab-", "Ab", "9 ", "www.a", "1 ab'", "12-34-", ", MA "]
+
+
+@pytest.mark.parametrize("fragment", _HOSTILE)
+def test_no_row_backtracks_on_a_long_run_of_one_fragment(fragment: str) -> None:
+    """A 64 KiB value of one fragment repeated: every row (the packaged table, as cleaning and
+    as the audit use it) answers in linear time. The hospital row and the DICOM name form
+    took 1 to 3 s per 16 KiB window on such runs (a sender's 64 KiB text: 7 to 18 s)."""
+    import time
+
+    text = (fragment * (65536 // len(fragment) + 1))[:65536]
+    folded = fold(text)
+    for detector in (default_detector(), default_detector(audit=True)):
+        for row in detector.patterns:
+            subject = text if row.sensitive else folded
+            started = time.perf_counter()
+            for _ in row.regex.finditer(subject, 0, 16_384):
+                pass
+            took = time.perf_counter() - started
+            assert took < 0.25, f"{row.name}: {took:.2f} s on {fragment!r} repeated"
+
+
+def test_retain_institution_identity_keeps_the_institution_address(tmp_path: Path) -> None:
+    """The option keeps InstitutionAddress: the new address, ZIP code and web address rows
+    must not strike it there (they wrote ``***, Boston,***``), nor the verifier refuse it; a
+    street address in a description is still struck."""
+    address = "55 Fruit Street, Boston, MA 02114 www.massgeneral.org"
+    options = frozenset(
+        {Option.CLEAN_DESCRIPTORS, Option.RETAIN_INSTITUTION_IDENTITY,
+         Option.RETAIN_PATIENT_CHARACTERISTICS}
+    )  # fmt: skip
+    src = tmp_path / "in"
+    for f in (f for f in write_study(src, slices=1) if f.suffix != ".txt"):
+        ds = dcmread(f)
+        ds.InstitutionName = "Massachusetts General Hospital"
+        ds.InstitutionAddress = address
+        ds.StudyDescription = "CT pt lives at 12 Acacia Avenue"
+        ds.save_as(f)
+    settings = build_settings(KEY, PROTOCOL, "RXH")
+    settings = type(settings)(**{**settings.__dict__, "profile": load_profile(options)})
+    summary = batch.anonymise_tree(src, tmp_path / "out", settings, jobs=1)
+    assert not summary.failed and not summary.withheld, (summary.failed, summary.withheld)
+    written = list((tmp_path / "out").rglob("*.dcm"))
+    assert written
+    for p in written:
+        ds = dcmread(p)
+        assert ds.InstitutionAddress == address
+        assert "Acacia" not in str(ds.get("StudyDescription", ""))
+        problems = audit(ds, load_profile(options), PrivatePolicy(()), allow_burned_in=False)
+        assert not [x for x in problems if "Institution" in x], problems
