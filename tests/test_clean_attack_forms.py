@@ -7,8 +7,10 @@ glued to an initial (`JPatel`), names with apostrophes, hyphens and umlauts writ
 numbers of any length (`MRN: 12345`, `Hosp No 654321`), dates as `15th of March 2024` and the
 study's own `15.3.24`, times as `9:41am` and `at 0941`, `0044` phone numbers, identifiers split
 across the values of a multi-valued string, a name held only in a private PN element, text typed
-into a time or a number, names in a device description. Each is planted in kept text at the top
-level, three sequences deep, in SR TEXT items, RequestAttributesSequence and ROI labels.
+into a time or a number, names in a device description, names of people the study does not
+hold and no title marks (`reviewed by Sarah Connolly`, `HARGREAVES, TOM`, `mr pennington`).
+Each is planted in kept text at the top level, three sequences deep, in SR TEXT items,
+RequestAttributesSequence and ROI labels.
 """
 
 from __future__ import annotations
@@ -77,6 +79,11 @@ FORMS: list[tuple[str, tuple[str, ...]]] = [
     ("mr. hollingworth", ("hollingworth",)),
     ("ASHCROFT^^^DR", ("ashcroft",)),  # a name pasted from a PN with its empty components
     ("GTV_dr_ashby_v2", ("ashby",)),  # labels join words with underscores
+    # people the study does not name and no title marks: found by their given name or form
+    ("reviewed by Sarah Connolly", ("connolly",)),
+    ("contoured by J. Okonjo", ("okonjo",)),
+    ("HARGREAVES, TOM", ("hargreaves",)),
+    ("mr pennington", ("pennington",)),
     # numbers
     ("MRN: 12345", ("12345",)),
     ("Hosp No 654321", ("654321",)),

@@ -8,11 +8,15 @@ adds its own with a file of the same shape. Both the cleaner (identifiable node)
 knowledge-free verifier (anonymised node) use it, so they agree on what counts.
 
 A row whose regex has a group named ``value`` finds only that group (a label such as
-"MRN:" stays, the number after it goes). Matching runs on text folded to lower case without
-accents (same length as the original, so spans index the original); an entry with
-``"case": "sensitive"`` runs on the original text. Every match is bounded: text longer than
-``MAX_TEXT`` is judged in windows, so no value makes a pattern run for long. Nothing here
-returns a matched value: only its kind and where.
+"MRN:" stays, the number after it goes), and its check judges that group (with the text that
+follows it); the group may sit in a lookahead, so that candidates overlap ("Head Neck Sarah
+Connolly" is tried at every word). The person-name checks without a title are in
+``names.py``; the rows whose check needs a given name are run only on text holding one (a
+gate), so a description without one costs a set look-up more than before. Matching runs on
+text folded to lower case without accents (same length as the original, so spans index the
+original); an entry with ``"case": "sensitive"`` runs on the original text. Every match is
+bounded: text longer than ``MAX_TEXT`` is judged in windows, so no value makes a pattern run
+for long. Nothing here returns a matched value: only its kind and where.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from uploader.deid import names
 from uploader.errors import ConfigError
 
 MAX_TEXT = 16_384  # longer text is matched in overlapping windows of this size
@@ -69,11 +74,47 @@ _PEOPLE = frozenset({"person name", "e-mail address"})
 #: Identity).
 INSTITUTION = "institution"
 
-CHECKS: dict[str, Callable[[str], bool]] = {
-    "nhs_checksum": nhs_checksum,
-    "day_month": day_month,
-    "not_a_run": not_a_run,
+
+def _nhs_check(value: str, _after: str) -> bool:
+    return nhs_checksum(value)
+
+
+def _date_check(value: str, _after: str) -> bool:
+    return day_month(value)
+
+
+def _run_check(value: str, _after: str) -> bool:
+    return not_a_run(value)
+
+
+#: A check judges a match (its ``value`` group, else the whole match) and the text after it;
+#: module functions, so that a detector goes to worker processes by pickle.
+Check = Callable[[str, str], bool]
+CHECKS: dict[str, Check] = {
+    "nhs_checksum": _nhs_check,
+    "day_month": _date_check,
+    "not_a_run": _run_check,
+    "given_surname": names.given_surname,
+    "surname_comma_given": names.surname_comma_given,
+    "initial_surname": names.initial_surname,
+    "surname_initial": names.surname_initial,
+    "lower_given_surname": names.lower_given_surname,
+    "after_by": names.after_by,
+    "after_title": names.after_title,
+    "dicom_name": names.dicom_name,
 }
+_AFTER = 48  # how much of the text after a match a check sees
+#: A gate finds, in folded text, where a row whose check needs a word of a list may start:
+#: such a row runs only on text where its gate found a place, and is left out of the
+#: one-search union.
+Gate = Callable[[str], tuple[int, ...]]
+GATES: dict[str, Gate] = {
+    "given_surname": names.given_at,
+    "surname_comma_given": names.given_at,
+    "lower_given_surname": names.given_at,
+}
+#: Rows tried only where their gate points (the given name starts them), not at every place.
+ANCHORED = frozenset({"given_surname", "lower_given_surname"})
 
 
 @dataclass(frozen=True)
@@ -83,7 +124,9 @@ class Pattern:
     kind: str
     name: str
     regex: re.Pattern[str]
-    check: Callable[[str], bool] | None
+    check: Check | None
+    gate: Gate | None
+    anchored: bool
     sensitive: bool
     clean: bool
     audit: bool
@@ -123,6 +166,8 @@ def _rows(data: Any, origin: str) -> list[Pattern]:
                 name=str(row.get("name") or kind),
                 regex=regex,
                 check=CHECKS[check_name] if check_name else None,
+                gate=GATES.get(check_name) if check_name else None,
+                anchored=check_name in ANCHORED,
                 sensitive=sensitive,
                 clean=bool(row.get("clean", True)),
                 audit=bool(row.get("audit", True)),
@@ -173,8 +218,10 @@ class Detector:
     def _use(self, patterns: list[Pattern]) -> None:
         self.patterns = patterns
         # one alternation of all rows: most text holds nothing, and is passed in one search
-        self._any = _union([p for p in self.patterns if not p.sensitive], re.IGNORECASE)
-        self._any_sensitive = _union([p for p in self.patterns if p.sensitive], 0)
+        plain = [p for p in self.patterns if p.gate is None]
+        self._any = _union([p for p in plain if not p.sensitive], re.IGNORECASE)
+        self._any_sensitive = _union([p for p in plain if p.sensitive], 0)
+        self._gated = [p for p in self.patterns if p.gate is not None]
 
     def people(self) -> Detector:
         """The rows that find people (person names and e-mail addresses), for device
@@ -204,26 +251,62 @@ class Detector:
         if len(text) > MAX_TEXT:
             return True
         hit = self._any is not None and self._any.search(folded) is not None
-        return hit or (self._any_sensitive is not None and bool(self._any_sensitive.search(text)))
+        if hit or (self._any_sensitive is not None and self._any_sensitive.search(text)):
+            return True
+        places = self._gate_places(folded)
+        return any(
+            places[p.gate] and p.regex.search(text if p.sensitive else folded)
+            for p in self._gated
+            if p.gate is not None
+        )
+
+    def _gate_places(self, folded: str) -> dict[Gate, tuple[int, ...]]:
+        return {g: g(folded) for g in {p.gate for p in self._gated if p.gate is not None}}
 
     def find(self, text: str, folded: str) -> Iterator[Finding]:
-        """Yield every finding in ``text`` (``folded``: the same text folded, same length)."""
-        if not self.any_in(text, folded):
-            return
+        """Yield every finding in ``text`` (``folded``: the same text folded, same length).
+
+        Only the rows of a group that may match are run: the folded rows when their union
+        matched, the case-sensitive ones when theirs did, a gated row where its gate points."""
+        whole = len(text) > MAX_TEXT  # judged in windows, every row everywhere
+        if whole:
+            plain = sensitive = True
+            places: dict[Gate, tuple[int, ...]] = {}
+        else:
+            plain = self._any is not None and self._any.search(folded) is not None
+            sensitive = self._any_sensitive is not None and bool(self._any_sensitive.search(text))
+            places = self._gate_places(folded)
+            if not (plain or sensitive or any(places.values())):
+                return
         for start in range(0, max(len(text), 1), MAX_TEXT - _OVERLAP):
-            end = start + MAX_TEXT
+            end = min(start + MAX_TEXT, len(text))
             for p in self.patterns:
-                subject = text if p.sensitive else folded
-                part = "value" if "value" in p.regex.groupindex else 0
-                for m in p.regex.finditer(subject, start, min(end, len(subject))):
-                    if p.check is None or p.check(m.group(0)):
-                        yield Finding(m.start(part), m.end(part), p.kind)
+                at = places.get(p.gate) if p.gate is not None and not whole else None
+                if at == () or (p.gate is None and not (sensitive if p.sensitive else plain)):
+                    continue
+                yield from _findings(p, text if p.sensitive else folded, start, end, at)
             if end >= len(text):
                 break
 
     def kinds(self, text: str, folded: str) -> list[str]:
         """Return the kinds found in ``text``, each once, in table order."""
         return list(dict.fromkeys(f.kind for f in self.find(text, folded)))
+
+
+def _findings(
+    p: Pattern, subject: str, start: int, end: int, at: tuple[int, ...] | None
+) -> Iterator[Finding]:
+    """One row's findings in ``subject[start:end]``; an anchored row only where ``at`` points."""
+    if p.anchored and at is not None:
+        matches: Iterable[re.Match[str] | None] = (p.regex.match(subject, i) for i in at)
+    else:
+        matches = p.regex.finditer(subject, start, end)
+    part = "value" if "value" in p.regex.groupindex else 0
+    for m in matches:
+        if m is None:
+            continue
+        if p.check is None or p.check(m.group(part), subject[m.end(part) : m.end(part) + _AFTER]):
+            yield Finding(m.start(part), m.end(part), p.kind)
 
 
 _NAMED = re.compile(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>")  # a named group, as a plain one in the union
