@@ -75,6 +75,16 @@ FOUND = {
     "Via Roma 12": "address",
     "Berliner Straße 12": "address",
     "Kuratorium OFFIS e.V., Escherweg 2, 26121 Oldenburg": "address",
+    "Referred by ALEMANY (Hospital Valls)": "institution",
+    "previously at Hospital Bauzà": "institution",
+    "Centre Hospitalier de Sainte SusanneVille": "institution",
+    "at Centre Hospitalier de Becker-sur-Mer": "institution",
+    "from Klinikum Ribnitz-Damgarten": "institution",
+    "Jehanabad Medical College": "institution",
+    "lives 45 Paula Estate": "address",
+    "lives Viersen 28836": "address",
+    "resides at Quartu Sant'Elena 10018": "address",
+    "Address: 12 Long Road. Next": "address",
 }
 
 LEFT = [
@@ -121,6 +131,11 @@ LEFT = [
     "Pinnacle 9.10.0",
     "file.dcm",
     "RT Planning Clinic 2024",
+    "Hospital Number",
+    "Hospital Admission 2020",
+    "Hospital Transfer",
+    "lives alone",
+    "Lives with wife",
 ]
 
 

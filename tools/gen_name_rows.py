@@ -27,6 +27,17 @@ WORD = f"(?:{TITLE}|{CAPS})"
 END = f"(?![{UPPER}{LOWER}0-9{JOIN}])"
 START = f"(?<![{UPPER}{LOWER}0-9{JOIN}.^])"
 SEP = "[ \\t_]+"
+#: Words after which capitalised words are a person: who did the work, and relatives, carers.
+CUES = "under|Under|UNDER|attn|Attn|ATTN|c/o|C/O|by|By|BY"
+KIN = (
+    "wife|Wife|WIFE|husband|Husband|HUSBAND|partner|spouse|son|daughter|mother|father|brother|"
+    "carer|Carer|guardian|NOK|nok|Nok|next of kin|Next of kin|NEXT OF KIN"
+)
+#: A token of a name: an initial, a particle, or a capitalised word (glued initials too).
+NAMEISH = (
+    "(?:[A-Z\\u00c0-\\u00de]\\.|(?:de|van|von|der|den|da|di|du|le|la|del|della|dos|ter)"
+    "|[A-Z\\u00c0-\\u00de][A-Za-z\\u00c0-\\u00ff'\\u2019\\-]{0,40})"
+)
 PARTICLES = (
     "(?:(?:de|van|von|der|den|da|di|du|le|la|del|della|dos|das|bin|al|el|ter|ten)[ \\t]+){0,2}"
 )
@@ -66,6 +77,31 @@ def rows() -> list[dict[str, object]]:
             "case": "sensitive",
             "check": "after_by",
             "regex": f"(?<![{UPPER}{LOWER}0-9])(?:by|By|BY)[ \\t]+(?P<value>{TITLE}){END}",
+        },
+        {
+            "kind": name,
+            "name": "capitalised words after a word for who did the work (under ZHONG N, by "
+            "LEDUC, attn Amanda Jordan; not under GA, by Hand)",
+            "case": "sensitive",
+            "check": "after_cue",
+            "regex": f"(?<![{UPPER}{LOWER}0-9])(?:{CUES})[ \\t]*:?[ \\t]+(?P<value>{NAMEISH}"
+            f"(?:(?:[ \\t]*,[ \\t]*|[ \\t_]+){NAMEISH}){{0,3}}){END}",
+        },
+        {
+            "kind": name,
+            "name": "capitalised words after a word for a relative, a carer or the next of kin "
+            "(wife TURNER, NOK I. van Oudewater, husband van Breugel; not NOK CT)",
+            "case": "sensitive",
+            "check": "after_kin",
+            "regex": f"(?<![{UPPER}{LOWER}0-9])(?:{KIN})[ \\t]*:?[ \\t]+(?P<value>{NAMEISH}"
+            f"(?:(?:[ \\t]*,[ \\t]*|[ \\t_]+){NAMEISH}){{0,3}}){END}",
+        },
+        {
+            "kind": name,
+            "name": "an initial glued to a surname (CGardiner, JPhillipsen; not TSpine)",
+            "case": "sensitive",
+            "check": "glued_initial",
+            "regex": f"{START}(?P<value>[{UPPER}][{UPPER}][{LOWER}]{{2,40}}){END}",
         },
         {
             "kind": name,

@@ -182,6 +182,11 @@ def given(word: str) -> bool:
     return _key(word) in _given()
 
 
+def vocabulary_word(word: str) -> bool:
+    """True if ``word`` is an imaging, anatomy, product or structure word of the lists."""
+    return _key(word) in _lists().vocabulary
+
+
 def ordinary(word: str) -> bool:
     """True if ``word`` is an ordinary English word (so a given name that is one is ambiguous)."""
     return _key(word) in _lists().common
@@ -291,6 +296,58 @@ def after_by(value: str, after: str = "") -> bool:
     if given(value):
         return not ordinary(value)
     return _surname(value, strict=True)
+
+
+_PARTICLES = frozenset(
+    {"de", "van", "von", "der", "den", "da", "di", "du", "le", "la", "del", "della", "dos", "ter"}
+)
+
+
+def _unglued(token: str) -> str:
+    """``IAndrews`` is I. Andrews: an initial glued to a capitalised word, taken off."""
+    glued = len(token) > 3 and token[0].isupper() and token[1].isupper() and token[2].islower()
+    return token[1:] if glued else token
+
+
+def after_cue(value: str, after: str = "") -> bool:
+    """``under ZHONG N``, ``by LEDUC``, ``attn Amanda Jordan``: the capitalised words after a
+    word for who did the work are a name when the first of them (particles, initials and a
+    glued initial aside) is a given name that is no ordinary word, or a census surname that is
+    none (``under GA``, ``by Physics``, ``under CT guidance``, ``by Hand`` stay)."""
+    for token in _TOKENS.findall(value):
+        if len(token) == 1 or token.lower() in _PARTICLES:
+            continue
+        word = _unglued(token)
+        if given(word) and not ordinary(word) and _surname(word, strict=True):
+            return True
+        return _census(word) and _surname(word, strict=True)
+    return False
+
+
+def after_kin(value: str, after: str = "") -> bool:
+    """``wife TURNER``, ``NOK Biswas_Girindra``, ``husband van Breugel``: after a word for a
+    relative, a carer or the next of kin, capitalised words are a person when the first (its
+    particles, initials and glued initial aside) can be a surname at all: no vocabulary word
+    (``NOK CT``) and no ordinary word unless a frequent surname (``wife Turner``); in capitals,
+    a given name or a census surname (``wife DNACPR`` stays)."""
+    for token in _TOKENS.findall(value):
+        if len(token) == 1 or token.lower() in _PARTICLES:
+            continue
+        word = _unglued(token)
+        if not _surname(word, strict=False):
+            return False
+        return not word.isupper() or given(word) or _census(word)  # DNACPR is no one
+    return False
+
+
+def glued_initial(value: str, after: str = "") -> bool:
+    """``CGardiner``, ``JPhillipsen``, ``BSidhu``: an initial glued to a census surname or a
+    given name that is no ordinary or vocabulary word, as logins and labels write them (``TSpine``,
+    ``DWeighted`` stay)."""
+    rest = value[1:]
+    if not _surname(rest, strict=True):
+        return False
+    return _census(rest) or given(rest)
 
 
 def after_title(value: str, after: str = "") -> bool:

@@ -87,6 +87,11 @@ def _run_check(value: str, _after: str) -> bool:
     return not_a_run(value)
 
 
+def _named_hospital(value: str, _after: str) -> bool:
+    """The word after Hospital is a name: no ordinary word (Number, Admission) or vocabulary."""
+    return not names.ordinary(value) and not names.vocabulary_word(value)
+
+
 #: A check judges a match (its ``value`` group, else the whole match) and the text after it;
 #: module functions, so that a detector goes to worker processes by pickle.
 Check = Callable[[str, str], bool]
@@ -94,12 +99,16 @@ CHECKS: dict[str, Check] = {
     "nhs_checksum": _nhs_check,
     "day_month": _date_check,
     "not_a_run": _run_check,
+    "named_hospital": _named_hospital,
     "given_surname": names.given_surname,
     "surname_comma_given": names.surname_comma_given,
     "initial_surname": names.initial_surname,
     "surname_initial": names.surname_initial,
     "lower_given_surname": names.lower_given_surname,
     "after_by": names.after_by,
+    "after_cue": names.after_cue,
+    "after_kin": names.after_kin,
+    "glued_initial": names.glued_initial,
     "after_title": names.after_title,
     "dicom_name": names.dicom_name,
 }
