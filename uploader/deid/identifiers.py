@@ -634,6 +634,30 @@ class Hit:
     kind: str
 
 
+class _KindGroup:
+    """Kinds of a study's identifiers as regexes: one union to pass a text that holds none at
+    a single search, and each kind's own regex (for its spans) compiled at first need."""
+
+    def __init__(self, by_kind: dict[str, list[str]]) -> None:
+        self.kinds = {
+            kind: sorted(set(pats), key=len, reverse=True) for kind, pats in by_kind.items() if pats
+        }
+        pats = sorted({p for ps in self.kinds.values() for p in ps}, key=len, reverse=True)
+        self._any = re.compile("|".join(pats)) if pats else None
+        self._each: dict[str, re.Pattern[str]] = {}
+
+    def hits(self, folded: str) -> list[Hit]:
+        if self._any is None or self._any.search(folded) is None:
+            return []
+        found: list[Hit] = []
+        for kind, pats in self.kinds.items():
+            regex = self._each.get(kind)
+            if regex is None:
+                regex = self._each[kind] = re.compile("|".join(pats))
+            found.extend(Hit(m.start(), m.end(), kind) for m in regex.finditer(folded))
+        return found
+
+
 class Matcher:
     """Finds and cleans a study's identifiers in any string, in one regex pass per kind group.
 
@@ -671,12 +695,15 @@ class Matcher:
             ]
         if not keep_device:
             by_kind["station"] = [_WORD.format(re.escape(fold(v))) for v in ident.stations]
-        self._verify_kinds = self._compile_kinds(by_kind)
-        self._verify_any = self._compile_any(by_kind)
-        by_kind["date"] = [p for d in ident.other_dates for p in _date_patterns(d)]
-        by_kind["time"] = [p for t in ident.times for p in _time_patterns(t)]
-        self._clean_kinds = self._compile_kinds(by_kind)
-        self._clean_any = self._compile_any(by_kind)
+        # the verifier's kinds, then the header's own dates and times that only the cleaner
+        # strikes: each group one quick union, and each kind's own regex compiled only once
+        # a text gets past its group's union (most never do)
+        extra = {
+            "date": [p for d in ident.other_dates for p in _date_patterns(d)],
+            "time": [p for t in ident.times for p in _time_patterns(t)],
+        }
+        self._base = _KindGroup(by_kind)
+        self._extra = _KindGroup(extra)
         self._short = {fold(s) for s in ident.short_names}
         self._ident, self._ours_words = ident, tuple(ours)
         self._ids_only: Matcher | None = None
@@ -684,19 +711,6 @@ class Matcher:
         self._people: Matcher | None = None
         self._ours = ours_pattern(ours)
 
-    @staticmethod
-    def _compile_any(by_kind: dict[str, list[str]]) -> re.Pattern[str] | None:
-        pats = sorted({p for ps in by_kind.values() for p in ps}, key=len, reverse=True)
-        return re.compile("|".join(pats)) if pats else None
-
-    @staticmethod
-    def _compile_kinds(by_kind: dict[str, list[str]]) -> list[tuple[str, re.Pattern[str]]]:
-        out = []
-        for kind, pats in by_kind.items():
-            unique = sorted(set(pats), key=len, reverse=True)
-            if unique:
-                out.append((kind, re.compile("|".join(unique))))
-        return out
 
     def for_tag(self, tag: int, vr: str) -> Matcher:
         """The matcher for one attribute: enumerated code strings (Modality MR, PatientSex F,
@@ -726,7 +740,7 @@ class Matcher:
     @property
     def empty(self) -> bool:
         """True when the study carried no identifier to look for."""
-        return not self._clean_kinds and not self._short
+        return not self._base.kinds and not self._extra.kinds and not self._short
 
     def hits(
         self, text: str, patterns: Detector | None = None, *, verify: bool = False
@@ -748,10 +762,8 @@ class Matcher:
         found: list[Hit] = []
         if self._short and folded.strip() in self._short:
             found.append(Hit(0, len(text), "name"))
-        quick = self._verify_any if verify else self._clean_any
-        if quick is not None and quick.search(folded):
-            for kind, regex in self._verify_kinds if verify else self._clean_kinds:
-                found.extend(Hit(m.start(), m.end(), kind) for m in regex.finditer(folded))
+        for group in (self._base,) if verify else (self._base, self._extra):
+            found.extend(group.hits(folded))
         if patterns is not None:
             found.extend(Hit(f.start, f.end, f.kind) for f in patterns.find(text, folded))
         if found and self._ours is not None:
