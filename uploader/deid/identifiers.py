@@ -711,7 +711,6 @@ class Matcher:
         self._people: Matcher | None = None
         self._ours = ours_pattern(ours)
 
-
     def for_tag(self, tag: int, vr: str) -> Matcher:
         """The matcher for one attribute: enumerated code strings (Modality MR, PatientSex F,
         ValueType TEXT) are struck by the study's IDs only; other code strings and device
