@@ -177,6 +177,11 @@ def _caps(word: str) -> bool:
     return word.isupper()
 
 
+def word_keys(text: str) -> list[str]:
+    """The words of ``text`` folded for the lists (``Children's``: childrens)."""
+    return [_key(t) for t in _TOKENS.findall(text)]
+
+
 def given(word: str) -> bool:
     """True if ``word`` is a given name of the list."""
     return _key(word) in _given()

@@ -62,10 +62,13 @@ def day_month(text: str) -> bool:
 
 
 def not_a_run(text: str) -> bool:
-    """True unless digit pairs only count up or repeat (05 06 07 08 09: phases, not a phone)."""
+    """True unless digit pairs only count up or repeat (05 06 07 08 09: phases, not a phone),
+    step evenly (05 10 15 20 25, 06 12 18 24 30: a list of doses or angles) or alternate (02 00
+    02 00 02, 05 40 05 40 05: a repeated schedule)."""
     pairs = [int(x) for x in re.findall(r"[0-9]{2}", text)]
     steps = {b - a for a, b in itertools.pairwise(pairs)}
-    return not steps <= {0, 1}
+    alternates = all(a == b for a, b in zip(pairs, pairs[2:], strict=False))
+    return not (steps <= {0, 1} or len(steps) == 1 or alternates)
 
 
 #: The kinds ``Detector.people`` keeps.
@@ -88,8 +91,59 @@ def _run_check(value: str, _after: str) -> bool:
 
 
 def _named_hospital(value: str, _after: str) -> bool:
-    """The word after Hospital is a name: no ordinary word (Number, Admission) or vocabulary."""
-    return not names.ordinary(value) and not names.vocabulary_word(value)
+    """The word after Hospital is a name: no ordinary word (Number, Admission), vocabulary or
+    generic word (Inpatient, Referral, Pacs, Infantil)."""
+    generic = any(k in _GENERIC_INSTITUTION for k in names.word_keys(value))
+    return not (generic or names.ordinary(value) or names.vocabulary_word(value))
+
+
+#: Words that say which hospital only relative to the writer (Outside Hospital, Referring
+#: Hospital, Day Hospital) or say what kind it is (General Hospital, Hôpital de Jour, Clínica
+#: Dental, Radiologische Klinik), and the words of the head itself: a hospital's name needs a
+#: word that is none of them (Royal Marsden Hospital, Ospedale Maggiore, Holzapfel-Klinik).
+_GENERIC_WORDS = """
+    other outside external referring referral previous prior local home host treating base
+    private teaching district general community day field planning from scan scans images
+    image transfer import imported dicom ct mr mri pet the this another different original
+    old new same academic sending receiving partner main university universitario universitaria
+    universitari universitaire universitair children childrens women womens kids of and for
+    hospital hospitals infirmary medical college cancer institute health healthcare centre
+    center system trust board nhs foundation hopital klinikum universitatsklinikum
+    universitaetsklinikum krankenhaus clinica ospedale policlinico azienda ospedaliera
+    ziekenhuis centre hospitalier regional chu chru klinik kliniken spital sjukhus sykehus
+    sygehus medisch centrum de del la los di della du des van der den von do da dos d
+    infantil provincial comarcal dia jour dental medica civile pediatrico pediatrica
+    aufnahme planung planungs academisch algemeen tumor brust kopf hals frauen kinder augen
+    haut tages uni oncologico oncologica oncologia oncologie inpatient outpatient inpatients
+    outpatients referral referrals pacs ris dicom zugang"""
+_GENERIC_INSTITUTION = frozenset(_GENERIC_WORDS.split())
+#: German and Dutch department words by their endings (Radiologische, Strahlentherapie).
+_DEPARTMENT = re.compile(r"(?:isch|ische[nrs]?|logie|therapie|medizin|chirurgie|iatrie)$")
+
+
+def _named_institution(value: str, _after: str) -> bool:
+    """A hospital's name holds a word that is not generic (Royal Marsden Hospital; not Outside
+    Hospital, District General Hospital, Hôpital de Jour, Radiologische Klinik)."""
+    for token in names.word_keys(value.replace("-", " ")):  # Brust-Klinik: brust, klinik
+        if token not in _GENERIC_INSTITUTION and not _DEPARTMENT.search(token):
+            return True
+    return False
+
+
+#: Country endings that are also file types (setup.in, model.pt, run.pl, build.info).
+_FILE_ENDINGS = frozenset({"in", "pt", "pl", "info"})
+
+
+def _domain_name(value: str, _after: str) -> bool:
+    """A bare domain of one word and its ending is a file name when the word is an ordinary
+    or vocabulary one (plan.co, model.pt, config.in, dose.io; not blondel.com, charite.de)."""
+    host = value.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    labels = host.split(".")
+    if len(labels) != 2 or host != value:
+        return True
+    if labels[1] in _FILE_ENDINGS:
+        return False
+    return not (names.ordinary(labels[0]) or names.vocabulary_word(labels[0]))
 
 
 #: A check judges a match (its ``value`` group, else the whole match) and the text after it;
@@ -100,6 +154,8 @@ CHECKS: dict[str, Check] = {
     "day_month": _date_check,
     "not_a_run": _run_check,
     "named_hospital": _named_hospital,
+    "named_institution": _named_institution,
+    "domain_name": _domain_name,
     "given_surname": names.given_surname,
     "surname_comma_given": names.surname_comma_given,
     "initial_surname": names.initial_surname,
