@@ -334,14 +334,17 @@ def after_kin(value: str, after: str = "") -> bool:
     relative, a carer or the next of kin, capitalised words are a person when the first (its
     particles, initials and glued initial aside) can be a surname at all: no vocabulary word
     (``NOK CT``) and no ordinary word unless a frequent surname (``wife Turner``); in capitals,
-    a given name or a census surname (``wife DNACPR`` stays)."""
-    for token in _TOKENS.findall(value):
+    a given name, a census surname or a word an initial follows (``NOK GILABERT I``; ``wife
+    DNACPR`` stays)."""
+    tokens = _TOKENS.findall(value)
+    for i, token in enumerate(tokens):
         if len(token) == 1 or token.lower() in _PARTICLES:
             continue
         word = _unglued(token)
         if not _surname(word, strict=False):
             return False
-        return not word.isupper() or given(word) or _census(word)  # DNACPR is no one
+        initial = i + 1 < len(tokens) and len(tokens[i + 1]) == 1
+        return not word.isupper() or initial or given(word) or _census(word)  # DNACPR: no one
     return False
 
 
