@@ -96,6 +96,10 @@ FOUND = {
     "royalmarsden.nhs.uk": "network address",
     "06 12 34 56 78": "phone number",
     "Age: 95, frail": "age over 89",
+    "CT dic 2021": "date",
+    "ene 2022": "date",
+    "lug 2019": "date",
+    "mei 2021": "date",
 }
 
 LEFT = [
@@ -196,6 +200,9 @@ LEFT = [
     "Age 95%",
     "aged 95 min",
     "Age 100 ms",
+    "Data Set 2021",
+    "Gen 2020 model",
+    "Mag 2019",
 ]
 
 
