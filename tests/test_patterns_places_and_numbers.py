@@ -100,6 +100,11 @@ FOUND = {
     "ene 2022": "date",
     "lug 2019": "date",
     "mei 2021": "date",
+    "W1A 1AA": "postcode",
+    "E1W 1YW": "postcode",
+    "M1 1AE": "postcode",
+    "SW1A 2AA": "postcode",
+    "CT1 4DF": "postcode",
 }
 
 LEFT = [
@@ -203,6 +208,10 @@ LEFT = [
     "Data Set 2021",
     "Gen 2020 model",
     "Mag 2019",
+    "MR T1 3DT",
+    "T2 3DS",
+    "P1 3PH",
+    "T12 1FX",
 ]
 
 
