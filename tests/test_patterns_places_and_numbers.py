@@ -105,6 +105,8 @@ FOUND = {
     "M1 1AE": "postcode",
     "SW1A 2AA": "postcode",
     "CT1 4DF": "postcode",
+    "PACS 10.2.1.15": "network address",
+    "AE at 192.168.1.20:104": "network address",
 }
 
 LEFT = [
@@ -212,6 +214,10 @@ LEFT = [
     "T2 3DS",
     "P1 3PH",
     "T12 1FX",
+    "Planned in Eclipse 10.0.28.1",
+    "Version 10.1.2.3",
+    "v10.0.0.1",
+    "RayStation 10.1.100.0",
 ]
 
 
