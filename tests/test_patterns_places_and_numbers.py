@@ -107,6 +107,11 @@ FOUND = {
     "CT1 4DF": "postcode",
     "PACS 10.2.1.15": "network address",
     "AE at 192.168.1.20:104": "network address",
+    "Meinweg 12": "address",
+    "Kaufinger Straße 12": "address",
+    "Bismarckplatz 3": "address",
+    "Königsplatz 1": "address",
+    "45 Station Ave": "address",
 }
 
 LEFT = [
@@ -218,6 +223,14 @@ LEFT = [
     "Version 10.1.2.3",
     "v10.0.0.1",
     "RayStation 10.1.100.0",
+    "Arbeitsplatz 3",
+    "Behandlungsplatz 2",
+    "Bestrahlungsplatz 2",
+    "Messplatz 1",
+    "Atemweg 2",
+    "Zugangsweg 2",
+    "CT 10 Phase Ave",
+    "CT 10 PHASES AVE",
 ]
 
 
