@@ -9,21 +9,17 @@ class the table does not know (the caller then takes the conservative choice).
 
 from __future__ import annotations
 
-import json
 from functools import cache
-from importlib import resources
 from typing import Any
 
-from uploader.errors import ConfigError
+from uploader.datafiles import packaged_json
 
 
 @cache
 def _table() -> dict[str, Any]:
-    try:
-        text = resources.files("uploader.deid").joinpath("data/iod_types.json").read_text("utf-8")
-        data: dict[str, Any] = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"the packaged IOD requirement table cannot be read: {exc}") from exc
+    data: dict[str, Any] = packaged_json(
+        "uploader.deid", "data/iod_types.json", "IOD requirement table"
+    )
     return data
 
 

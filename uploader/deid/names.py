@@ -38,16 +38,14 @@ holds one, and there only (``given_at``); a check is a few set look-ups.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Any
 
-from uploader.errors import ConfigError
+from uploader.datafiles import packaged_json
 
 _VOWEL = re.compile(r"[aeiouy]")
 _WORD3 = re.compile(r"[a-z]{3,}")
@@ -97,11 +95,7 @@ class _Lists:
 
 @cache
 def _data() -> dict[str, Any]:
-    try:
-        text = resources.files("uploader.deid").joinpath("data/names.json").read_text("utf-8")
-        data: dict[str, Any] = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"the packaged name lists cannot be read: {exc}") from exc
+    data: dict[str, Any] = packaged_json("uploader.deid", "data/names.json", "name lists")
     return data
 
 

@@ -22,15 +22,14 @@ for long. Nothing here returns a matched value: only its kind and where.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from uploader.datafiles import packaged_json
 from uploader.deid import names
 from uploader.errors import ConfigError
 
@@ -243,11 +242,8 @@ def _rows(data: Any, origin: str) -> list[Pattern]:
 
 @cache
 def _packaged() -> tuple[Pattern, ...]:
-    try:
-        text = resources.files("uploader.deid").joinpath("data/patterns.json").read_text("utf-8")
-        return tuple(_rows(json.loads(text), "the packaged pattern table"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"the packaged pattern table cannot be read: {exc}") from exc
+    table = packaged_json("uploader.deid", "data/patterns.json", "pattern table")
+    return tuple(_rows(table, "the packaged pattern table"))
 
 
 def load_site_patterns(path: Path) -> tuple[Pattern, ...]:

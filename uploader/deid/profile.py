@@ -8,14 +8,12 @@ the action codes (X, Z, D, U, K, C and the conditional ones) for a value represe
 from __future__ import annotations
 
 import enum
-import json
 import re
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from typing import Any
 
-from uploader.errors import ConfigError
+from uploader.datafiles import packaged_json
 
 
 class Option(enum.StrEnum):
@@ -257,11 +255,7 @@ def load_table() -> dict[str, Any]:
     Raises:
         ConfigError: the packaged table is missing or unreadable (a broken installation).
     """
-    try:
-        text = resources.files("uploader.deid").joinpath("data/annex_e.json").read_text("utf-8")
-        data: dict[str, Any] = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"the packaged Annex E table cannot be read: {exc}") from exc
+    data: dict[str, Any] = packaged_json("uploader.deid", "data/annex_e.json", "Annex E table")
     return data
 
 

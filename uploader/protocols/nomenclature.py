@@ -9,13 +9,11 @@ characters. ``suggest`` proposes the closest names for one that does not.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from functools import cache
-from importlib import resources
 from typing import Any
 
-from uploader.errors import ConfigError
+from uploader.datafiles import packaged_json
 
 MAX_LENGTH = 16
 _TARGET = re.compile(r"^(GTV|CTV|ITV|IGTV|ICTV|PTV)(n|p|sb|par|v|vas)?\d*(_[A-Za-z0-9]+)*$")
@@ -33,11 +31,7 @@ def table() -> dict[str, Any]:
     Raises:
         ConfigError: the packaged list is missing or unreadable (a broken installation).
     """
-    try:
-        text = resources.files("uploader.protocols").joinpath("data/tg263.json").read_text("utf-8")
-        data: dict[str, Any] = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"the packaged TG-263 list cannot be read: {exc}") from exc
+    data: dict[str, Any] = packaged_json("uploader.protocols", "data/tg263.json", "TG-263 list")
     return data
 
 
