@@ -55,6 +55,14 @@ INSTITUTION_TAGS = frozenset(
     )
     if t is not None
 )
+
+
+def people_only_tags(retain_institution: bool) -> frozenset[int]:
+    """Tags that only names and e-mails strike: device descriptions, and the institution's own
+    attributes where Retain Institution Identity keeps them (the engine and both verifiers)."""
+    return DEVICE_TAGS | INSTITUTION_TAGS if retain_institution else DEVICE_TAGS
+
+
 #: Code strings with enumerated values or defined terms (no person's name belongs there,
 #: and a name part may equal a term: MR, F, TEXT).
 ENUMERATED_TAGS = frozenset(

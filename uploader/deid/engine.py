@@ -25,10 +25,9 @@ from pydicom.uid import UID
 from uploader.deid import header, iod
 from uploader.deid.codes import (
     CODED_TAGS,
-    DEVICE_TAGS,
-    INSTITUTION_TAGS,
     is_code,
     is_standard_meaning,
+    people_only_tags,
 )
 from uploader.deid.elements import (
     MAX_DEPTH,
@@ -157,11 +156,8 @@ class Settings:
     patterns: Detector = field(default_factory=default_detector)
 
     def detector(self) -> Detector:
-        """The pattern rows these options apply (Retain Institution Identity keeps names of
-        hospitals in text too)."""
-        if Option.RETAIN_INSTITUTION_IDENTITY in self.profile.options:
-            return self.patterns.keeping_institutions()
-        return self.patterns
+        """The pattern rows these options apply."""
+        return self.patterns.for_options(self.profile.options)
 
     def our_words(self, subject: str = "", session: str = "") -> tuple[str, ...]:
         """Return the words the engine writes itself (never taken for an identifier)."""
@@ -204,12 +200,8 @@ class _Instance:
         self.protected = settings.protected
         self.patterns = settings.detector()
         self.retain_uids = Option.RETAIN_UIDS in settings.profile.options
-        #: tags only names and e-mails strike: device descriptions, and the institution's own
-        #: attributes where the options keep them
-        self.people_only = DEVICE_TAGS | (
-            INSTITUTION_TAGS
-            if Option.RETAIN_INSTITUTION_IDENTITY in settings.profile.options
-            else frozenset()
+        self.people_only = people_only_tags(
+            Option.RETAIN_INSTITUTION_IDENTITY in settings.profile.options
         )
         self.matcher = matcher
         self.shift = dt.timedelta(days=shift_days)

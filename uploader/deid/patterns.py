@@ -31,6 +31,7 @@ from typing import Any
 
 from uploader.datafiles import packaged_json
 from uploader.deid import names
+from uploader.deid.profile import Option
 from uploader.errors import ConfigError
 
 MAX_TEXT = 16_384  # longer text is matched in overlapping windows of this size
@@ -290,22 +291,26 @@ class Detector:
         numbers (a version looks like a date, a serial like an ID), but a service engineer's
         name typed into one is still a name. The same object on every call."""
         if self._people is None:
-            people = Detector.__new__(Detector)
-            people._use([p for p in self.patterns if p.kind in _PEOPLE])
-            people._people = people
-            self._people = people
+            self._people = self._subset(lambda p: p.kind in _PEOPLE)
+            self._people._people = self._people
         return self._people
 
-    def keeping_institutions(self) -> Detector:
-        """The rows less those that find institutions, for Retain Institution Identity (the
-        option keeps the hospital's name, in its attributes and in text). The same object on
-        every call."""
+    def for_options(self, options: frozenset[Option]) -> Detector:
+        """The rows these de-identification options apply: under Retain Institution Identity,
+        none that finds an institution (the option keeps the hospital's name, in its
+        attributes and in text). The same object on every call."""
+        if Option.RETAIN_INSTITUTION_IDENTITY not in options:
+            return self
         if self._no_institutions is None:
-            kept = Detector.__new__(Detector)
-            kept._use([p for p in self.patterns if p.kind != INSTITUTION])
-            kept._people, kept._no_institutions = None, kept
-            self._no_institutions = kept
+            self._no_institutions = self._subset(lambda p: p.kind != INSTITUTION)
+            self._no_institutions._no_institutions = self._no_institutions
         return self._no_institutions
+
+    def _subset(self, keep: Callable[[Pattern], bool]) -> Detector:
+        sub = Detector.__new__(Detector)
+        sub._use([p for p in self.patterns if keep(p)])
+        sub._people = sub._no_institutions = None
+        return sub
 
     def any_in(self, text: str, folded: str) -> bool:
         """True if some row may match (a quick pass before ``find``; checks not applied)."""

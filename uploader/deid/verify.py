@@ -17,7 +17,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from uploader.deid import iod
-from uploader.deid.codes import DEVICE_TAGS, INSTITUTION_TAGS, is_code, is_standard_meaning
+from uploader.deid.codes import is_code, is_standard_meaning, people_only_tags
 from uploader.deid.elements import (
     STANDARD_VRS,
     TEXT_VRS,
@@ -101,14 +101,6 @@ def _uid_problem(parent: Dataset, tag: int, profile: Profile, originals: set[str
 RECORD_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})
 
 
-def _people_only(options: frozenset[Option]) -> frozenset[int]:
-    """Tags that only names and e-mails strike: device descriptions, and the institution's own
-    attributes where Retain Institution Identity keeps them (as the engine does)."""
-    if Option.RETAIN_INSTITUTION_IDENTITY in options:
-        return DEVICE_TAGS | INSTITUTION_TAGS
-    return DEVICE_TAGS
-
-
 def check_output(
     ds: Dataset,
     ident: Identifiers,
@@ -135,7 +127,7 @@ def check_output(
         ours=ours,
     )
     retain_uids = Option.RETAIN_UIDS in options
-    people_only = _people_only(options)
+    people_only = people_only_tags(Option.RETAIN_INSTITUTION_IDENTITY in options)
     problems: list[str] = []
     ids = numeric_ids(ident)
     for path, tag, vr, parent in walk(ds):
@@ -228,10 +220,9 @@ def audit(
     """
     problems = _audit_header(ds, allow_burned_in)
     retain_uids = Option.RETAIN_UIDS in profile.options
-    people_only = _people_only(profile.options)
+    people_only = people_only_tags(Option.RETAIN_INSTITUTION_IDENTITY in profile.options)
     detector = patterns if patterns is not None else default_detector(audit=True)
-    if Option.RETAIN_INSTITUTION_IDENTITY in profile.options:
-        detector = detector.keeping_institutions()
+    detector = detector.for_options(profile.options)
     mask = ours_pattern(ours)
     reqs = iod.requirements(str(ds.get("SOPClassUID", "") or ""))
     for path, tag, vr, parent in walk(ds):
